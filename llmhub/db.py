@@ -18,9 +18,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
     """Open a psycopg connection to the hub database."""
-    return psycopg.connect(
-        settings.database_url, autocommit=autocommit, application_name="llmhub"
-    )
+    return psycopg.connect(settings.database_url, autocommit=autocommit, application_name="llmhub")
 
 
 def sqlalchemy_url(database_url: str) -> str:

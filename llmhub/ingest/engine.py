@@ -1,0 +1,337 @@
+"""The micro-batch ingester: Kafka partitions in, raw hypertables out, exactly once.
+
+One run claims partitions (a PostgreSQL advisory lock per topic-partition, held for the run, so
+two ingesters never read the same partition at once), seeks each to the offset stored in the
+database, and loops: poll a bounded batch, normalise, write rows + dead letters + next offsets in
+one transaction. Workers on several machines split the partitions with ``worker_index`` /
+``worker_count``; the locks make a mis-configured split safe, and the guarded offset update makes
+even a lock-less second reader unable to store a message twice.
+
+The ``assign()`` API is used instead of consumer-group ``subscribe()``: the offsets live in the
+database, not in Kafka, and group joins cost seconds per micro-batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+from kafka import KafkaConsumer, TopicPartition
+
+from llmhub.config import Settings
+from llmhub.contract.topics import BY_TOPIC, TOPICS
+from llmhub.db import connect
+from llmhub.ingest.normalize import Normalizer, Rejection
+from llmhub.ingest.writer import Batch, DeadLetter, RawWriter, WriteResult, stored_offsets
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 1000
+
+
+class OffsetsAheadOfBrokerError(RuntimeError):
+    """The database says we read past the end of a partition: the topic was recreated."""
+
+
+@dataclass
+class IngestReport:
+    """What one run did, per raw table and per topic-partition."""
+
+    rows_written: dict[str, int] = field(default_factory=dict)
+    duplicates_skipped: dict[str, int] = field(default_factory=dict)
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    messages: int = 0
+    batches: int = 0
+    duration_s: float = 0.0
+    partitions: list[str] = field(default_factory=list)
+    lag: dict[str, int] = field(default_factory=dict)
+    skipped_partitions: list[str] = field(default_factory=list)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.messages / self.duration_s if self.duration_s > 0 else 0.0
+
+    def merge(self, other: IngestReport) -> IngestReport:
+        """Combine the reports of workers that ran side by side."""
+        merged = IngestReport(
+            messages=self.messages + other.messages,
+            batches=self.batches + other.batches,
+            duration_s=max(self.duration_s, other.duration_s),
+            partitions=self.partitions + other.partitions,
+            lag={**self.lag, **other.lag},
+            skipped_partitions=self.skipped_partitions + other.skipped_partitions,
+        )
+        for name in ("rows_written", "duplicates_skipped", "dead_lettered"):
+            total = dict(getattr(self, name))
+            for key, value in getattr(other, name).items():
+                total[key] = total.get(key, 0) + value
+            setattr(merged, name, total)
+        return merged
+
+    def lag_by_topic(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for key, value in self.lag.items():
+            topic = key.rsplit("[", 1)[0]
+            totals[topic] = totals.get(topic, 0) + value
+        return totals
+
+
+def _tp_name(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
+
+
+def _lock_key(group: str, tp: TopicPartition) -> str:
+    return f"llmhub-ingest:{group}:{tp.topic}:{tp.partition}"
+
+
+def make_consumer(settings: Settings, batch_max_records: int) -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        client_id="llmhub-ingest",
+        group_id=None,
+        enable_auto_commit=False,
+        max_poll_records=batch_max_records,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_min_bytes=1,
+        fetch_max_wait_ms=100,
+        request_timeout_ms=30_000,
+    )
+
+
+class Ingestor:
+    """Reads the contract's topics into the raw tables for one consumer group.
+
+    Args:
+        settings: connection strings and limits.
+        topics: topics to read (default: all five).
+        worker_index / worker_count: this worker's share of the partitions.
+        batch_max_records: messages per transaction (bounds memory).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str] | None = None,
+        worker_index: int = 0,
+        worker_count: int = 1,
+        batch_max_records: int | None = None,
+    ) -> None:
+        if not 0 <= worker_index < worker_count:
+            raise ValueError(f"worker_index {worker_index} is not in [0, {worker_count})")
+        self.settings = settings
+        self.topics = list(topics) if topics else [spec.topic for spec in TOPICS]
+        unknown = [t for t in self.topics if t not in BY_TOPIC]
+        if unknown:
+            raise ValueError(f"unknown topics: {unknown}")
+        self.worker_index = worker_index
+        self.worker_count = worker_count
+        self.batch_max_records = batch_max_records or settings.batch_max_records
+        self.normalizers = {t: Normalizer(BY_TOPIC[t], settings) for t in self.topics}
+
+    def run(
+        self,
+        until_caught_up: bool = True,
+        max_batches: int | None = None,
+        on_batch: Callable[[IngestReport], None] | None = None,
+    ) -> IngestReport:
+        """Ingest until caught up with the end offsets seen at start, or ``max_batches``."""
+        started = time.monotonic()
+        report = IngestReport()
+        consumer = make_consumer(self.settings, self.batch_max_records)
+        try:
+            with connect(self.settings, autocommit=True) as conn:
+                claimed = self._claim(conn, consumer)
+                report.partitions = [_tp_name(tp) for tp in claimed]
+                if claimed:
+                    self._consume(
+                        conn, consumer, claimed, report, until_caught_up, max_batches, on_batch
+                    )
+                    end = consumer.end_offsets(claimed)
+                    positions = stored_offsets(
+                        conn,
+                        self.settings.consumer_group,
+                        [(tp.topic, tp.partition) for tp in claimed],
+                    )
+                    report.lag = {
+                        _tp_name(tp): max(0, end[tp] - positions.get((tp.topic, tp.partition), 0))
+                        for tp in claimed
+                    }
+                    # Releasing explicitly keeps the lock scope obvious; closing would too.
+                    conn.execute("select pg_advisory_unlock_all()")
+        finally:
+            consumer.close()
+        report.duration_s = time.monotonic() - started
+        return report
+
+    def _claim(self, conn: psycopg.Connection, consumer: KafkaConsumer) -> list[TopicPartition]:
+        every: list[TopicPartition] = []
+        for topic in self.topics:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                log.warning(
+                    "topic %s does not exist on %s; skipped", topic, self.settings.kafka_bootstrap
+                )
+                continue
+            every.extend(TopicPartition(topic, p) for p in sorted(partitions))
+        mine = [tp for i, tp in enumerate(every) if i % self.worker_count == self.worker_index]
+        claimed = []
+        for tp in mine:
+            locked = conn.execute(
+                "select pg_try_advisory_lock(hashtextextended(%s, 0))",
+                (_lock_key(self.settings.consumer_group, tp),),
+            ).fetchone()
+            if locked and locked[0]:
+                claimed.append(tp)
+            else:
+                log.info("%s is being ingested by another worker; skipped", _tp_name(tp))
+        return claimed
+
+    def _seek(
+        self, conn: psycopg.Connection, consumer: KafkaConsumer, claimed: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        consumer.assign(claimed)
+        beginning = consumer.beginning_offsets(claimed)
+        end = consumer.end_offsets(claimed)
+        stored = stored_offsets(
+            conn, self.settings.consumer_group, [(tp.topic, tp.partition) for tp in claimed]
+        )
+        positions: dict[TopicPartition, int] = {}
+        for tp in claimed:
+            position = stored.get((tp.topic, tp.partition), beginning[tp])
+            if position > end[tp]:
+                raise OffsetsAheadOfBrokerError(
+                    f"{_tp_name(tp)}: stored offset {position} is past the broker's end offset "
+                    f"{end[tp]}; the topic was recreated or the broker lost data. Reset with "
+                    "`llmhub offsets reset` once you have checked what happened."
+                )
+            if position < beginning[tp]:
+                log.error(
+                    "%s: offsets %d..%d were deleted by the broker before they were ingested",
+                    _tp_name(tp),
+                    position,
+                    beginning[tp] - 1,
+                )
+                position = beginning[tp]
+            consumer.seek(tp, position)
+            positions[tp] = position
+        return positions
+
+    def _consume(
+        self,
+        conn: psycopg.Connection,
+        consumer: KafkaConsumer,
+        claimed: list[TopicPartition],
+        report: IngestReport,
+        until_caught_up: bool,
+        max_batches: int | None,
+        on_batch: Callable[[IngestReport], None] | None,
+    ) -> None:
+        positions = self._seek(conn, consumer, claimed)
+        targets = consumer.end_offsets(claimed)
+        writer = RawWriter(conn, self.settings.consumer_group)
+
+        def account(batch: Batch, result: WriteResult) -> None:
+            report.batches += 1
+            report.messages += batch.message_count
+            for table, count in result.inserted.items():
+                report.rows_written[table] = report.rows_written.get(table, 0) + count
+            for table, count in result.duplicates.items():
+                report.duplicates_skipped[table] = report.duplicates_skipped.get(table, 0) + count
+            for dead in batch.dead_letters:
+                topic = dead.source.topic
+                report.dead_lettered[topic] = report.dead_lettered.get(topic, 0) + 1
+            if on_batch is not None:
+                on_batch(report)
+
+        # While one batch is written (PostgreSQL works, the thread waits on its socket without
+        # the GIL), the next is fetched and normalised. Batches commit in order, and each one's
+        # offset guard starts where the previous ended, so if one fails the next fails too.
+        in_flight: tuple[Batch, Future[WriteResult]] | None = None
+        built = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmhub-writer") as pool:
+            while max_batches is None or built < max_batches:
+                if until_caught_up and all(positions[tp] >= targets[tp] for tp in claimed):
+                    break
+                polled = consumer.poll(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=self.batch_max_records
+                )
+                if not polled:
+                    if not until_caught_up:
+                        break
+                    continue
+                batch = self._build_batch(polled, positions)
+                for (topic, partition), (_, end) in batch.offsets.items():
+                    positions[TopicPartition(topic, partition)] = end
+                built += 1
+                if in_flight is not None:
+                    account(in_flight[0], in_flight[1].result())
+                in_flight = (batch, pool.submit(writer.write, batch))
+            if in_flight is not None:
+                account(in_flight[0], in_flight[1].result())
+
+    def _build_batch(self, polled: dict, positions: dict[TopicPartition, int]) -> Batch:
+        batch = Batch()
+        now = datetime.now(UTC)
+        for tp, records in polled.items():
+            if not records:
+                continue
+            normalizer = self.normalizers[tp.topic]
+            table = normalizer.table.name
+            for record in records:
+                outcome = normalizer.normalize(record.value, tp.partition, record.offset, now)
+                if isinstance(outcome, Rejection):
+                    batch.dead_letters.append(
+                        DeadLetter(record, outcome.error_class, outcome.error)
+                    )
+                else:
+                    batch.add_row(table, outcome, record)
+            batch.offsets[(tp.topic, tp.partition)] = (positions[tp], records[-1].offset + 1)
+        return batch
+
+
+def _run_worker(
+    settings: Settings,
+    topics: Sequence[str] | None,
+    worker_index: int,
+    worker_count: int,
+    until_caught_up: bool,
+    max_batches: int | None,
+) -> IngestReport:
+    ingestor = Ingestor(settings, topics, worker_index, worker_count)
+    return ingestor.run(until_caught_up=until_caught_up, max_batches=max_batches)
+
+
+def run_parallel(
+    settings: Settings,
+    workers: int,
+    topics: Sequence[str] | None = None,
+    until_caught_up: bool = True,
+    max_batches: int | None = None,
+) -> IngestReport:
+    """Run ``workers`` ingester processes side by side, each on its share of the partitions.
+
+    Python parses JSON under one GIL, so a second core needs a second process. On several
+    machines, run one ``llmhub ingest --worker-index I --worker-count N`` per machine instead.
+    """
+    if workers <= 1:
+        return Ingestor(settings, topics).run(until_caught_up, max_batches)
+    started = time.monotonic()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(_run_worker, settings, topics, i, workers, until_caught_up, max_batches)
+            for i in range(workers)
+        ]
+        reports = [future.result() for future in futures]
+    merged = reports[0]
+    for report in reports[1:]:
+        merged = merged.merge(report)
+    merged.duration_s = time.monotonic() - started
+    return merged

@@ -1,0 +1,141 @@
+"""Turn one Kafka message value into a raw-table row, or into a rejection with a clear reason.
+
+Checks run cheapest first: size, UTF-8, NUL characters (PostgreSQL text cannot store them), JSON
+and the contract (one pydantic pass), then the timestamp (zone and range). Every rejection names
+its class, so the dead-letter table can be grouped by cause.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from pydantic import ValidationError
+
+from llmhub.config import Settings
+from llmhub.contract.models import EVENT_MODELS, Envelope
+from llmhub.contract.topics import TopicSpec
+from llmhub.ingest.tables import TABLES, RawTable
+
+# An escaped NUL is `\u0000` preceded by an even number of backslashes (an odd number means the
+# backslash itself was escaped and the text is literally "\u0000").
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_MAX_ERRORS_REPORTED = 5
+
+
+class ErrorClass(StrEnum):
+    """Why a message was dead-lettered."""
+
+    empty = "empty"
+    oversized = "oversized"
+    not_utf8 = "not_utf8"
+    invalid_json = "invalid_json"
+    schema = "schema"
+    unstorable = "unstorable"
+    naive_timestamp = "naive_timestamp"
+    timestamp_out_of_range = "timestamp_out_of_range"
+    database = "database"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message that cannot be stored as a row, with the reason kept beside its bytes."""
+
+    error_class: ErrorClass
+    error: str
+
+
+def describe_validation_error(exc: ValidationError) -> tuple[ErrorClass, str]:
+    """Classify a pydantic error (JSON syntax vs contract) and summarise its first problems."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if any(err["type"] == "json_invalid" for err in errors):
+        return ErrorClass.invalid_json, "invalid JSON: " + str(errors[0]["msg"])
+    if any(err["type"] == "model_type" and not err["loc"] for err in errors):
+        return ErrorClass.schema, "message is valid JSON but not an object"
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc']) or '<message>'}: {err['msg']}"
+        for err in errors[:_MAX_ERRORS_REPORTED]
+    ]
+    more = len(errors) - _MAX_ERRORS_REPORTED
+    if more > 0:
+        parts.append(f"... and {more} more")
+    return ErrorClass.schema, "; ".join(parts)
+
+
+class Normalizer:
+    """Validates and normalises the messages of one topic into rows of its raw table.
+
+    Args:
+        spec: the topic and the family it carries.
+        settings: size limit, allowed future skew, maximum age and per-topic zones for naive times.
+    """
+
+    def __init__(self, spec: TopicSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.table: RawTable = TABLES[spec.table]
+        self._model: type[Envelope] = EVENT_MODELS[spec.family]
+        self._max_bytes = settings.max_message_bytes
+        self._skew = timedelta(seconds=settings.future_skew_s)
+        self._max_age = timedelta(days=settings.max_event_age_days)
+        zone = settings.naive_timezone.get(spec.topic)
+        self._naive_zone = ZoneInfo(zone) if zone else None
+
+    def normalize(
+        self, value: bytes | None, partition: int, offset: int, now: datetime
+    ) -> tuple[Any, ...] | Rejection:
+        """Return the raw-table row for ``value`` or the reason it was rejected."""
+        if not value:
+            return Rejection(ErrorClass.empty, "message has no value (empty or tombstone)")
+        if len(value) > self._max_bytes:
+            return Rejection(
+                ErrorClass.oversized,
+                f"message is {len(value)} bytes; the limit is {self._max_bytes} "
+                "(LLMHUB_MAX_MESSAGE_BYTES)",
+            )
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Rejection(ErrorClass.not_utf8, f"not UTF-8: {exc.reason} at byte {exc.start}")
+        if b"\\u0000" in value and _ESCAPED_NUL.search(value):
+            return Rejection(
+                ErrorClass.unstorable, "contains a NUL character (\\u0000), which text cannot store"
+            )
+        try:
+            event = self._model.model_validate_json(value)
+        except ValidationError as exc:
+            error_class, message = describe_validation_error(exc)
+            return Rejection(error_class, message)
+        occurred_at = event.occurred_at
+        if occurred_at.tzinfo is None:
+            if self._naive_zone is None:
+                return Rejection(
+                    ErrorClass.naive_timestamp,
+                    "occurred_at has no UTC offset and the topic has no configured zone "
+                    "(LLMHUB_NAIVE_TIMEZONES)",
+                )
+            occurred_at = occurred_at.replace(tzinfo=self._naive_zone)
+        occurred_at = occurred_at.astimezone(UTC)
+        if occurred_at > now + self._skew:
+            ahead_s = (occurred_at - now).total_seconds()
+            return Rejection(
+                ErrorClass.timestamp_out_of_range,
+                f"occurred_at {occurred_at.isoformat()} is {ahead_s:.0f} s in the future; "
+                f"allowed skew is {self._skew.total_seconds():.0f} s",
+            )
+        if occurred_at < now - self._max_age:
+            return Rejection(
+                ErrorClass.timestamp_out_of_range,
+                f"occurred_at {occurred_at.isoformat()} is older than "
+                f"{self._max_age.days} days (LLMHUB_MAX_EVENT_AGE_DAYS)",
+            )
+        extra = event.body.__pydantic_extra__  # type: ignore[attr-defined]
+        try:
+            attributes = orjson.dumps(extra).decode() if extra else "{}"
+        except orjson.JSONEncodeError as exc:
+            return Rejection(ErrorClass.unstorable, f"attributes cannot be stored: {exc}")
+        return self.table.row(event, occurred_at, attributes, partition, offset)

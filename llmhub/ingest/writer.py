@@ -1,0 +1,256 @@
+"""Write one micro-batch to TimescaleDB: rows, dead letters and the next offsets, atomically.
+
+The offsets of the messages a batch was read from are stored in the same transaction as the rows
+they produced, so after a crash at any instant the database holds either the whole batch and the
+offsets past it, or neither, and reading resumes from the stored offsets. The offset update is
+guarded by the offset the batch started from: a second ingester that read the same messages
+cannot commit them again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import psycopg
+from psycopg import errors, sql
+
+from llmhub.ingest.normalize import ErrorClass
+from llmhub.ingest.tables import TABLES
+
+log = logging.getLogger(__name__)
+
+
+class ConcurrentIngestionError(RuntimeError):
+    """Another ingester advanced a partition's offset first; this batch was rolled back."""
+
+
+class Source(Protocol):
+    """Where a row or a dead letter came from in Kafka (kafka-python's ConsumerRecord fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None  # milliseconds since the epoch, as Kafka stores it
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A Kafka message as a plain value (for tests and non-Kafka callers)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None = None
+
+
+def kafka_time(timestamp_ms: int | None) -> datetime | None:
+    if timestamp_ms is None or timestamp_ms < 0:
+        return None
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    source: Source
+    error_class: str
+    error: str
+
+
+@dataclass
+class TableRows:
+    """Rows for one raw table with, position for position, the message each came from."""
+
+    rows: list[tuple] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """Everything one micro-batch writes, plus the offset range per (topic, partition)."""
+
+    tables: dict[str, TableRows] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    # (topic, partition) -> (offset the batch started from, next offset after the batch)
+    offsets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+
+    def add_row(self, table: str, row: tuple, source: Source) -> None:
+        target = self.tables.setdefault(table, TableRows())
+        target.rows.append(row)
+        target.sources.append(source)
+
+    @property
+    def message_count(self) -> int:
+        return sum(end - start for start, end in self.offsets.values())
+
+
+@dataclass
+class WriteResult:
+    inserted: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    dead_lettered: int = 0
+
+
+def rows_to_csv(rows: Sequence[tuple]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+class RawWriter:
+    """Writes batches for one consumer group through one psycopg connection."""
+
+    def __init__(self, conn: psycopg.Connection, consumer_group: str) -> None:
+        self.conn = conn
+        self.group = consumer_group
+        self._staged: set[str] = set()
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Write ``batch`` in one transaction; raise ``ConcurrentIngestionError`` if pre-empted."""
+        result = WriteResult()
+        with self.conn.transaction():
+            for table, rows in batch.tables.items():
+                inserted, duplicates, rejected = self._write_table(table, rows)
+                result.inserted[table] = inserted
+                result.duplicates[table] = duplicates
+                batch.dead_letters.extend(rejected)
+            result.dead_lettered = self._write_dead_letters(batch.dead_letters)
+            self._advance_offsets(batch.offsets)
+        return result
+
+    def _copy(self, table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+        statement = sql.SQL("copy {} ({}) from stdin (format csv)").format(
+            sql.Identifier(*table.split(".")), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        with self.conn.cursor().copy(statement) as copy:
+            copy.write(rows_to_csv(rows))
+
+    def _write_table(self, table: str, rows: TableRows) -> tuple[int, int, list[DeadLetter]]:
+        """Fast path: COPY straight into the hypertable. Producer redeliveries make it fail on
+        the event key, and a value PostgreSQL refuses would fail it too; both fall back."""
+        spec = TABLES[table]
+        try:
+            with self.conn.transaction():
+                self._copy(spec.qualified_name, spec.columns, rows.rows)
+            return len(rows.rows), 0, []
+        except errors.UniqueViolation:
+            inserted = self._insert_deduplicated(table, rows.rows)
+            return inserted, len(rows.rows) - inserted, []
+        except (errors.DataError, errors.IntegrityError) as exc:
+            log.warning("COPY into %s refused (%s); writing row by row", table, exc.sqlstate)
+            return self._insert_row_by_row(table, rows)
+
+    def _insert_deduplicated(self, table: str, rows: Sequence[tuple]) -> int:
+        spec = TABLES[table]
+        stage = f"stage_{table}"
+        if stage not in self._staged:
+            self.conn.execute(
+                sql.SQL(
+                    "create temp table if not exists {} (like {} including defaults) "
+                    "on commit delete rows"
+                ).format(sql.Identifier(stage), sql.Identifier("raw", table))
+            )
+            self._staged.add(stage)
+        self._copy(stage, spec.columns, rows)
+        columns = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
+        cursor = self.conn.execute(
+            sql.SQL("insert into {} ({cols}) select {cols} from {} on conflict do nothing").format(
+                sql.Identifier("raw", table), sql.Identifier(stage), cols=columns
+            )
+        )
+        self.conn.execute(sql.SQL("truncate {}").format(sql.Identifier(stage)))
+        return cursor.rowcount
+
+    def _insert_row_by_row(self, table: str, rows: TableRows) -> tuple[int, int, list[DeadLetter]]:
+        spec = TABLES[table]
+        statement = sql.SQL("insert into {} ({}) values ({}) on conflict do nothing").format(
+            sql.Identifier("raw", table),
+            sql.SQL(", ").join(map(sql.Identifier, spec.columns)),
+            sql.SQL(", ").join(sql.Placeholder() * len(spec.columns)),
+        )
+        inserted = duplicates = 0
+        rejected: list[DeadLetter] = []
+        for row, source in zip(rows.rows, rows.sources, strict=True):
+            try:
+                with self.conn.transaction():
+                    count = self.conn.execute(statement, row).rowcount
+                inserted += count
+                duplicates += 1 - count
+            except (errors.DataError, errors.IntegrityError) as exc:
+                message = f"database refused the row ({exc.sqlstate}): {exc.diag.message_primary}"
+                rejected.append(DeadLetter(source, ErrorClass.database, message))
+        return inserted, duplicates, rejected
+
+    def _write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> int:
+        if not dead_letters:
+            return 0
+        with self.conn.cursor() as cursor:
+            cursor.executemany(
+                """
+                insert into raw.dead_letter (topic, kafka_partition, kafka_offset, message_key,
+                    raw_value, error_class, error, kafka_timestamp)
+                values (%s, %s, %s, %s, %s, %s, %s, %s)
+                on conflict (topic, kafka_partition, kafka_offset) do nothing
+                """,
+                [
+                    (
+                        d.source.topic,
+                        d.source.partition,
+                        d.source.offset,
+                        d.source.key,
+                        d.source.value,
+                        str(d.error_class),
+                        d.error,
+                        kafka_time(d.source.timestamp),
+                    )
+                    for d in dead_letters
+                ],
+            )
+        return len(dead_letters)
+
+    def _advance_offsets(self, offsets: dict[tuple[str, int], tuple[int, int]]) -> None:
+        for (topic, partition), (start, end) in offsets.items():
+            cursor = self.conn.execute(
+                """
+                insert into raw.kafka_offsets as o (consumer_group, topic, kafka_partition,
+                    next_offset)
+                values (%(group)s, %(topic)s, %(partition)s, %(end)s)
+                on conflict (consumer_group, topic, kafka_partition) do update
+                    set next_offset = excluded.next_offset, updated_at = now()
+                    where o.next_offset = %(start)s
+                """,
+                {
+                    "group": self.group,
+                    "topic": topic,
+                    "partition": partition,
+                    "start": start,
+                    "end": end,
+                },
+            )
+            if cursor.rowcount != 1:
+                raise ConcurrentIngestionError(
+                    f"{topic}[{partition}] moved past offset {start} under another ingester; "
+                    "the batch was rolled back"
+                )
+
+
+def stored_offsets(
+    conn: psycopg.Connection, group: str, partitions: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """Next offset to read per (topic, partition) as committed in the database."""
+    rows = conn.execute(
+        "select topic, kafka_partition, next_offset from raw.kafka_offsets "
+        "where consumer_group = %s",
+        (group,),
+    ).fetchall()
+    wanted = set(partitions)
+    return {(t, p): o for t, p, o in rows if (t, p) in wanted}

@@ -1,0 +1,58 @@
+"""``llmhub stack up|down|status``: the local services the hub and its tests need."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from llmhub.config import Settings, redact
+from llmhub.db import connect, migrate
+from llmhub.stack.broker import BrokerStack, ensure_topics
+from llmhub.stack.timescale import TimescaleStack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StackReport:
+    database: str
+    kafka: str
+    notes: list[str]
+
+
+def _services(settings: Settings) -> tuple[TimescaleStack, BrokerStack]:
+    return (
+        TimescaleStack.for_url(settings.stack_dir, settings.database_url),
+        BrokerStack.for_bootstrap(settings.stack_dir, settings.kafka_bootstrap),
+    )
+
+
+def up(settings: Settings) -> StackReport:
+    """Start what is local, migrate the schema and create the topics (idempotent)."""
+    timescale, broker = _services(settings)
+    notes: list[str] = []
+    if settings.database_url_is_default:
+        timescale.start()
+    else:
+        notes.append("LLMHUB_DATABASE_URL is set: using that server, not starting TimescaleDB")
+    migrate(settings)
+    if settings.kafka_is_default:
+        if broker.start():
+            # The dev broker keeps topics in memory: a new one starts with empty logs, so stored
+            # offsets from its predecessor would point past their ends.
+            with connect(settings, autocommit=True) as conn:
+                reset = conn.execute("delete from raw.kafka_offsets").rowcount
+            if reset:
+                notes.append(f"new in-memory broker: cleared {reset} stored offsets")
+    else:
+        notes.append("LLMHUB_KAFKA_BOOTSTRAP is set: using that cluster, not starting a broker")
+    ensure_topics(settings.kafka_bootstrap)
+    return StackReport(redact(settings.database_url), settings.kafka_bootstrap, notes)
+
+
+def down(settings: Settings) -> None:
+    timescale, broker = _services(settings)
+    if settings.kafka_is_default:
+        broker.stop()
+    if settings.database_url_is_default:
+        timescale.stop()
