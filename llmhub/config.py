@@ -65,6 +65,8 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     kafka_bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
     consumer_group: str = DEFAULT_CONSUMER_GROUP
+    # Prepended to every contract topic name (per-environment topics, isolated test runs).
+    topic_prefix: str = ""
     stack_dir: Path = Path(DEFAULT_STACK_DIR)
     batch_max_records: int = 50_000
     max_message_bytes: int = 1_048_576
@@ -72,6 +74,10 @@ class Settings:
     max_event_age_days: int = 3650
     naive_timezone: dict[str, str] = field(default_factory=dict)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+
+    def topic(self, name: str) -> str:
+        """The physical Kafka topic of contract topic ``name``."""
+        return f"{self.topic_prefix}{name}"
 
     @property
     def database_url_is_default(self) -> bool:
@@ -106,6 +112,7 @@ def load_settings() -> Settings:
         database_url=env.get("LLMHUB_DATABASE_URL") or DEFAULT_DATABASE_URL,
         kafka_bootstrap=env.get("LLMHUB_KAFKA_BOOTSTRAP") or DEFAULT_KAFKA_BOOTSTRAP,
         consumer_group=env.get("LLMHUB_CONSUMER_GROUP") or DEFAULT_CONSUMER_GROUP,
+        topic_prefix=env.get("LLMHUB_TOPIC_PREFIX", ""),
         stack_dir=Path(env.get("LLMHUB_STACK_DIR") or DEFAULT_STACK_DIR),
         batch_max_records=_env_int("LLMHUB_BATCH_MAX_RECORDS", 50_000),
         max_message_bytes=_env_int("LLMHUB_MAX_MESSAGE_BYTES", 1_048_576),

@@ -26,6 +26,7 @@ def apply_retention(
 ) -> list[RetentionResult]:
     """Drop chunks of ``raw.<table>`` entirely older than ``keep_days[table]`` days.
 
+    Each table's outcome is recorded in ``raw.retention_runs``.
     Chunks straddling the cut-off are kept, so a table may hold up to one chunk (a day) more
     than its window; rows newer than the window are never removed.
     """
@@ -39,6 +40,11 @@ def apply_retention(
             (table, days),
         ).fetchall()
         dropped = [row[0] for row in rows]
+        conn.execute(
+            "insert into raw.retention_runs (table_name, keep_days, dropped_chunks) "
+            "values (%s, %s, %s)",
+            (table, days, dropped),
+        )
         if dropped:
             log.info("raw.%s: dropped %d chunks older than %d days", table, len(dropped), days)
         results.append(RetentionResult(table, days, dropped))

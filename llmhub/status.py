@@ -32,18 +32,21 @@ class HubStatus:
         return {**asdict(self), "healthy": self.healthy}
 
 
-def partition_lag(conn: psycopg.Connection, consumer: KafkaConsumer, group: str) -> dict[str, int]:
+def partition_lag(
+    conn: psycopg.Connection, consumer: KafkaConsumer, settings: Settings
+) -> dict[str, int]:
     """End offset minus stored next offset, per ``topic[partition]``."""
+    topics = [settings.topic(spec.topic) for spec in TOPICS]
     tps = [
-        TopicPartition(spec.topic, p)
-        for spec in TOPICS
-        for p in sorted(consumer.partitions_for_topic(spec.topic) or ())
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
     ]
     if not tps:
         return {}
     end = consumer.end_offsets(tps)
     begin = consumer.beginning_offsets(tps)
-    stored = stored_offsets(conn, group, [(tp.topic, tp.partition) for tp in tps])
+    stored = stored_offsets(conn, settings.consumer_group, [(tp.topic, tp.partition) for tp in tps])
     return {
         f"{tp.topic}[{tp.partition}]": max(
             0, end[tp] - stored.get((tp.topic, tp.partition), begin[tp])
@@ -90,11 +93,12 @@ def collect_status(settings: Settings) -> HubStatus:
         consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap.split(","),
             client_id="llmhub-status",
+            enable_auto_commit=False,
             request_timeout_ms=5000,
         )
         status.kafka = {"ok": True, "bootstrap": settings.kafka_bootstrap}
         if conn is not None and status.database.get("ok"):
-            status.lag = partition_lag(conn, consumer, settings.consumer_group)
+            status.lag = partition_lag(conn, consumer, settings)
     except Exception as exc:  # kafka-python raises several unrelated types for "unreachable"
         status.kafka = {"ok": False, "bootstrap": settings.kafka_bootstrap, "error": str(exc)}
     finally:

@@ -126,14 +126,16 @@ class Ingestor:
         if not 0 <= worker_index < worker_count:
             raise ValueError(f"worker_index {worker_index} is not in [0, {worker_count})")
         self.settings = settings
-        self.topics = list(topics) if topics else [spec.topic for spec in TOPICS]
-        unknown = [t for t in self.topics if t not in BY_TOPIC]
+        names = list(topics) if topics else [spec.topic for spec in TOPICS]
+        unknown = [t for t in names if t not in BY_TOPIC]
         if unknown:
-            raise ValueError(f"unknown topics: {unknown}")
+            raise ValueError(f"unknown topics {unknown}; the contract has {sorted(BY_TOPIC)}")
+        # Physical topic names (with the configured prefix) from here on.
+        self.topics = [settings.topic(t) for t in names]
         self.worker_index = worker_index
         self.worker_count = worker_count
         self.batch_max_records = batch_max_records or settings.batch_max_records
-        self.normalizers = {t: Normalizer(BY_TOPIC[t], settings) for t in self.topics}
+        self.normalizers = {settings.topic(t): Normalizer(BY_TOPIC[t], settings) for t in names}
 
     def run(
         self,

@@ -100,16 +100,21 @@ class BrokerStack:
         self.pid_file.unlink(missing_ok=True)
 
 
-def ensure_topics(bootstrap: str, partitions: dict[str, int] | None = None) -> None:
-    """Create the contract's topics if missing (partition counts from ``TOPICS`` or overrides)."""
+def ensure_topics(
+    bootstrap: str, prefix: str = "", partitions: dict[str, int] | None = None
+) -> None:
+    """Create the contract's topics (named ``prefix + topic``) if missing.
+
+    Partition counts come from ``TOPICS`` unless ``partitions`` overrides them by contract name.
+    """
     partitions = partitions or {}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="llmhub-admin")
     try:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(spec.topic, partitions.get(spec.topic, spec.partitions), 1)
+            NewTopic(prefix + spec.topic, partitions.get(spec.topic, spec.partitions), 1)
             for spec in TOPICS
-            if spec.topic not in existing
+            if prefix + spec.topic not in existing
         ]
         if new:
             try:

@@ -46,7 +46,7 @@ def up(settings: Settings) -> StackReport:
                 notes.append(f"new in-memory broker: cleared {reset} stored offsets")
     else:
         notes.append("LLMHUB_KAFKA_BOOTSTRAP is set: using that cluster, not starting a broker")
-    ensure_topics(settings.kafka_bootstrap)
+    ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
     return StackReport(redact(settings.database_url), settings.kafka_bootstrap, notes)
 
 
