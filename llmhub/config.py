@@ -67,6 +67,7 @@ class Settings:
     consumer_group: str = DEFAULT_CONSUMER_GROUP
     # Prepended to every contract topic name (per-environment topics, isolated test runs).
     topic_prefix: str = ""
+    topic_replication: int = 1
     stack_dir: Path = Path(DEFAULT_STACK_DIR)
     batch_max_records: int = 50_000
     max_message_bytes: int = 1_048_576
@@ -113,6 +114,7 @@ def load_settings() -> Settings:
         kafka_bootstrap=env.get("LLMHUB_KAFKA_BOOTSTRAP") or DEFAULT_KAFKA_BOOTSTRAP,
         consumer_group=env.get("LLMHUB_CONSUMER_GROUP") or DEFAULT_CONSUMER_GROUP,
         topic_prefix=env.get("LLMHUB_TOPIC_PREFIX", ""),
+        topic_replication=_env_int("LLMHUB_TOPIC_REPLICATION", 1),
         stack_dir=Path(env.get("LLMHUB_STACK_DIR") or DEFAULT_STACK_DIR),
         batch_max_records=_env_int("LLMHUB_BATCH_MAX_RECORDS", 50_000),
         max_message_bytes=_env_int("LLMHUB_MAX_MESSAGE_BYTES", 1_048_576),

@@ -7,6 +7,8 @@ ingestion_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("ingestion")
     - dg.AssetSelection.assets(["raw", "retention_runs"]),
     description="One bounded Kafka micro-batch into the raw hypertables, with its checks.",
+    # Matched by the run queue's tag_concurrency_limits in infra/local/dagster.yaml.
+    tags={"llmhub/queue": "ingestion"},
 )
 retention_job = dg.define_asset_job(
     "retention_job",

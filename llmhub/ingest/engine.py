@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -28,7 +29,14 @@ from llmhub.config import Settings
 from llmhub.contract.topics import BY_TOPIC, TOPICS
 from llmhub.db import connect
 from llmhub.ingest.normalize import Normalizer, Rejection
-from llmhub.ingest.writer import Batch, DeadLetter, RawWriter, WriteResult, stored_offsets
+from llmhub.ingest.writer import (
+    Batch,
+    DeadLetter,
+    RawWriter,
+    TableRows,
+    WriteResult,
+    stored_offsets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -285,16 +293,20 @@ class Ingestor:
             if not records:
                 continue
             normalizer = self.normalizers[tp.topic]
-            table = normalizer.table.name
+            normalize = normalizer.normalize
+            target = batch.tables.setdefault(normalizer.table.name, TableRows())
+            rows, sources = target.rows, target.sources
+            partition = tp.partition
             for record in records:
-                outcome = normalizer.normalize(record.value, tp.partition, record.offset, now)
-                if isinstance(outcome, Rejection):
+                outcome = normalize(record.value, partition, record.offset, now)
+                if type(outcome) is Rejection:
                     batch.dead_letters.append(
                         DeadLetter(record, outcome.error_class, outcome.error)
                     )
                 else:
-                    batch.add_row(table, outcome, record)
-            batch.offsets[(tp.topic, tp.partition)] = (positions[tp], records[-1].offset + 1)
+                    rows.append(outcome)
+                    sources.append(record)
+            batch.offsets[(tp.topic, partition)] = (positions[tp], records[-1].offset + 1)
         return batch
 
 
@@ -325,7 +337,10 @@ def run_parallel(
     if workers <= 1:
         return Ingestor(settings, topics).run(until_caught_up, max_batches)
     started = time.monotonic()
-    context = multiprocessing.get_context("spawn")
+    # fork starts a worker in milliseconds (spawn re-imports everything, seconds per worker) and
+    # is safe here only while this process has no other threads and no open connections.
+    method = "fork" if threading.active_count() == 1 else "spawn"
+    context = multiprocessing.get_context(method)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [
             pool.submit(_run_worker, settings, topics, i, workers, until_caught_up, max_batches)

@@ -84,11 +84,20 @@ class Normalizer:
         self._max_age = timedelta(days=settings.max_event_age_days)
         zone = settings.naive_timezone.get(spec.topic)
         self._naive_zone = ZoneInfo(zone) if zone else None
+        self._bounds_for: datetime | None = None
+        self._bounds: tuple[datetime, datetime] = (datetime.min, datetime.max)
 
     def normalize(
         self, value: bytes | None, partition: int, offset: int, now: datetime
     ) -> tuple[Any, ...] | Rejection:
-        """Return the raw-table row for ``value`` or the reason it was rejected."""
+        """Return the raw-table row for ``value`` or the reason it was rejected.
+
+        Args:
+            value: the message value as sent.
+            partition, offset: where it was read, stored with the row.
+            now: the reference time for the accepted ``occurred_at`` range; pass the same object
+                for a whole batch (the range is computed once per distinct ``now``).
+        """
         if not value:
             return Rejection(ErrorClass.empty, "message has no value (empty or tombstone)")
         if len(value) > self._max_bytes:
@@ -97,10 +106,6 @@ class Normalizer:
                 f"message is {len(value)} bytes; the limit is {self._max_bytes} "
                 "(LLMHUB_MAX_MESSAGE_BYTES)",
             )
-        try:
-            value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return Rejection(ErrorClass.not_utf8, f"not UTF-8: {exc.reason} at byte {exc.start}")
         if b"\\u0000" in value and _ESCAPED_NUL.search(value):
             return Rejection(
                 ErrorClass.unstorable, "contains a NUL character (\\u0000), which text cannot store"
@@ -108,6 +113,15 @@ class Normalizer:
         try:
             event = self._model.model_validate_json(value)
         except ValidationError as exc:
+            # UTF-8 is checked only on this failure path: the JSON parser already refuses
+            # invalid UTF-8, this just names the cause precisely.
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as decode_error:
+                return Rejection(
+                    ErrorClass.not_utf8,
+                    f"not UTF-8: {decode_error.reason} at byte {decode_error.start}",
+                )
             error_class, message = describe_validation_error(exc)
             return Rejection(error_class, message)
         occurred_at = event.occurred_at
@@ -120,14 +134,18 @@ class Normalizer:
                 )
             occurred_at = occurred_at.replace(tzinfo=self._naive_zone)
         occurred_at = occurred_at.astimezone(UTC)
-        if occurred_at > now + self._skew:
-            ahead_s = (occurred_at - now).total_seconds()
+        if now is not self._bounds_for:
+            self._bounds_for = now
+            self._bounds = (now - self._max_age, now + self._skew)
+        earliest, latest = self._bounds
+        if occurred_at > latest:
+            ahead_s = (occurred_at - latest).total_seconds() + self._skew.total_seconds()
             return Rejection(
                 ErrorClass.timestamp_out_of_range,
                 f"occurred_at {occurred_at.isoformat()} is {ahead_s:.0f} s in the future; "
                 f"allowed skew is {self._skew.total_seconds():.0f} s",
             )
-        if occurred_at < now - self._max_age:
+        if occurred_at < earliest:
             return Rejection(
                 ErrorClass.timestamp_out_of_range,
                 f"occurred_at {occurred_at.isoformat()} is older than "

@@ -292,7 +292,10 @@ class TelemetryBatch:
 
 
 def encode_telemetry(batch: TelemetryBatch) -> list[Message]:
-    """Serialise a ``TelemetryBatch`` into ``llm.telemetry`` messages keyed by tenant.
+    """Serialise a ``TelemetryBatch`` into ``llm.telemetry`` messages keyed by application.
+
+    Keys are ``tenant_id/asset_id``: one application's requests stay ordered in one partition,
+    and partitions fill evenly (keying by tenant left a 7:1 imbalance with a Zipf tenant mix).
 
     This loop is the generator's hot path: columns are converted to Python lists once and the
     per-model constants are looked up from tuples, so the work per event is one dict and one
@@ -379,9 +382,9 @@ def encode_telemetry(batch: TelemetryBatch) -> list[Message]:
             body.update(constant)
         if extra:
             body.update(extra)
-        key = keys.get(tenant)
+        key = keys.get(asset)
         if key is None:
-            key = keys[tenant] = tenant.encode()
+            key = keys[asset] = f"{tenant}/{asset}".encode()
         event = {
             "event_id": event_id,
             "event_type": "llm_request",
@@ -617,7 +620,9 @@ def _plan_incidents(plan: _Plan, rng: np.random.Generator) -> list[Incident]:
 
     incidents: list[Incident] = []
 
-    def add(kind: str, metric: str, app: int, model: int, bounds: tuple[int, int], mag: float):
+    def add(
+        kind: str, metric: str, app: int, model: int, bounds: tuple[int, int], mag: float
+    ) -> _Window:
         incidents.append(
             Incident(
                 kind=kind,

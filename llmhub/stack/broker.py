@@ -101,18 +101,27 @@ class BrokerStack:
 
 
 def ensure_topics(
-    bootstrap: str, prefix: str = "", partitions: dict[str, int] | None = None
+    bootstrap: str,
+    prefix: str = "",
+    partitions: dict[str, int] | None = None,
+    replication_factor: int = 1,
 ) -> None:
     """Create the contract's topics (named ``prefix + topic``) if missing.
 
     Partition counts come from ``TOPICS`` unless ``partitions`` overrides them by contract name.
+    A production cluster wants ``replication_factor`` 3 (``LLMHUB_TOPIC_REPLICATION``); a
+    single dev broker can only hold 1.
     """
     partitions = partitions or {}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="llmhub-admin")
     try:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(prefix + spec.topic, partitions.get(spec.topic, spec.partitions), 1)
+            NewTopic(
+                prefix + spec.topic,
+                partitions.get(spec.topic, spec.partitions),
+                replication_factor,
+            )
             for spec in TOPICS
             if prefix + spec.topic not in existing
         ]

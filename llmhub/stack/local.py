@@ -46,7 +46,11 @@ def up(settings: Settings) -> StackReport:
                 notes.append(f"new in-memory broker: cleared {reset} stored offsets")
     else:
         notes.append("LLMHUB_KAFKA_BOOTSTRAP is set: using that cluster, not starting a broker")
-    ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+    ensure_topics(
+        settings.kafka_bootstrap,
+        settings.topic_prefix,
+        replication_factor=settings.topic_replication,
+    )
     return StackReport(redact(settings.database_url), settings.kafka_bootstrap, notes)
 
 

@@ -1,0 +1,61 @@
+# The few commands a person types. Everything else is `llmhub --help`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+# The CPU build of torch lies on the build machines' disk; elsewhere it comes from PyTorch's index.
+TORCH_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
+
+export LLMHUB_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5433/llmhub
+export LLMHUB_KAFKA_BOOTSTRAP ?= 127.0.0.1:9092
+export LLMHUB_DAGSTER_STORAGE_URL ?= postgresql://postgres@127.0.0.1:5433/dagster
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: help setup stack demo test dev bench lint down contract
+
+help:
+	@echo "make demo   set up, start the local stack, run the pipeline end to end, print a summary"
+	@echo "make test   set up, start the local stack, run the whole test suite"
+	@echo "make dev    start Dagit (dagster dev) against the same stack"
+	@echo "make bench  ingestion throughput benchmark (1M events; prints JSON)"
+	@echo "make down   stop the local stack"
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install -q --python $(PY) $(TORCH_WHEELS) -r requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: infra/local/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp $< $@
+
+setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+stack: setup
+	$(VENV)/bin/llmhub stack up
+	$(VENV)/bin/dagster instance migrate >/dev/null
+
+demo: stack
+	$(PY) -m orchestration.demo
+
+test: stack
+	LLMHUB_REQUIRE_STACK=1 $(VENV)/bin/pytest
+
+dev: stack
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: stack
+	$(PY) benchmarks/ingest_throughput.py
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+contract: setup
+	$(VENV)/bin/llmhub contract export
+
+down: setup
+	$(VENV)/bin/llmhub stack down

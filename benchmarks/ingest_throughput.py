@@ -1,0 +1,212 @@
+"""Ingestion throughput: Kafka -> TimescaleDB end to end, against a raw COPY of the same rows.
+
+1. Preloads N telemetry events (synthetic, realistic sizes) into fresh benchmark topics.
+2. Times ``llmhub ingest --until-caught-up`` as a subprocess from start to caught up, sampling
+   the resident memory of its whole process tree.
+3. Exports the rows it stored, truncates, and times COPYing them back into the same hypertable
+   in batches of the same size: the practical write limit of this machine for that table.
+
+Runs in its own database (``llmhub_bench``, recreated) so it never touches the demo's data.
+The last line printed is one JSON object; it is also written to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import psycopg
+from psycopg import sql
+from rich.console import Console
+
+from llmhub.config import load_settings, with_database
+from llmhub.db import migrate
+from llmhub.ingest.tables import TABLES
+from llmhub.producers.sink import make_producer, send_all
+from llmhub.producers.synthetic import generate
+from llmhub.stack.broker import ensure_topics
+
+console = Console(stderr=True)
+TABLE = TABLES["llm_requests"]
+RESULTS = Path(__file__).parent / "results"
+
+
+def recreate_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+
+
+def preload(settings, events: int, seed: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """Send ``events`` telemetry messages (only the telemetry family) to the prefixed topic."""
+    traffic = generate(events=events, days=7.0, seed=seed, incidents=False)
+    telemetry = (
+        replace(m, topic=settings.topic(m.topic))
+        for m in traffic.iter_messages()
+        if m.topic == "llm.telemetry"
+    )
+    producer = make_producer(settings.kafka_bootstrap)
+    started = time.monotonic()
+    try:
+        sent = send_all(producer, telemetry, progress=console.is_terminal)
+    finally:
+        producer.close()
+    return sent, time.monotonic() - started
+
+
+class TreeMemory:
+    """Samples the summed RSS of a process and its children every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in procs if p.is_running())
+                self.samples.append((time.monotonic() - started, rss / 2**20))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return max((mb for _, mb in self.samples), default=0.0)
+
+
+def run_ingest(settings, workers: int, batch: int) -> tuple[float, float, dict]:  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "LLMHUB_DATABASE_URL": settings.database_url,
+        "LLMHUB_TOPIC_PREFIX": settings.topic_prefix,
+        "LLMHUB_CONSUMER_GROUP": settings.consumer_group,
+        "LLMHUB_BATCH_MAX_RECORDS": str(batch),
+    }
+    cmd = [
+        str(Path(sys.executable).with_name("llmhub")),
+        "ingest",
+        "--until-caught-up",
+        "--workers",
+        str(workers),
+        "--topic",
+        "llm.telemetry",
+        "--json",
+    ]
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    with TreeMemory(proc.pid) as memory:
+        stdout, _ = proc.communicate()
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"llmhub ingest failed with exit code {proc.returncode}")
+    return elapsed, memory.peak_mb, json.loads(stdout)
+
+
+def copy_baseline(database_url: str, batch: int) -> tuple[int, float]:
+    """COPY the stored rows back into the emptied hypertable, ``batch`` rows per transaction."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, TABLE.columns))
+    buffer = io.BytesIO()
+    with psycopg.connect(database_url) as conn:
+        with conn.cursor().copy(
+            sql.SQL("copy (select {} from raw.llm_requests) to stdout (format csv)").format(columns)
+        ) as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+        conn.execute("truncate raw.llm_requests")
+        conn.commit()
+    lines = buffer.getvalue().splitlines(keepends=True)
+    target = sql.SQL("copy raw.llm_requests ({}) from stdin (format csv)").format(columns)
+    started = time.monotonic()
+    with psycopg.connect(database_url) as conn:
+        for start in range(0, len(lines), batch):
+            with conn.transaction(), conn.cursor().copy(target) as copy:
+                copy.write(b"".join(lines[start : start + batch]))
+    return len(lines), time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    base = load_settings()
+    database_url = with_database(base.database_url, "llmhub_bench")
+    recreate_database(with_database(base.database_url, "postgres"), "llmhub_bench")
+    settings = replace(
+        base,
+        database_url=database_url,
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+        consumer_group="llmhub-bench",
+    )
+    migrate(settings)
+    ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+
+    console.log(f"preloading {args.events:,} telemetry events")
+    sent, produce_s = preload(settings, args.events, args.seed)
+    console.log(f"preloaded {sent:,} in {produce_s:.1f} s; ingesting with {args.workers} workers")
+    e2e_s, peak_mb, report = run_ingest(settings, args.workers, args.batch)
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("select count(*) from raw.llm_requests").fetchone()[0]
+    if stored != sent:
+        raise SystemExit(f"stored {stored} rows for {sent} events: ingestion is not exact")
+    console.log(f"ingested in {e2e_s:.1f} s; timing a raw COPY of the same rows")
+    copied, copy_s = copy_baseline(database_url, args.batch)
+
+    e2e_rate = sent / e2e_s
+    copy_rate = copied / copy_s
+    result = {
+        "benchmark": "ingest_throughput",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "events": sent,
+        "workers": args.workers,
+        "batch_max_records": args.batch,
+        "cpus": os.cpu_count(),
+        "produce_events_per_s": round(sent / produce_s, 1),
+        "e2e_seconds": round(e2e_s, 2),
+        "e2e_events_per_s": round(e2e_rate, 1),
+        "ingest_reported_events_per_s": report["events_per_s"],
+        "copy_rows": copied,
+        "copy_seconds": round(copy_s, 2),
+        "copy_rows_per_s": round(copy_rate, 1),
+        "ratio": round(e2e_rate / copy_rate, 3),
+        "peak_rss_mb": round(peak_mb, 1),
+        "stored_rows": stored,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    with psycopg.connect(with_database(base.database_url, "postgres"), autocommit=True) as conn:
+        conn.execute("drop database if exists llmhub_bench with (force)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+variable "name" {
+  description = "Prefix of resource names."
+  type        = string
+}
+
+variable "aws_region" {
+  description = "Region, for the awslogs driver and the AWS SDK in MLflow."
+  type        = string
+}
+
+variable "vpc_id" {
+  description = "VPC of the load balancer's target groups."
+  type        = string
+}
+
+variable "subnet_ids" {
+  description = "Private subnets of the tasks and the internal load balancer."
+  type        = list(string)
+}
+
+variable "alb_security_group_id" {
+  description = "Security group of the internal load balancer."
+  type        = string
+}
+
+variable "dagster_security_group_ids" {
+  description = "Security groups of the Dagster tasks (their own and the Kafka client group)."
+  type        = list(string)
+}
+
+variable "mlflow_security_group_id" {
+  description = "Security group of the MLflow tasks."
+  type        = string
+}
+
+variable "hub_image" {
+  description = "Image URI of the hub (Dagster code location, webserver and daemon)."
+  type        = string
+}
+
+variable "mlflow_image" {
+  description = "Image URI of the MLflow server (mlflow, psycopg2 and boto3 installed)."
+  type        = string
+}
+
+variable "ecr_repository_arns" {
+  description = "ECR repositories the tasks may pull from."
+  type        = list(string)
+}
+
+variable "database_secret_arn" {
+  description = "Secret with the url, dagster_url and mlflow_url keys."
+  type        = string
+}
+
+variable "kafka_bootstrap" {
+  description = "Kafka bootstrap servers."
+  type        = string
+}
+
+variable "mlflow_host" {
+  description = "Host name routed to MLflow on the load balancer."
+  type        = string
+}
+
+variable "dagster_daemon_cpu" {
+  description = "Fargate CPU units of the Dagster daemon task."
+  type        = number
+}
+
+variable "dagster_daemon_memory" {
+  description = "Fargate memory (MiB) of the Dagster daemon task."
+  type        = number
+}
+
+variable "log_retention_days" {
+  description = "CloudWatch retention of the task logs, in days."
+  type        = number
+}
