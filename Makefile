@@ -10,7 +10,9 @@ TORCH_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-in
 
 export LLMHUB_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5433/llmhub
 export LLMHUB_KAFKA_BOOTSTRAP ?= 127.0.0.1:9092
-export LLMHUB_DAGSTER_STORAGE_URL ?= postgresql://postgres@127.0.0.1:5433/dagster
+# psycopg2 named explicitly: SQLAlchemy 2.1 defaults to psycopg 3, whose server-side parameters
+# break dagster-postgres's `NOTIFY run_events, %(id)s`.
+export LLMHUB_DAGSTER_STORAGE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5433/dagster
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: help setup stack demo test dev bench lint down contract

@@ -81,18 +81,12 @@ class Settings:
         return f"{self.topic_prefix}{name}"
 
     @property
-    def database_url_is_default(self) -> bool:
-        return self.database_url == DEFAULT_DATABASE_URL
-
-    @property
-    def kafka_is_default(self) -> bool:
-        return self.kafka_bootstrap == DEFAULT_KAFKA_BOOTSTRAP
-
-    @property
     def dagster_storage_url(self) -> str:
-        return os.environ.get("LLMHUB_DAGSTER_STORAGE_URL") or with_database(
-            self.database_url, "dagster"
+        """Dagster's own database on the same server, through psycopg2 (see the Makefile)."""
+        default = with_database(self.database_url, "dagster").replace(
+            "postgresql://", "postgresql+psycopg2://", 1
         )
+        return os.environ.get("LLMHUB_DAGSTER_STORAGE_URL") or default
 
 
 def _parse_zones(raw: str) -> dict[str, str]:

@@ -21,6 +21,8 @@ from orchestration.definitions import defs
 DEMO_EVENTS = 100_000
 DEMO_DAYS = 7.0
 MAX_RUNS = 10
+# Run events still go to the instance (Dagit shows them); the terminal gets warnings only.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 console = Console()
 
@@ -58,14 +60,18 @@ def main() -> None:
     console.rule("2. Dagster ingestion_job (Kafka -> raw hypertables)")
     job = defs.resolve_job_def("ingestion_job")
     for attempt in range(1, MAX_RUNS + 1):
-        result = job.execute_in_process(instance=instance, tags={"llmhub/source": "demo"})
+        result = job.execute_in_process(
+            instance=instance, tags={"llmhub/source": "demo"}, run_config=QUIET
+        )
         if not result.success:
             raise SystemExit(f"ingestion_job run {result.run_id} failed; see Dagit")
         lag = sum(collect_status(settings).lag.values())
         console.print(f"run {attempt}: {result.run_id} succeeded, remaining lag {lag:,}")
         if lag == 0:
             break
-    retention = defs.resolve_job_def("retention_job").execute_in_process(instance=instance)
+    retention = defs.resolve_job_def("retention_job").execute_in_process(
+        instance=instance, run_config=QUIET
+    )
     console.print(f"retention_job: {'succeeded' if retention.success else 'FAILED'}")
 
     console.rule("3. Summary")

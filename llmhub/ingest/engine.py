@@ -41,6 +41,7 @@ from llmhub.ingest.writer import (
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 1000
+DRAIN_POLL_TIMEOUT_MS = 200
 
 
 class OffsetsAheadOfBrokerError(RuntimeError):
@@ -215,7 +216,7 @@ class Ingestor:
         positions: dict[TopicPartition, int] = {}
         for tp in claimed:
             position = stored.get((tp.topic, tp.partition), beginning[tp])
-            if position > end[tp]:
+            if position > end[tp] and not self._offset_exists(tp, position - 1):
                 raise OffsetsAheadOfBrokerError(
                     f"{_tp_name(tp)}: stored offset {position} is past the broker's end offset "
                     f"{end[tp]}; the topic was recreated or the broker lost data. Reset with "
@@ -232,6 +233,22 @@ class Ingestor:
             consumer.seek(tp, position)
             positions[tp] = position
         return positions
+
+    def _offset_exists(self, tp: TopicPartition, offset: int) -> bool:
+        """Whether the broker still serves ``offset`` of ``tp``.
+
+        Some Kafka-protocol brokers (Tansu 0.6) answer ListOffsets(latest) with the base offset
+        of the last record batch rather than the log end, so a stored offset past the listed end
+        is checked by fetching the message before it.
+        """
+        probe = make_consumer(self.settings, 1)
+        try:
+            probe.assign([tp])
+            probe.seek(tp, offset)
+            records = probe.poll(timeout_ms=DRAIN_POLL_TIMEOUT_MS * 10, max_records=1)
+            return any(r.offset == offset for batch in records.values() for r in batch)
+        finally:
+            probe.close()
 
     def _consume(
         self,
@@ -265,15 +282,22 @@ class Ingestor:
         # offset guard starts where the previous ended, so if one fails the next fails too.
         in_flight: tuple[Batch, Future[WriteResult]] | None = None
         built = 0
+        drained = False
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmhub-writer") as pool:
             while max_batches is None or built < max_batches:
-                if until_caught_up and all(positions[tp] >= targets[tp] for tp in claimed):
-                    break
+                reached = all(positions[tp] >= targets[tp] for tp in claimed)
+                if until_caught_up and reached:
+                    # One short drain poll after the targets: it picks up a tail the listed end
+                    # offsets may under-report (see _offset_exists) and nothing produced later.
+                    if drained:
+                        break
+                    drained = True
                 polled = consumer.poll(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=self.batch_max_records
+                    timeout_ms=DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS,
+                    max_records=self.batch_max_records,
                 )
                 if not polled:
-                    if not until_caught_up:
+                    if not until_caught_up or reached:
                         break
                     continue
                 batch = self._build_batch(polled, positions)

@@ -20,6 +20,11 @@ class StackReport:
     notes: list[str]
 
 
+def is_loopback(host: str) -> bool:
+    """Services on this machine are the stack's to start; anything else is the user's."""
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
 def _services(settings: Settings) -> tuple[TimescaleStack, BrokerStack]:
     return (
         TimescaleStack.for_url(settings.stack_dir, settings.database_url),
@@ -31,12 +36,16 @@ def up(settings: Settings) -> StackReport:
     """Start what is local, migrate the schema and create the topics (idempotent)."""
     timescale, broker = _services(settings)
     notes: list[str] = []
-    if settings.database_url_is_default:
-        timescale.start()
+    if not is_loopback(timescale.host):
+        notes.append(f"database on {timescale.host}: using it, not starting TimescaleDB")
+    elif timescale.is_running():
+        notes.append(f"a server already listens on port {timescale.port}: using it")
     else:
-        notes.append("LLMHUB_DATABASE_URL is set: using that server, not starting TimescaleDB")
+        timescale.start()
     migrate(settings)
-    if settings.kafka_is_default:
+    if not is_loopback(broker.host):
+        notes.append(f"Kafka on {broker.host}: using it, not starting a broker")
+    else:
         if broker.start():
             # The dev broker keeps topics in memory: a new one starts with empty logs, so stored
             # offsets from its predecessor would point past their ends.
@@ -44,8 +53,6 @@ def up(settings: Settings) -> StackReport:
                 reset = conn.execute("delete from raw.kafka_offsets").rowcount
             if reset:
                 notes.append(f"new in-memory broker: cleared {reset} stored offsets")
-    else:
-        notes.append("LLMHUB_KAFKA_BOOTSTRAP is set: using that cluster, not starting a broker")
     ensure_topics(
         settings.kafka_bootstrap,
         settings.topic_prefix,
@@ -56,7 +63,7 @@ def up(settings: Settings) -> StackReport:
 
 def down(settings: Settings) -> None:
     timescale, broker = _services(settings)
-    if settings.kafka_is_default:
+    if is_loopback(broker.host):
         broker.stop()
-    if settings.database_url_is_default:
+    if is_loopback(timescale.host):
         timescale.stop()
