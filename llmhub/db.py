@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
-from alembic import command
-from alembic.config import Config
 
 from llmhub.config import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,9 @@ def sqlalchemy_url(database_url: str) -> str:
 
 
 def alembic_config(settings: Settings) -> Config:
+    # Imported here: Alembic pulls in SQLAlchemy, a second of start-up every ingest run pays.
+    from alembic.config import Config
+
     cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation would treat a '%' in a password as a format directive.
@@ -39,6 +44,8 @@ def alembic_config(settings: Settings) -> Config:
 
 def migrate(settings: Settings, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (idempotent: an up-to-date schema is left alone)."""
+    from alembic import command
+
     command.upgrade(alembic_config(settings), revision)
 
 

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 1000
 DRAIN_POLL_TIMEOUT_MS = 200
+ACCUMULATE_S = 0.5
+ACCUMULATE_POLL_MS = 50
 
 
 class OffsetsAheadOfBrokerError(RuntimeError):
@@ -292,9 +294,8 @@ class Ingestor:
                     if drained:
                         break
                     drained = True
-                polled = consumer.poll(
-                    timeout_ms=DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS,
-                    max_records=self.batch_max_records,
+                polled = self._poll_batch(
+                    consumer, DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS
                 )
                 if not polled:
                     if not until_caught_up or reached:
@@ -309,6 +310,23 @@ class Ingestor:
                 in_flight = (batch, pool.submit(writer.write, batch))
             if in_flight is not None:
                 account(in_flight[0], in_flight[1].result())
+
+    def _poll_batch(self, consumer: KafkaConsumer, timeout_ms: int) -> dict:
+        """Poll until ``batch_max_records`` or a short time budget: one fetch response holds a
+        few thousand messages, and fewer, larger transactions cost less per message."""
+        polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_max_records)
+        count = sum(len(records) for records in polled.values())
+        deadline = time.monotonic() + ACCUMULATE_S
+        while polled and count < self.batch_max_records and time.monotonic() < deadline:
+            more = consumer.poll(
+                timeout_ms=ACCUMULATE_POLL_MS, max_records=self.batch_max_records - count
+            )
+            if not more:
+                break
+            for tp, records in more.items():
+                polled.setdefault(tp, []).extend(records)
+                count += len(records)
+        return polled
 
     def _build_batch(self, polled: dict, positions: dict[TopicPartition, int]) -> Batch:
         batch = Batch()

@@ -6,6 +6,7 @@ the body fields in table order, the leftover attributes and the Kafka coordinate
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
@@ -90,8 +91,15 @@ BODY_COLUMNS: dict[str, tuple[str, ...]] = {
 ARRAY_COLUMNS = frozenset({"finish_reasons"})
 
 
+_NEEDS_ESCAPE = re.compile(r'["\\]')
+
+
 def pg_text_array(values: list[str]) -> str:
     """Render a list of strings as a PostgreSQL array literal (for COPY in CSV format)."""
+    if not values:
+        return "{}"
+    if _NEEDS_ESCAPE.search("".join(values)) is None:  # the common case, no per-value loop
+        return '{"' + '","'.join(values) + '"}'
     quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
     return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
 
