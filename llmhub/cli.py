@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +17,9 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from llmhub.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from llmhub.producers.sink import Message
 
 app = typer.Typer(help="LLM Analytics Hub", no_args_is_help=True, add_completion=False)
 stack_app = typer.Typer(help="The local dev stack (TimescaleDB + Kafka-protocol broker).")
@@ -103,10 +108,13 @@ class ReplaySource(StrEnum):
     ragpulse = "ragpulse"
 
 
-def _send(messages, bootstrap: str) -> int:  # type: ignore[no-untyped-def]
+def _send(messages: Iterable[Message], settings: Settings) -> int:
+    """Send to the physical topics (``LLMHUB_TOPIC_PREFIX`` applied), with a progress bar."""
     from llmhub.producers.sink import make_producer, send_all
 
-    producer = make_producer(bootstrap)
+    if settings.topic_prefix:
+        messages = (replace(m, topic=settings.topic(m.topic)) for m in messages)
+    producer = make_producer(settings.kafka_bootstrap)
     try:
         return send_all(producer, messages, progress=sys.stderr.isatty())
     finally:
@@ -127,7 +135,7 @@ def produce_synthetic(
     from llmhub.producers.synthetic import generate
 
     traffic = generate(events=events, days=days, seed=seed, incidents=incidents)
-    sent = _send(traffic.iter_messages(), _settings().kafka_bootstrap)
+    sent = _send(traffic.iter_messages(), _settings())
     if ground_truth is not None:
         traffic.write_ground_truth(ground_truth)
         console.print(f"ground truth: {len(traffic.incidents)} incidents -> {ground_truth}")
@@ -150,7 +158,7 @@ def produce_replay(
         messages = replay.replay_azure2023(path, speedup=speedup, seed=seed)
     else:
         messages = replay.replay_ragpulse(path, speedup=speedup, seed=seed)
-    console.print(f"sent {_send(messages, _settings().kafka_bootstrap)} messages")
+    console.print(f"sent {_send(messages, _settings())} messages")
 
 
 @produce_app.command("file")
@@ -161,7 +169,7 @@ def produce_file(
     """Send each line of PATH as one message value, byte for byte, unvalidated."""
     from llmhub.producers.sink import produce_file as lines
 
-    console.print(f"sent {_send(lines(topic, path), _settings().kafka_bootstrap)} messages")
+    console.print(f"sent {_send(lines(topic, path), _settings())} messages")
 
 
 @app.command()

@@ -43,7 +43,11 @@ def epoch_to_datetime(value: float) -> datetime:
         raise ValueError("timestamp is not a finite number")
     for bound, scale in _EPOCH_UNIT_BOUNDS:
         if abs(value) < bound:
-            return datetime.fromtimestamp(value * scale, tz=UTC)
+            try:
+                return datetime.fromtimestamp(value * scale, tz=UTC)
+            except (OverflowError, OSError, ValueError) as exc:
+                # pydantic turns ValueError into a validation error; OverflowError would escape.
+                raise ValueError(f"epoch timestamp {value!r} is out of range") from exc
     raise AssertionError("unreachable")
 
 
@@ -71,7 +75,15 @@ Timestamp = Annotated[
 ]
 Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 ShortText = Annotated[str, Field(min_length=1, max_length=256)]
-LongText = Annotated[str, Field(max_length=8192)]
+
+
+def _empty_to_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+# Optional free text: an empty string means "none" and is stored as NULL, the same on every
+# write path (COPY in CSV format cannot tell an empty string from NULL).
+LongText = Annotated[str, BeforeValidator(_empty_to_none), Field(max_length=8192)]
 Tokens = Annotated[int, Field(ge=0, le=100_000_000, description="Count of tokens.")]
 
 

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 1000
 DRAIN_POLL_TIMEOUT_MS = 200
+MAX_DRAIN_POLLS = 100
 ACCUMULATE_S = 0.5
 ACCUMULATE_POLL_MS = 50
 
@@ -284,16 +285,17 @@ class Ingestor:
         # offset guard starts where the previous ended, so if one fails the next fails too.
         in_flight: tuple[Batch, Future[WriteResult]] | None = None
         built = 0
-        drained = False
+        drain_polls = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmhub-writer") as pool:
             while max_batches is None or built < max_batches:
                 reached = all(positions[tp] >= targets[tp] for tp in claimed)
                 if until_caught_up and reached:
-                    # One short drain poll after the targets: it picks up a tail the listed end
-                    # offsets may under-report (see _offset_exists) and nothing produced later.
-                    if drained:
+                    # Past the targets, short drain polls pick up a tail the listed end offsets
+                    # under-report (see _offset_exists), until one comes back empty; bounded so
+                    # a producer that never pauses cannot keep the run going.
+                    if drain_polls >= MAX_DRAIN_POLLS:
                         break
-                    drained = True
+                    drain_polls += 1
                 polled = self._poll_batch(
                     consumer, DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS
                 )

@@ -133,7 +133,13 @@ class Normalizer:
                     "(LLMHUB_NAIVE_TIMEZONES)",
                 )
             occurred_at = occurred_at.replace(tzinfo=self._naive_zone)
-        occurred_at = occurred_at.astimezone(UTC)
+        try:
+            occurred_at = occurred_at.astimezone(UTC)
+        except OverflowError:
+            return Rejection(
+                ErrorClass.timestamp_out_of_range,
+                f"occurred_at {event.occurred_at.isoformat()} cannot be expressed in UTC",
+            )
         if now is not self._bounds_for:
             self._bounds_for = now
             self._bounds = (now - self._max_age, now + self._skew)

@@ -143,8 +143,15 @@ class RawWriter:
                 self._copy(spec.qualified_name, spec.columns, rows.rows)
             return len(rows.rows), 0, []
         except errors.UniqueViolation:
-            inserted = self._insert_deduplicated(table, rows.rows)
-            return inserted, len(rows.rows) - inserted, []
+            try:
+                with self.conn.transaction():
+                    inserted = self._insert_deduplicated(table, rows.rows)
+                return inserted, len(rows.rows) - inserted, []
+            except (errors.DataError, errors.IntegrityError) as exc:
+                log.warning(
+                    "%s: batch refused after a redelivery (%s); row by row", table, exc.sqlstate
+                )
+                return self._insert_row_by_row(table, rows)
         except (errors.DataError, errors.IntegrityError) as exc:
             log.warning("COPY into %s refused (%s); writing row by row", table, exc.sqlstate)
             return self._insert_row_by_row(table, rows)

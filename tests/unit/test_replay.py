@@ -111,7 +111,7 @@ def test_azure_replay_keeps_tokens_and_relative_timing(azure_csv: Path) -> None:
         TelemetryEvent.model_validate_json(message.value)
         assert event["body"]["llmhub.synthetic_fields"] == list(SYNTHETIC_FIELDS)
         assert all(field in event["body"] for field in SYNTHETIC_FIELDS)
-        assert message.key == event["tenant_id"].encode()
+        assert message.key == f"{event['tenant_id']}/{event['asset_id']}".encode()
 
 
 def test_replay_is_deterministic_per_seed(azure_csv: Path) -> None:

@@ -114,11 +114,15 @@ def test_events_fall_in_the_window_and_telemetry_is_sorted(
     assert max(m.timestamp_ms or 0 for m in messages) <= late.timestamp() * 1000
 
 
-def test_key_is_tenant_and_timestamp_is_occurred_at(
+def test_key_is_application_and_timestamp_is_occurred_at(
     messages: list[Message], events: list[tuple[str, dict[str, Any]]]
 ) -> None:
-    for message, (_, event) in zip(messages, events, strict=True):
-        assert message.key == event["tenant_id"].encode()
+    for message, (family, event) in zip(messages, events, strict=True):
+        # Telemetry is keyed by application (even partitions), the sparse families by tenant.
+        if family == "telemetry":
+            assert message.key == f"{event['tenant_id']}/{event['asset_id']}".encode()
+        else:
+            assert message.key == event["tenant_id"].encode()
         assert message.timestamp_ms == round(_at(event["occurred_at"]).timestamp() * 1000)
 
 
