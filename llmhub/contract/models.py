@@ -77,13 +77,7 @@ Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 ShortText = Annotated[str, Field(min_length=1, max_length=256)]
 
 
-def _empty_to_none(value: Any) -> Any:
-    return None if value == "" else value
-
-
-# Optional free text: an empty string means "none" and is stored as NULL, the same on every
-# write path (COPY in CSV format cannot tell an empty string from NULL).
-LongText = Annotated[str, BeforeValidator(_empty_to_none), Field(max_length=8192)]
+LongText = Annotated[str, Field(max_length=8192)]
 Tokens = Annotated[int, Field(ge=0, le=100_000_000, description="Count of tokens.")]
 
 

@@ -18,17 +18,18 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from llmhub.config import Settings
 from llmhub.contract.topics import BY_TOPIC, TOPICS
 from llmhub.db import connect
 from llmhub.ingest.normalize import Normalizer, Rejection
+from llmhub.ingest.reader import PartitionReader, as_message
 from llmhub.ingest.writer import (
     Batch,
     DeadLetter,
@@ -102,19 +103,8 @@ def _lock_key(group: str, tp: TopicPartition) -> str:
     return f"llmhub-ingest:{group}:{tp.topic}:{tp.partition}"
 
 
-def make_consumer(settings: Settings, batch_max_records: int) -> KafkaConsumer:
-    return KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
-        client_id="llmhub-ingest",
-        group_id=None,
-        enable_auto_commit=False,
-        max_poll_records=batch_max_records,
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_min_bytes=1,
-        fetch_max_wait_ms=100,
-        request_timeout_ms=30_000,
-    )
+def make_reader(settings: Settings, client_id: str = "llmhub-ingest") -> PartitionReader:
+    return PartitionReader(settings.kafka_bootstrap, client_id)
 
 
 class Ingestor:
@@ -158,7 +148,7 @@ class Ingestor:
         """Ingest until caught up with the end offsets seen at start, or ``max_batches``."""
         started = time.monotonic()
         report = IngestReport()
-        consumer = make_consumer(self.settings, self.batch_max_records)
+        consumer = make_reader(self.settings)
         try:
             with connect(self.settings, autocommit=True) as conn:
                 claimed = self._claim(conn, consumer)
@@ -167,7 +157,7 @@ class Ingestor:
                     self._consume(
                         conn, consumer, claimed, report, until_caught_up, max_batches, on_batch
                     )
-                    end = consumer.end_offsets(claimed)
+                    end = {tp: high for tp, (_, high) in consumer.watermarks(claimed).items()}
                     positions = stored_offsets(
                         conn,
                         self.settings.consumer_group,
@@ -184,7 +174,7 @@ class Ingestor:
         report.duration_s = time.monotonic() - started
         return report
 
-    def _claim(self, conn: psycopg.Connection, consumer: KafkaConsumer) -> list[TopicPartition]:
+    def _claim(self, conn: psycopg.Connection, consumer: PartitionReader) -> list[TopicPartition]:
         every: list[TopicPartition] = []
         for topic in self.topics:
             partitions = consumer.partitions_for_topic(topic)
@@ -208,11 +198,12 @@ class Ingestor:
         return claimed
 
     def _seek(
-        self, conn: psycopg.Connection, consumer: KafkaConsumer, claimed: list[TopicPartition]
-    ) -> dict[TopicPartition, int]:
-        consumer.assign(claimed)
-        beginning = consumer.beginning_offsets(claimed)
-        end = consumer.end_offsets(claimed)
+        self, conn: psycopg.Connection, consumer: PartitionReader, claimed: list[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """Assign the claimed partitions at their stored offsets; return positions and ends."""
+        watermarks = consumer.watermarks(claimed)
+        beginning = {tp: low for tp, (low, _) in watermarks.items()}
+        end = {tp: high for tp, (_, high) in watermarks.items()}
         stored = stored_offsets(
             conn, self.settings.consumer_group, [(tp.topic, tp.partition) for tp in claimed]
         )
@@ -233,9 +224,9 @@ class Ingestor:
                     beginning[tp] - 1,
                 )
                 position = beginning[tp]
-            consumer.seek(tp, position)
             positions[tp] = position
-        return positions
+        consumer.assign_at(positions)
+        return positions, end
 
     def _offset_exists(self, tp: TopicPartition, offset: int) -> bool:
         """Whether the broker still serves ``offset`` of ``tp``.
@@ -244,28 +235,26 @@ class Ingestor:
         of the last record batch rather than the log end, so a stored offset past the listed end
         is checked by fetching the message before it.
         """
-        probe = make_consumer(self.settings, 1)
+        probe = make_reader(self.settings, "llmhub-offset-probe")
         try:
-            probe.assign([tp])
-            probe.seek(tp, offset)
+            probe.assign_at({tp: offset})
             records = probe.poll(timeout_ms=DRAIN_POLL_TIMEOUT_MS * 10, max_records=1)
-            return any(r.offset == offset for batch in records.values() for r in batch)
+            return any(r.offset() == offset for batch in records.values() for r in batch)
         finally:
             probe.close()
 
     def _consume(
         self,
         conn: psycopg.Connection,
-        consumer: KafkaConsumer,
+        consumer: PartitionReader,
         claimed: list[TopicPartition],
         report: IngestReport,
         until_caught_up: bool,
         max_batches: int | None,
         on_batch: Callable[[IngestReport], None] | None,
     ) -> None:
-        positions = self._seek(conn, consumer, claimed)
-        targets = consumer.end_offsets(claimed)
-        writer = RawWriter(conn, self.settings.consumer_group)
+        positions, targets = self._seek(conn, consumer, claimed)
+        writer = RawWriter(conn, self.settings.consumer_group, as_message)
 
         def account(batch: Batch, result: WriteResult) -> None:
             report.batches += 1
@@ -280,40 +269,34 @@ class Ingestor:
             if on_batch is not None:
                 on_batch(report)
 
-        # While one batch is written (PostgreSQL works, the thread waits on its socket without
-        # the GIL), the next is fetched and normalised. Batches commit in order, and each one's
-        # offset guard starts where the previous ended, so if one fails the next fails too.
-        in_flight: tuple[Batch, Future[WriteResult]] | None = None
+        # librdkafka prefetches the next messages on its own threads, and PostgreSQL parses
+        # COPY rows as they stream in, so a plain loop keeps both busy; a writer thread here
+        # only added GIL hand-offs (measured slower).
         built = 0
         drain_polls = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmhub-writer") as pool:
-            while max_batches is None or built < max_batches:
-                reached = all(positions[tp] >= targets[tp] for tp in claimed)
-                if until_caught_up and reached:
-                    # Past the targets, short drain polls pick up a tail the listed end offsets
-                    # under-report (see _offset_exists), until one comes back empty; bounded so
-                    # a producer that never pauses cannot keep the run going.
-                    if drain_polls >= MAX_DRAIN_POLLS:
-                        break
-                    drain_polls += 1
-                polled = self._poll_batch(
-                    consumer, DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS
-                )
-                if not polled:
-                    if not until_caught_up or reached:
-                        break
-                    continue
-                batch = self._build_batch(polled, positions)
-                for (topic, partition), (_, end) in batch.offsets.items():
-                    positions[TopicPartition(topic, partition)] = end
-                built += 1
-                if in_flight is not None:
-                    account(in_flight[0], in_flight[1].result())
-                in_flight = (batch, pool.submit(writer.write, batch))
-            if in_flight is not None:
-                account(in_flight[0], in_flight[1].result())
+        while max_batches is None or built < max_batches:
+            reached = all(positions[tp] >= targets[tp] for tp in claimed)
+            if until_caught_up and reached:
+                # Past the targets, short drain polls pick up a tail the listed end offsets
+                # under-report (see _offset_exists), until one comes back empty; bounded so a
+                # producer that never pauses cannot keep the run going.
+                if drain_polls >= MAX_DRAIN_POLLS:
+                    break
+                drain_polls += 1
+            polled = self._poll_batch(
+                consumer, DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS
+            )
+            if not polled:
+                if not until_caught_up or reached:
+                    break
+                continue
+            batch = self._build_batch(polled, positions)
+            account(batch, writer.write(batch))
+            for (topic, partition), (_, end) in batch.offsets.items():
+                positions[TopicPartition(topic, partition)] = end
+            built += 1
 
-    def _poll_batch(self, consumer: KafkaConsumer, timeout_ms: int) -> dict:
+    def _poll_batch(self, consumer: PartitionReader, timeout_ms: int) -> dict:
         """Poll until ``batch_max_records`` or a short time budget: one fetch response holds a
         few thousand messages, and fewer, larger transactions cost less per message."""
         polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_max_records)
@@ -342,15 +325,15 @@ class Ingestor:
             rows, sources = target.rows, target.sources
             partition = tp.partition
             for record in records:
-                outcome = normalize(record.value, partition, record.offset, now)
+                outcome = normalize(record.value(), partition, record.offset(), now)
                 if type(outcome) is Rejection:
                     batch.dead_letters.append(
-                        DeadLetter(record, outcome.error_class, outcome.error)
+                        DeadLetter(as_message(record), outcome.error_class, outcome.error)
                     )
                 else:
                     rows.append(outcome)
                     sources.append(record)
-            batch.offsets[(tp.topic, partition)] = (positions[tp], records[-1].offset + 1)
+            batch.offsets[(tp.topic, partition)] = (positions[tp], records[-1].offset() + 1)
         return batch
 
 

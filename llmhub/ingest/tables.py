@@ -6,7 +6,6 @@ the body fields in table order, the leftover attributes and the Kafka coordinate
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
@@ -88,22 +87,6 @@ BODY_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-ARRAY_COLUMNS = frozenset({"finish_reasons"})
-
-
-_NEEDS_ESCAPE = re.compile(r'["\\]')
-
-
-def pg_text_array(values: list[str]) -> str:
-    """Render a list of strings as a PostgreSQL array literal (for COPY in CSV format)."""
-    if not values:
-        return "{}"
-    if _NEEDS_ESCAPE.search("".join(values)) is None:  # the common case, no per-value loop
-        return '{"' + '","'.join(values) + '"}'
-    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
-    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
-
-
 @dataclass(frozen=True)
 class RawTable:
     """One raw hypertable: its name and the column order rows are copied in."""
@@ -121,8 +104,6 @@ class RawTable:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_get_body", attrgetter(*self.body_columns))
-        arrays = tuple(i for i, c in enumerate(self.body_columns) if c in ARRAY_COLUMNS)
-        object.__setattr__(self, "_array_positions", arrays)
 
     def row(
         self,
@@ -132,16 +113,9 @@ class RawTable:
         partition: int,
         offset: int,
     ) -> tuple[Any, ...]:
-        """The row for a validated event (``occurred_at`` already in UTC), in column order.
-
-        Values are written by ``csv.writer``, which renders each with ``str()`` in C: only text
-        arrays need rendering here."""
+        """The row for a validated event (``occurred_at`` already in UTC), in column order;
+        psycopg's COPY formatter renders each Python value (lists become text arrays)."""
         body_values = self._get_body(event.body)  # type: ignore[attr-defined]
-        if self._array_positions:
-            body_values = list(body_values)
-            for i in self._array_positions:
-                if body_values[i] is not None:
-                    body_values[i] = pg_text_array(body_values[i])
         return (
             event.event_id,
             occurred_at,
