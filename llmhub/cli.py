@@ -208,6 +208,7 @@ def ingest(
         "duration_s": round(report.duration_s, 3),
         "events_per_s": round(report.events_per_s, 1),
         "partitions": report.partitions,
+        "skipped_partitions": report.skipped_partitions,
         "lag": report.lag,
     }
     if as_json:

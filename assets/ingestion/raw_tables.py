@@ -149,5 +149,7 @@ def kafka_ingestion(context: dg.AssetExecutionContext, config: IngestionConfig, 
             "rows_dead_lettered": sum(report.dead_lettered.values()),
             "by_topic": dg.MetadataValue.json(report.dead_lettered),
             "messages_read": report.messages,
+            "partitions_claimed": len(report.partitions),
+            "partitions_held_elsewhere": dg.MetadataValue.json(report.skipped_partitions),
         },
     )

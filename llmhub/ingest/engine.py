@@ -151,8 +151,9 @@ class Ingestor:
         consumer = make_reader(self.settings)
         try:
             with connect(self.settings, autocommit=True) as conn:
-                claimed = self._claim(conn, consumer)
+                claimed, skipped = self._claim(conn, consumer)
                 report.partitions = [_tp_name(tp) for tp in claimed]
+                report.skipped_partitions = [_tp_name(tp) for tp in skipped]
                 if claimed:
                     self._consume(
                         conn, consumer, claimed, report, until_caught_up, max_batches, on_batch
@@ -174,7 +175,10 @@ class Ingestor:
         report.duration_s = time.monotonic() - started
         return report
 
-    def _claim(self, conn: psycopg.Connection, consumer: PartitionReader) -> list[TopicPartition]:
+    def _claim(
+        self, conn: psycopg.Connection, consumer: PartitionReader
+    ) -> tuple[list[TopicPartition], list[TopicPartition]]:
+        """This worker's share of the partitions: (locked for this run, held by another)."""
         every: list[TopicPartition] = []
         for topic in self.topics:
             partitions = consumer.partitions_for_topic(topic)
@@ -185,7 +189,7 @@ class Ingestor:
                 continue
             every.extend(TopicPartition(topic, p) for p in sorted(partitions))
         mine = [tp for i, tp in enumerate(every) if i % self.worker_count == self.worker_index]
-        claimed = []
+        claimed, skipped = [], []
         for tp in mine:
             locked = conn.execute(
                 "select pg_try_advisory_lock(hashtextextended(%s, 0))",
@@ -195,7 +199,8 @@ class Ingestor:
                 claimed.append(tp)
             else:
                 log.info("%s is being ingested by another worker; skipped", _tp_name(tp))
-        return claimed
+                skipped.append(tp)
+        return claimed, skipped
 
     def _seek(
         self, conn: psycopg.Connection, consumer: PartitionReader, claimed: list[TopicPartition]
