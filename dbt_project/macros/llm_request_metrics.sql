@@ -1,0 +1,64 @@
+{#-
+    The aggregate columns of the request marts, shared by the hourly and the daily grain so both
+    compute every metric the same way from raw requests (the daily percentiles are never derived
+    from hourly ones).
+
+    - Latency and time-to-first-token statistics cover successful requests only: failures have
+      their own latency profile (429s answer in ~150 ms, timeouts after 30-60 s) that would
+      mask a model slowing down. percentile_cont is exact (interpolated) over those requests.
+    - error_count counts status 'error'; rate-limited (429) requests are counted apart, so
+      error_rate and rate_limited_rate do not overlap.
+    - output_tokens_per_second = generation_output_tokens / generation_time_ms * 1000, over
+      successful requests with a time to first token, output tokens and latency above that
+      time to first token; generation time is latency_ms - time_to_first_token_ms (decoding,
+      after the prompt is processed). Both parts are kept so coarser grains can re-aggregate.
+    - Sums of floating-point columns are taken over numeric: exact, so the result does not
+      depend on the order the rows are read in (incremental and full refresh agree to the bit).
+    - Statistics are rounded to the microsecond (3 decimals of ms), rates to 6 decimals.
+-#}
+{% macro llm_request_metrics() %}
+        count(*) as request_count,
+        count(*) filter (where is_success) as success_count,
+        count(*) filter (where is_error) as error_count,
+        count(*) filter (where is_rate_limited) as rate_limited_count,
+        round(count(*) filter (where is_error)::numeric / count(*), 6) as error_rate,
+        round(count(*) filter (where is_rate_limited)::numeric / count(*), 6) as rate_limited_rate,
+        round(avg(latency_ms::numeric) filter (where is_success), 3) as latency_avg_ms,
+        percentile_cont(array[0.5, 0.95, 0.99]) within group (order by latency_ms)
+            filter (where is_success) as latency_percentiles_ms,
+        percentile_cont(array[0.5, 0.95]) within group (order by time_to_first_token_ms)
+            filter (where is_success and time_to_first_token_ms is not null)
+            as time_to_first_token_percentiles_ms,
+        coalesce(sum(input_tokens), 0)::bigint as input_tokens,
+        coalesce(sum(output_tokens), 0)::bigint as output_tokens,
+        coalesce(sum(cache_read_tokens), 0)::bigint as cache_read_tokens,
+        coalesce(sum(output_tokens) filter (where {{ has_generation_time() }}), 0)::bigint
+            as generation_output_tokens,
+        coalesce(
+            sum((latency_ms - time_to_first_token_ms)::numeric)
+                filter (where {{ has_generation_time() }}),
+            0
+        ) as generation_time_ms,
+        coalesce(sum(cost_usd), 0) as cost_usd
+{% endmacro %}
+
+
+{#- Requests whose decoding time can be measured (see llm_request_metrics). -#}
+{% macro has_generation_time() -%}
+    is_success
+    and time_to_first_token_ms is not null
+    and output_tokens > 0
+    and latency_ms > time_to_first_token_ms
+{%- endmacro %}
+
+
+{#- The rounded statistics unpacked from the aggregate arrays of llm_request_metrics. -#}
+{% macro llm_request_statistics() %}
+        round(latency_percentiles_ms[1]::numeric, 3) as latency_p50_ms,
+        round(latency_percentiles_ms[2]::numeric, 3) as latency_p95_ms,
+        round(latency_percentiles_ms[3]::numeric, 3) as latency_p99_ms,
+        round(time_to_first_token_percentiles_ms[1]::numeric, 3) as time_to_first_token_p50_ms,
+        round(time_to_first_token_percentiles_ms[2]::numeric, 3) as time_to_first_token_p95_ms,
+        round(generation_output_tokens * 1000.0 / nullif(generation_time_ms, 0), 3)
+            as output_tokens_per_second
+{% endmacro %}
