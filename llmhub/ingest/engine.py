@@ -158,7 +158,11 @@ class Ingestor:
                     self._consume(
                         conn, consumer, claimed, report, until_caught_up, max_batches, on_batch
                     )
-                    end = {tp: high for tp, (_, high) in consumer.watermarks(claimed).items()}
+                    marks = consumer.watermarks(claimed, cached=True)
+                    unknown = [tp for tp, (_, high) in marks.items() if high < 0]
+                    if unknown:  # never fetched in this run: ask the broker
+                        marks.update(consumer.watermarks(unknown))
+                    end = {tp: high for tp, (_, high) in marks.items()}
                     positions = stored_offsets(
                         conn,
                         self.settings.consumer_group,

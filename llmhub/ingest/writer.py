@@ -109,7 +109,6 @@ class RawWriter:
     ) -> None:
         self.conn = conn
         self.group = consumer_group
-        self._staged: set[str] = set()
         # Rows keep the client's own record objects (no per-row copy); only the rare
         # dead-letter path converts one into a ``Source``.
         self._as_message = as_message
@@ -163,14 +162,14 @@ class RawWriter:
     def _insert_deduplicated(self, table: str, rows: Sequence[tuple]) -> int:
         spec = TABLES[table]
         stage = f"stage_{table}"
-        if stage not in self._staged:
-            self.conn.execute(
-                sql.SQL(
-                    "create temp table if not exists {} (like {} including defaults) "
-                    "on commit delete rows"
-                ).format(sql.Identifier(stage), sql.Identifier("raw", table))
-            )
-            self._staged.add(stage)
+        # Created on every use (cheap when it exists): a savepoint rolled back after creating
+        # it would otherwise leave a cached name for a table that no longer exists.
+        self.conn.execute(
+            sql.SQL(
+                "create temp table if not exists {} (like {} including defaults) "
+                "on commit delete rows"
+            ).format(sql.Identifier(stage), sql.Identifier("raw", table))
+        )
         self._copy(stage, spec.columns, rows)
         columns = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
         cursor = self.conn.execute(
