@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+from kafka.admin import KafkaAdminClient
 from psycopg import sql
 from rich.console import Console
 
@@ -150,6 +151,17 @@ def copy_baseline(database_url: str, batch: int) -> tuple[int, float]:
     return len(lines), time.monotonic() - started
 
 
+def delete_topics(settings) -> None:  # type: ignore[no-untyped-def]
+    """Free the broker's memory: the dev broker keeps every topic in RAM."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        prefixed = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if prefixed:
+            admin.delete_topics(prefixed)
+    finally:
+        admin.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -205,6 +217,7 @@ def main() -> None:
     (RESULTS / "ingest_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
     with psycopg.connect(with_database(base.database_url, "postgres"), autocommit=True) as conn:
         conn.execute("drop database if exists llmhub_bench with (force)")
+    delete_topics(settings)
     print(json.dumps(result))
 
 
