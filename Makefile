@@ -14,6 +14,7 @@ export LLMHUB_KAFKA_BOOTSTRAP ?= 127.0.0.1:9092
 # break dagster-postgres's `NOTIFY run_events, %(id)s`.
 export LLMHUB_DAGSTER_STORAGE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5433/dagster
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export MLFLOW_TRACKING_URI ?= http://127.0.0.1:5000
 
 .PHONY: help setup stack demo test dev bench lint down contract
 

@@ -13,12 +13,14 @@ from llmhub.config import Settings, redact
 from llmhub.contract.topics import RAW_TABLES, TOPICS
 from llmhub.db import connect
 from llmhub.ingest.writer import stored_offsets
+from llmhub.stack.mlflow_server import MlflowStack, tracking_uri
 
 
 @dataclass
 class HubStatus:
     database: dict[str, Any] = field(default_factory=dict)
     kafka: dict[str, Any] = field(default_factory=dict)
+    mlflow: dict[str, Any] = field(default_factory=dict)
     raw_rows: dict[str, int] = field(default_factory=dict)
     dead_letter_rows: int = 0
     dead_letter_by_class: dict[str, int] = field(default_factory=dict)
@@ -88,6 +90,8 @@ def collect_status(settings: Settings) -> HubStatus:
         status.dead_letter_rows = sum(status.dead_letter_by_class.values())
     except psycopg.Error as exc:
         status.database = {"ok": False, "url": redact(settings.database_url), "error": str(exc)}
+    server = MlflowStack.for_settings(settings.stack_dir, settings.database_url, tracking_uri())
+    status.mlflow = {"ok": server.is_running(), "tracking_uri": tracking_uri()}
     consumer: KafkaConsumer | None = None
     try:
         consumer = KafkaConsumer(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from llmhub.config import Settings, redact
 from llmhub.db import connect, migrate
 from llmhub.stack.broker import BrokerStack, ensure_topics
+from llmhub.stack.mlflow_server import MlflowStack, tracking_uri
 from llmhub.stack.timescale import TimescaleStack
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 class StackReport:
     database: str
     kafka: str
+    mlflow: str
     notes: list[str]
 
 
@@ -25,16 +27,17 @@ def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
-def _services(settings: Settings) -> tuple[TimescaleStack, BrokerStack]:
+def _services(settings: Settings) -> tuple[TimescaleStack, BrokerStack, MlflowStack]:
     return (
         TimescaleStack.for_url(settings.stack_dir, settings.database_url),
         BrokerStack.for_bootstrap(settings.stack_dir, settings.kafka_bootstrap),
+        MlflowStack.for_settings(settings.stack_dir, settings.database_url, tracking_uri()),
     )
 
 
 def up(settings: Settings) -> StackReport:
     """Start what is local, migrate the schema and create the topics (idempotent)."""
-    timescale, broker = _services(settings)
+    timescale, broker, mlflow = _services(settings)
     notes: list[str] = []
     if not is_loopback(timescale.host):
         notes.append(f"database on {timescale.host}: using it, not starting TimescaleDB")
@@ -58,11 +61,17 @@ def up(settings: Settings) -> StackReport:
         settings.topic_prefix,
         replication_factor=settings.topic_replication,
     )
-    return StackReport(redact(settings.database_url), settings.kafka_bootstrap, notes)
+    if not is_loopback(mlflow.host):
+        notes.append(f"MLflow on {mlflow.host}: using it, not starting a tracking server")
+    else:
+        mlflow.start()
+    return StackReport(redact(settings.database_url), settings.kafka_bootstrap, mlflow.url, notes)
 
 
 def down(settings: Settings) -> None:
-    timescale, broker = _services(settings)
+    timescale, broker, mlflow = _services(settings)
+    if is_loopback(mlflow.host):
+        mlflow.stop()
     if is_loopback(broker.host):
         broker.stop()
     if is_loopback(timescale.host):
