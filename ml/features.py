@@ -1,0 +1,147 @@
+"""Model inputs from the hourly request mart: one regular hourly series per
+(tenant, application, model, metric), plus calendar features.
+
+Input is ``marts.fct_llm_requests_hourly`` as a DataFrame (any extra columns are ignored). Its
+grain includes the asset version and the provider; both are summed away here, so a
+re-registration mid-hour does not split a series. Percentile columns cannot be merged exactly
+across those rows: they are combined as a request-weighted mean, which is exact whenever one row
+holds the hour (the usual case) and documented as approximate otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SERIES_COLUMNS: tuple[str, ...] = ("tenant_id", "asset_id", "request_model")
+
+# metric -> how it is built from the mart's columns.
+METRICS: tuple[str, ...] = (
+    "request_count",
+    "error_rate",
+    "latency_p95_ms",
+    "time_to_first_token_p95_ms",
+    "tokens",
+    "cost_usd",
+)
+# Hours with no requests are real zeros for counts and sums, but unknown for rates/percentiles.
+ZERO_WHEN_IDLE: frozenset[str] = frozenset({"request_count", "tokens", "cost_usd"})
+_WEIGHTED = ("latency_p95_ms", "time_to_first_token_p95_ms")
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    *SERIES_COLUMNS,
+    "request_hour_at",
+    "request_count",
+    "error_count",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    *_WEIGHTED,
+)
+
+
+@dataclass(frozen=True, order=True)
+class SeriesKey:
+    """Identifies one modelled series."""
+
+    tenant_id: str
+    asset_id: str
+    request_model: str
+    metric: str
+
+    def label(self) -> str:
+        return f"{self.tenant_id}/{self.asset_id}/{self.request_model}/{self.metric}"
+
+
+def hourly_metrics(hourly: pd.DataFrame) -> pd.DataFrame:
+    """One row per (tenant, application, model, hour) with the modelled metrics as columns.
+
+    Args:
+        hourly: rows of ``fct_llm_requests_hourly``.
+
+    Returns:
+        Columns ``SERIES_COLUMNS + ("bucket_at",) + METRICS``; ``bucket_at`` is tz-aware UTC.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in hourly.columns]
+    if missing:
+        raise ValueError(f"hourly mart frame lacks columns {missing}")
+    frame = hourly.loc[:, list(REQUIRED_COLUMNS)].copy()
+    frame["bucket_at"] = pd.to_datetime(frame.pop("request_hour_at"), utc=True)
+    for column in _WEIGHTED:
+        # Weighted sums, divided back after the group-by; NaN percentiles carry no weight.
+        weight = frame["request_count"].where(frame[column].notna(), 0)
+        frame[f"{column}__w"] = weight
+        frame[column] = frame[column].fillna(0) * weight
+    frame["tokens"] = frame["input_tokens"] + frame["output_tokens"]
+    grouped = (
+        frame.drop(columns=["input_tokens", "output_tokens"])
+        .groupby([*SERIES_COLUMNS, "bucket_at"], sort=True, observed=True)
+        .sum(numeric_only=True)
+    )
+    for column in _WEIGHTED:
+        weights = grouped.pop(f"{column}__w")
+        grouped[column] = grouped[column] / weights.replace(0, np.nan)
+    grouped["error_rate"] = grouped["error_count"] / grouped["request_count"].replace(0, np.nan)
+    return grouped.reset_index().loc[:, [*SERIES_COLUMNS, "bucket_at", *METRICS]]
+
+
+def regular_series(
+    metrics: pd.DataFrame,
+    metric_names: Sequence[str] = METRICS,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+) -> Iterator[tuple[SeriesKey, pd.Series]]:
+    """Yield each (series key, hourly values) on a complete hourly grid from ``start`` to ``end``.
+
+    Missing hours are 0 for counts and sums (nothing happened) and NaN for rates and
+    percentiles (nothing to measure); detectors decide how to treat NaN.
+    """
+    if metrics.empty:
+        return
+    lo = start if start is not None else metrics["bucket_at"].min()
+    hi = end if end is not None else metrics["bucket_at"].max()
+    grid = pd.date_range(lo.floor("h"), hi.floor("h"), freq="h", tz="UTC")
+    for key_values, group in metrics.groupby(list(SERIES_COLUMNS), sort=True):
+        indexed = group.set_index("bucket_at")
+        for metric in metric_names:
+            values = indexed[metric].reindex(grid)
+            if metric in ZERO_WHEN_IDLE:
+                values = values.fillna(0.0)
+            values.name = metric
+            yield SeriesKey(*key_values, metric), values.astype(float)
+
+
+def calendar_features(index: pd.DatetimeIndex) -> pd.DataFrame:
+    """Hour-of-day and day-of-week encodings (cyclical) and a weekend flag, by UTC time."""
+    hours = index.hour.to_numpy()
+    days = index.dayofweek.to_numpy()
+    return pd.DataFrame(
+        {
+            "hour_sin": np.sin(2 * np.pi * hours / 24),
+            "hour_cos": np.cos(2 * np.pi * hours / 24),
+            "dow_sin": np.sin(2 * np.pi * days / 7),
+            "dow_cos": np.cos(2 * np.pi * days / 7),
+            "is_weekend": (days >= 5).astype(float),
+        },
+        index=index,
+    )
+
+
+def daily_tenant_cost(cost_daily: pd.DataFrame) -> pd.DataFrame:
+    """Per tenant and UTC day, the cost in USD (rows of ``fct_llm_cost_daily``).
+
+    Returns:
+        Columns ``tenant_id``, ``day`` (datetime64, midnight UTC), ``cost_usd``.
+    """
+    missing = [c for c in ("tenant_id", "usage_date", "cost_usd") if c not in cost_daily.columns]
+    if missing:
+        raise ValueError(f"daily cost frame lacks columns {missing}")
+    frame = cost_daily.assign(day=pd.to_datetime(cost_daily["usage_date"], utc=True))
+    return (
+        frame.groupby(["tenant_id", "day"], sort=True)["cost_usd"]
+        .sum()
+        .astype(float)
+        .reset_index()
+    )
