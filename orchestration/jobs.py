@@ -2,10 +2,38 @@
 
 import dagster as dg
 
+TRANSFORM_GROUP = "transform"
+# The request marts (the ML inputs) and every transform asset upstream of them: what the
+# dbt_hourly_models definition builds (dbt selection +fct_llm_requests_hourly
+# +fct_llm_requests_daily).
+REQUEST_MARTS = dg.AssetSelection.assets(
+    ["marts", "fct_llm_requests_hourly"], ["marts", "fct_llm_requests_daily"]
+)
+HOURLY_TRANSFORM = REQUEST_MARTS.upstream() & dg.AssetSelection.groups(TRANSFORM_GROUP)
+DAILY_TRANSFORM = dg.AssetSelection.groups(TRANSFORM_GROUP) - HOURLY_TRANSFORM
+
+
+def _checks(*keys: tuple[str, str]) -> dg.AssetSelection:
+    return dg.AssetSelection.checks(
+        *(dg.AssetCheckKey(dg.AssetKey(["raw", table]), name) for table, name in keys)
+    )
+
+
+# Great Expectations checks on raw tables (assets/quality): run with the transform that reads the
+# table, not with every minute's ingestion run (a GX suite costs seconds).
+RAW_HOURLY_QUALITY = _checks(("llm_requests", "valid_values"), ("llm_requests", "null_rates"))
+RAW_DAILY_QUALITY = _checks(
+    ("security_alerts", "valid_values"),
+    ("cost_records", "valid_values"),
+    ("policy_violations", "valid_values"),
+)
+
 ingestion_job = dg.define_asset_job(
     "ingestion_job",
     selection=dg.AssetSelection.groups("ingestion")
-    - dg.AssetSelection.assets(["raw", "retention_runs"]),
+    - dg.AssetSelection.assets(["raw", "retention_runs"])
+    - RAW_HOURLY_QUALITY
+    - RAW_DAILY_QUALITY,
     description="One bounded Kafka micro-batch into the raw hypertables, with its checks.",
     # Matched by the run queue's tag_concurrency_limits in infra/local/dagster.yaml.
     tags={"llmhub/queue": "ingestion"},
@@ -14,4 +42,16 @@ retention_job = dg.define_asset_job(
     "retention_job",
     selection=dg.AssetSelection.assets(["raw", "retention_runs"]),
     description="Drop raw chunks past each table's retention window.",
+)
+transform_hourly_job = dg.define_asset_job(
+    "transform_hourly_job",
+    selection=HOURLY_TRANSFORM | RAW_HOURLY_QUALITY,
+    description="Validate the recent raw requests (blocking), then dbt build the request marts "
+    "and everything upstream of them, with their dbt tests and Great Expectations checks.",
+)
+transform_daily_job = dg.define_asset_job(
+    "transform_daily_job",
+    selection=DAILY_TRANSFORM | RAW_DAILY_QUALITY,
+    description="dbt build the daily cost, security and compliance marts, the model dimension "
+    "and the price seed, with their dbt tests and Great Expectations checks.",
 )

@@ -2,7 +2,12 @@
 
 import dagster as dg
 
-from orchestration.jobs import ingestion_job, retention_job
+from orchestration.jobs import (
+    ingestion_job,
+    retention_job,
+    transform_daily_job,
+    transform_hourly_job,
+)
 
 # Every minute: Kafka keeps the backlog, so a skipped tick only delays data. Overlapping runs are
 # safe (partition locks), but the run queue's concurrency limit keeps them from piling up.
@@ -19,3 +24,53 @@ retention_schedule = dg.ScheduleDefinition(
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
+
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def run_unless_unfinished(
+    context: dg.ScheduleEvaluationContext, job_name: str
+) -> dg.RunRequest | dg.SkipReason:
+    """A run of ``job_name``, unless one is still queued or running.
+
+    Two concurrent builds of an incremental mart could both delete and re-insert the same
+    bucket (delete+insert in READ COMMITTED does not see the other's new rows) and duplicate it;
+    the next tick picks up whatever a skipped one would have.
+    """
+    unfinished = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=job_name, statuses=UNFINISHED), limit=1
+    )
+    if unfinished:
+        return dg.SkipReason(f"{job_name} run {unfinished[0].dagster_run.run_id} is unfinished")
+    return dg.RunRequest()
+
+
+@dg.schedule(
+    name="transform_hourly_schedule",
+    cron_schedule="10 * * * *",
+    job=transform_hourly_job,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def transform_hourly_schedule(context: dg.ScheduleEvaluationContext):
+    """Minute 10 of every hour: the previous hour has closed and the per-minute ingestion has
+    written it; the dbt lookback (6 h) reprocesses the hours before it for late events."""
+    return run_unless_unfinished(context, transform_hourly_job.name)
+
+
+@dg.schedule(
+    name="transform_daily_schedule",
+    cron_schedule="30 1 * * *",
+    job=transform_daily_job,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def transform_daily_schedule(context: dg.ScheduleEvaluationContext):
+    """01:30 UTC: after the 01:10 hourly build has closed yesterday in fct_llm_requests_daily."""
+    return run_unless_unfinished(context, transform_daily_job.name)

@@ -1,3 +1,5 @@
+{{ config(meta={'dagster': {'ref': {'name': 'fct_llm_cost_daily'}}}) }}
+
 -- Billing allocated to assets adds back up to what was billed per tenant x provider x model x
 -- day (allocations are rounded to 1e-9 USD each), and nothing billed is lost.
 with

@@ -1,3 +1,5 @@
+{{ config(meta={'dagster': {'ref': {'name': 'fct_llm_requests_daily'}}}) }}
+
 -- Every additive measure of the hourly mart, summed over a UTC day, equals the daily mart's
 -- (both are built from raw requests independently, with their own incremental windows).
 with

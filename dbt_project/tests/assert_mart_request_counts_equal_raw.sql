@@ -1,3 +1,5 @@
+{{ config(meta={'dagster': {'ref': {'name': 'fct_llm_requests_daily'}}}) }}
+
 -- Request counts, tokens and reported cost per tenant x asset x provider x model x UTC day
 -- equal raw in both request marts: nothing dropped, duplicated or fanned out by the as-of join,
 -- and no late event left outside an incremental window. Days before the oldest raw row are
