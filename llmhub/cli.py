@@ -282,6 +282,7 @@ def export_model(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Stream a mart or raw table to CSV, JSON Lines or Parquet with bounded memory."""
+    from rich.markup import escape
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from llmhub.db import connect
@@ -297,28 +298,30 @@ def export_model(
             conn.rollback()
             with Progress(
                 SpinnerColumn(),
-                TextColumn(f"{plan.qualified_name} -> {out}"),
+                TextColumn("{task.description}", markup=False),
                 TextColumn("{task.fields[rows]:,} rows  {task.fields[mb]:,.1f} MB"),
                 TimeElapsedColumn(),
                 console=console,
                 transient=True,
                 disable=not sys.stderr.isatty(),
             ) as progress:
-                task = progress.add_task("export", total=None, rows=0, mb=0.0)
+                task = progress.add_task(
+                    f"{plan.qualified_name} -> {out}", total=None, rows=0, mb=0.0
+                )
 
                 def advance(rows: int, written: int) -> None:
                     progress.update(task, rows=rows, mb=written / 2**20)
 
                 result = export(conn, plan, chosen, out, chunk_rows, on_progress=advance)
     except ExportError as exc:
-        console.print(f"[red]export failed:[/] {exc}")
+        console.print(f"[red]export failed:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
     else:
         console.print(
-            f"[green]exported[/] {result.rows:,} rows of {result.model} to {result.path} "
-            f"({result.bytes / 2**20:,.1f} MB, {result.seconds:.1f} s)"
+            f"[green]exported[/] {result.rows:,} rows of {result.model} to "
+            f"{escape(str(result.path))} ({result.bytes / 2**20:,.1f} MB, {result.seconds:.1f} s)"
         )
 
 

@@ -480,6 +480,7 @@ def _write_copy(
     on_progress: ProgressCallback | None,
 ) -> int:
     statement, params = copy_statement(plan, fmt)
+    header_lines = 1 if fmt is ExportFormat.csv else 0
     written = lines = 0
     with conn.cursor() as cursor, path.open("wb") as sink:
         with cursor.copy(statement, params) as copy:
@@ -489,7 +490,7 @@ def _write_copy(
                 if on_progress is not None:
                     # Quoted CSV values may hold newlines: a progress figure, not the count.
                     lines += bytes(data).count(b"\n")
-                    on_progress(max(lines - (fmt is ExportFormat.csv), 0), written)
+                    on_progress(max(lines - header_lines, 0), written)
         rows = cursor.rowcount
     return max(rows, 0)
 

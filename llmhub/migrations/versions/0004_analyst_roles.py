@@ -19,6 +19,18 @@ policies and grants SELECT to both roles. Default privileges give ``analyst`` SE
 tables; ``tenant_analyst`` gets SELECT only from the hook, together with the policies, so a mart
 built without them is unreadable to tenant-scoped roles rather than readable in full.
 
+Granting access (as a role that may grant ``tenant_analyst``, e.g. the migration's)::
+
+    create role acme_analysts nologin;                               -- one group per tenant
+    select marts_access.grant_tenant('acme_analysts', 'tenant-acme');
+    create role alice login password '...' in role acme_analysts;   -- reads tenant-acme only
+    create role bob login password '...' in role analyst;           -- reads every tenant
+    select marts_access.revoke_tenant('acme_analysts', 'tenant-acme');
+
+Default privileges cover tables created by the role that ran this migration; if dbt runs as
+another role, also run ``alter default privileges for role <dbt role> in schema seeds grant
+select on tables to analyst, tenant_analyst`` (the marts get their grants from the post-hook).
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-26
