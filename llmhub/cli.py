@@ -33,6 +33,19 @@ app.add_typer(produce_app, name="produce")
 app.add_typer(contract_app, name="contract")
 app.add_typer(offsets_app, name="offsets")
 
+
+def _register_ml() -> None:
+    # Both commands live in their own modules; their heavy imports (torch, prophet) happen only
+    # when a command runs.
+    from llmhub.ml_cli import ml_app
+    from llmhub.ml_forecast_cli import eval_forecast
+
+    ml_app.command("eval-forecast")(eval_forecast)
+    app.add_typer(ml_app, name="ml")
+
+
+_register_ml()
+
 console = Console(stderr=True)
 out = Console()
 

@@ -18,7 +18,21 @@ console = Console(stderr=True)
 out = Console()
 logger = logging.getLogger(__name__)
 
-_COLUMNS = ("nab_standard", "nab_low_fp", "nab_low_fn", "precision", "recall", "f1", "fpr")
+
+@ml_app.callback()
+def _ml() -> None:
+    """ML models: evaluations against public benchmarks."""
+
+
+_COLUMNS = {
+    "nab_standard": "NAB std",
+    "nab_low_fp": "low FP",
+    "nab_low_fn": "low FN",
+    "precision": "prec",
+    "recall": "recall",
+    "f1": "F1",
+    "fpr": "FPR",
+}
 
 
 @ml_app.command("eval-anomaly")
@@ -89,9 +103,9 @@ def eval_anomaly(
             f"{seconds:,.0f} s (probationary 15%, thresholds tuned per profile)"
         )
     )
-    table.add_column("detector")
-    for column in _COLUMNS:
-        table.add_column(column, justify="right")
+    table.add_column("detector", no_wrap=True)
+    for header in _COLUMNS.values():
+        table.add_column(header, justify="right")
     for name, report in reports.items():
         values = report.to_dict()
         table.add_row(

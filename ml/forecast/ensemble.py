@@ -1,0 +1,86 @@
+"""Forecast combination: the median (or mean) of several forecasters' forecasts.
+
+The published hub forecaster is :func:`default_ensemble`: the median of the seasonal naive,
+SARIMA and Prophet. On a validation window cut from the END OF THE M4 HOURLY TRAIN SERIES (the
+last 48 hours of each; the test set was not looked at), the median of those three scored sMAPE
+11.52 / MASE 0.993 against 12.25 / 1.205 for their mean and 14.57 / 1.228 for the seasonal
+naive alone: Prophet is often the best member on sMAPE but fails badly on a minority of series
+(a median ignores one wild member; a mean does not). The interval is combined the same way, bound
+by bound (quantile averaging); it covered 95.3% of those validation actuals at a nominal 95%.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from ml.forecast.base import Forecast, Forecaster, build_forecast
+from ml.forecast.naive import SeasonalNaive
+from ml.forecast.prophet_model import ProphetForecaster
+from ml.forecast.sarima import Sarima
+
+Combination = Literal["median", "mean"]
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Combines its members' forecasts step by step; point and bounds alike.
+
+    Attributes:
+        members: the forecasters to combine (at least two; all with the same ``level``).
+        combination: ``median`` (robust to one failing member) or ``mean``.
+        label: the model name reported in results.
+    """
+
+    members: tuple[Forecaster, ...]
+    combination: Combination = "median"
+    label: str = "ensemble"
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 2:
+            raise ValueError("an ensemble needs at least two members")
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    def forecast(self, y: pd.Series, horizon: int) -> Forecast:
+        return self.combine([member.forecast(y, horizon) for member in self.members])
+
+    def combine(self, forecasts: Sequence[Forecast]) -> Forecast:
+        """Combine already computed member forecasts (one per member, same index and level)."""
+        if len(forecasts) != len(self.members):
+            raise ValueError(f"expected {len(self.members)} forecasts, got {len(forecasts)}")
+        first = forecasts[0]
+        for other in forecasts[1:]:
+            if not other.index.equals(first.index) or other.level != first.level:
+                raise ValueError(
+                    f"{other.model} forecasts another index or level than {first.model}"
+                )
+        reduce = np.median if self.combination == "median" else np.mean
+        point, lower, upper = (
+            reduce(np.stack([getattr(f, part) for f in forecasts]), axis=0)
+            for part in ("point", "lower", "upper")
+        )
+        return build_forecast(self.name, first.index, point, lower, upper, first.level)
+
+
+def default_ensemble(season: int, level: float = 0.95) -> Ensemble:
+    """The published forecaster: median of seasonal naive, SARIMA and Prophet.
+
+    Args:
+        season: seasonal period of the data (24 for hourly, 7 for daily).
+        level: nominal coverage of the prediction intervals.
+    """
+    return Ensemble(
+        members=(
+            SeasonalNaive(season=season, level=level),
+            Sarima(season=season, level=level),
+            ProphetForecaster(level=level),
+        ),
+        combination="median",
+    )
