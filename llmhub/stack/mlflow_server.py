@@ -7,10 +7,7 @@ http://127.0.0.1:5000); a remote tracking server is used as is.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -19,7 +16,7 @@ from urllib.parse import urlsplit
 
 from llmhub.config import with_database
 from llmhub.db import sqlalchemy_url
-from llmhub.stack.timescale import StackError
+from llmhub.stack.daemon import start_daemon, stop_daemon
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 
@@ -51,10 +48,6 @@ class MlflowStack:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def pid_file(self) -> Path:
-        return self.run_dir / "mlflow.pid"
-
     def is_running(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
@@ -68,47 +61,22 @@ class MlflowStack:
             return False
         artifacts = self.run_dir / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
-        mlflow = Path(sys.executable).with_name("mlflow")
-        with (self.run_dir / "mlflow.log").open("ab") as out:
-            proc = subprocess.Popen(
-                [
-                    str(mlflow),
-                    "server",
-                    "--backend-store-uri",
-                    self.backend_store_uri,
-                    "--artifacts-destination",
-                    str(artifacts),
-                    "--host",
-                    self.host,
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    "1",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(str(proc.pid))
-        deadline = time.monotonic() + timeout_s
-        while not self.is_running():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise StackError(f"MLflow did not start; see {self.run_dir / 'mlflow.log'}")
-            time.sleep(0.5)
+        command = [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            self.backend_store_uri,
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        start_daemon(command, self.run_dir, "mlflow", self.is_running, timeout_s, poll_s=0.5)
         return True
 
     def stop(self) -> None:
-        if not self.pid_file.exists():
-            return
-        pid = int(self.pid_file.read_text())
-        try:
-            # The server runs in its own session: stop the whole group (gunicorn/uvicorn workers).
-            os.killpg(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.pid_file.unlink(missing_ok=True)
+        stop_daemon(self.run_dir, "mlflow", grace_s=10.0)
