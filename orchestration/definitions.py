@@ -3,33 +3,63 @@
 import dagster as dg
 
 from assets.ingestion import RAW_FRESHNESS_CHECKS, kafka_ingestion, retention_runs
+from assets.ml_models import anomaly_detector, request_rate_forecaster
+from assets.publish import anomaly_scores, budget_projections, forecasts
 from assets.quality import mart_quality_checks, raw_quality_checks
 from assets.transform import dbt_daily_models, dbt_hourly_models
 from orchestration import env
 from orchestration.jobs import (
+    budget_projections_job,
     ingestion_job,
+    ml_scoring_job,
+    ml_training_job,
     retention_job,
     transform_daily_job,
     transform_hourly_job,
 )
 from orchestration.resources import HubResource
 from orchestration.resources.dbt import dbt_cli_resource, dbt_project
+from orchestration.resources.mlflow import MlflowResource
 from orchestration.schedules import (
+    budget_projections_schedule,
     ingestion_schedule,
+    ml_scoring_schedule,
+    ml_training_schedule,
     retention_schedule,
     transform_daily_schedule,
     transform_hourly_schedule,
 )
 
 defs = dg.Definitions(
-    assets=[kafka_ingestion, retention_runs, dbt_hourly_models, dbt_daily_models],
+    assets=[
+        kafka_ingestion,
+        retention_runs,
+        dbt_hourly_models,
+        dbt_daily_models,
+        request_rate_forecaster,
+        anomaly_detector,
+        anomaly_scores,
+        forecasts,
+        budget_projections,
+    ],
     asset_checks=[*RAW_FRESHNESS_CHECKS, raw_quality_checks, mart_quality_checks],
-    jobs=[ingestion_job, retention_job, transform_hourly_job, transform_daily_job],
+    jobs=[
+        ingestion_job,
+        retention_job,
+        transform_hourly_job,
+        transform_daily_job,
+        ml_training_job,
+        ml_scoring_job,
+        budget_projections_job,
+    ],
     schedules=[
         ingestion_schedule,
         retention_schedule,
         transform_hourly_schedule,
         transform_daily_schedule,
+        ml_training_schedule,
+        ml_scoring_schedule,
+        budget_projections_schedule,
     ],
     resources={
         "hub": HubResource(
@@ -40,5 +70,8 @@ defs = dg.Definitions(
         ),
         # The connection comes from "hub" (see orchestration/resources/dbt.py).
         "dbt": dbt_cli_resource(dbt_project),
+        "mlflow_tracking": MlflowResource(
+            tracking_uri=env.env_or_default("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+        ),
     },
 )

@@ -55,3 +55,21 @@ transform_daily_job = dg.define_asset_job(
     description="dbt build the daily cost, security and compliance marts, the model dimension "
     "and the price seed, with their dbt tests and Great Expectations checks.",
 )
+
+ml_training_job = dg.define_asset_job(
+    "ml_training_job",
+    selection=dg.AssetSelection.groups("ml_models"),
+    description="Evaluate the forecaster and the anomaly detector, register them in MLflow and "
+    "move the `champion` alias when they beat the baseline and the champion.",
+)
+ml_scoring_job = dg.define_asset_job(
+    "ml_scoring_job",
+    selection=dg.AssetSelection.assets(["analytics", "anomalies"], ["analytics", "forecasts"]),
+    description="Score the newest hours for anomalies and forecast the next 48 h with the "
+    "champion models.",
+)
+budget_projections_job = dg.define_asset_job(
+    "budget_projections_job",
+    selection=dg.AssetSelection.assets(["analytics", "budget_projections"]),
+    description="Project month-end cost per tenant and budgeted application.",
+)

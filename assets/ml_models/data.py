@@ -1,0 +1,65 @@
+"""Reading the marts the models train and score on, as DataFrames (shared with assets.publish)."""
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from ml.features import REQUIRED_COLUMNS, SeriesKey, hourly_metrics, regular_series
+
+HOURLY_MART = ["marts", "fct_llm_requests_hourly"]
+COST_DAILY_MART = ["marts", "fct_llm_cost_daily"]
+
+
+def read_frame(
+    conn: psycopg.Connection, query: str | sql.Composable, params: tuple | dict = ()
+) -> pd.DataFrame:
+    """The rows of ``query`` as a DataFrame (column names from the cursor)."""
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        columns = [c.name for c in cur.description or ()]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def read_hourly_mart(conn: psycopg.Connection, hours: int) -> pd.DataFrame:
+    """The last ``hours`` hours of ``fct_llm_requests_hourly``, counted back from its newest
+    hour (not from now(): a backfill or a stalled ingestion then still sees complete series)."""
+    query = sql.SQL(
+        "select {} from marts.fct_llm_requests_hourly where request_hour_at > "
+        "(select max(request_hour_at) from marts.fct_llm_requests_hourly)"
+        " - make_interval(hours => %s)"
+    ).format(sql.SQL(", ").join(map(sql.Identifier, REQUIRED_COLUMNS)))
+    frame = read_frame(conn, query, (hours,))
+    # Sums come back as Decimal (numeric columns); the models work in floats.
+    for column in REQUIRED_COLUMNS[4:]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+def busiest_series(
+    hourly: pd.DataFrame, metric: str, limit: int, min_points: int
+) -> list[tuple[SeriesKey, pd.Series]]:
+    """The ``limit`` series of ``metric`` with the most requests, each on a full hourly grid
+    over the frame's window, keeping those with at least ``min_points`` hours of history."""
+    if hourly.empty:
+        return []
+    metrics = hourly_metrics(hourly)
+    series = [
+        (key, values)
+        for key, values in regular_series(metrics, [metric])
+        if len(values) >= min_points
+    ]
+    volume = {
+        key: float(total)
+        for key, total in metrics.groupby(["tenant_id", "asset_id", "request_model"])[
+            "request_count"
+        ]
+        .sum()
+        .items()
+    }
+    series.sort(
+        key=lambda item: (
+            -volume.get((item[0].tenant_id, item[0].asset_id, item[0].request_model), 0.0),
+            item[0],
+        )
+    )
+    return series[:limit]

@@ -1,0 +1,273 @@
+"""The request-rate forecaster: backtested against the seasonal naive, registered in MLflow."""
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from pydantic import Field
+
+from assets.ml_models.data import HOURLY_MART, busiest_series, read_hourly_mart
+from assets.ml_models.pyfunc import FORECAST_MEMBERS, ForecasterModel, build_forecaster
+from ml.forecast import BacktestResult, SeasonalNaive, rolling_origin_backtest
+from ml.forecast.plots import save_forecast_plot
+from ml.registry import PromotionDecision, should_promote
+from orchestration.resources import HubResource
+from orchestration.resources.mlflow import MlflowResource
+
+FORECASTER_KEY = dg.AssetKey(["ml", "request_rate_forecaster"])
+BEATS_CHAMPION_AND_BASELINE = "beats_champion_and_baseline"
+CHAMPION = "champion"
+SCORES = ("mape", "smape", "mase")
+
+
+class ForecasterConfig(dg.Config):
+    experiment: str = Field("llmhub/request_rate_forecaster", description="MLflow experiment.")
+    registered_model_name: str = Field(
+        "llmhub-request-rate-forecaster", description="MLflow registered model."
+    )
+    members: list[str] = Field(
+        list(FORECAST_MEMBERS), description=f"Ensemble members, a subset of {FORECAST_MEMBERS}."
+    )
+    history_hours: int = Field(24 * 28, description="Hours of the mart read, back from its end.")
+    max_series: int = Field(20, description="Backtest the busiest series only (run time).")
+    horizon: int = Field(24, description="Hours forecast from each backtest origin.")
+    n_origins: int = Field(3, description="Backtest origins per series.")
+    publish_horizon: int = Field(48, description="Default horizon of the registered model.")
+    season: int = Field(24, description="Seasonal period in hours.")
+    level: float = Field(0.95, description="Nominal coverage of the prediction intervals.")
+    promotion_metric: str = Field("mase", description="Lower-is-better metric that promotes.")
+
+
+def _mean(results: list[BacktestResult], score: str) -> float:
+    """Mean over series, ignoring series where the score is undefined (MAPE at zeros, MASE of
+    a series without seasonal variation); ``nan`` when no series defines it."""
+    values = [getattr(r, score) for r in results if math.isfinite(getattr(r, score))]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+def promotion_check(
+    decision: PromotionDecision, had_champion: bool, asset_key: dg.AssetKey, metadata: dict
+) -> dg.AssetCheckResult:
+    """The gate's verdict. Not promoted while a champion exists: WARN (publishing goes on with
+    the old champion). Not promoted with no champion at all: ERROR, which blocks the publishing
+    assets, since there is no model they could load."""
+    return dg.AssetCheckResult(
+        check_name=BEATS_CHAMPION_AND_BASELINE,
+        asset_key=asset_key,
+        passed=decision.promote,
+        severity=dg.AssetCheckSeverity.WARN if had_champion else dg.AssetCheckSeverity.ERROR,
+        description=decision.reason,
+        metadata=metadata,
+    )
+
+
+@dg.asset(
+    key=FORECASTER_KEY,
+    group_name="ml_models",
+    kinds={"mlflow", "python"},
+    deps=[HOURLY_MART],
+    check_specs=[
+        dg.AssetCheckSpec(
+            BEATS_CHAMPION_AND_BASELINE,
+            asset=FORECASTER_KEY,
+            blocking=True,
+            description="The new version beats the seasonal naive and the champion on the "
+            "backtest (it then holds the `champion` alias).",
+        )
+    ],
+)
+def request_rate_forecaster(
+    context: dg.AssetExecutionContext,
+    config: ForecasterConfig,
+    hub: HubResource,
+    mlflow_tracking: MlflowResource,
+) -> dg.MaterializeResult:
+    """Hourly request-count forecaster per (tenant, application, model), as an MLflow model.
+
+    Rolling-origin backtest of the median ensemble and of the seasonal naive on the busiest
+    series of ``marts.fct_llm_requests_hourly``; metrics, parameters, the data window and a
+    forecast plot go to MLflow, the configuration is registered as a new model version. The
+    current champion is backtested on the same series and origins for the comparison. The
+    `champion` alias moves here, in the same step as the registration, so a version that lost
+    the gate can never be published even if its check is skipped; the check reports the
+    decision.
+    """
+    started = time.monotonic()
+    with hub.connect() as conn:
+        hourly = read_hourly_mart(conn, config.history_hours)
+    min_points = config.season * 3 + config.horizon * config.n_origins
+    series = busiest_series(hourly, "request_count", config.max_series, min_points)
+    if not series:
+        raise dg.Failure(f"no request_count series with {min_points} hours of history to backtest")
+    window_start = min(values.index[0] for _, values in series)
+    window_end = max(values.index[-1] for _, values in series)
+
+    candidate = build_forecaster(config.members, config.season, config.level)
+    baseline = SeasonalNaive(season=config.season, level=config.level)
+    candidate_results, baseline_results = [], []
+    for key, values in series:
+        context.log.debug(f"backtesting {key.label()}")
+        candidate_results.append(
+            rolling_origin_backtest(
+                candidate, values, config.horizon, config.season, config.n_origins
+            )
+        )
+        baseline_results.append(
+            rolling_origin_backtest(
+                baseline, values, config.horizon, config.season, config.n_origins
+            )
+        )
+    candidate_metrics = {s: _mean(candidate_results, s) for s in SCORES}
+    candidate_metrics["coverage"] = _mean(candidate_results, "coverage")
+    baseline_metrics = {s: _mean(baseline_results, s) for s in SCORES}
+
+    # The champion is re-evaluated on the same series and origins: its own logged metrics come
+    # from an older data window, which would make the comparison one of windows, not models.
+    name = config.registered_model_name
+    champion_version = mlflow_tracking.champion_version(name, CHAMPION)
+    champion_metrics: dict[str, float] | None = None
+    if champion_version is not None:
+        champion_model, _ = mlflow_tracking.load_champion(name, CHAMPION)
+        champion = champion_model.unwrap_python_model().forecaster()
+        champion_results = [
+            rolling_origin_backtest(
+                champion, values, config.horizon, config.season, config.n_origins
+            )
+            for _, values in series
+        ]
+        champion_metrics = {s: _mean(champion_results, s) for s in SCORES}
+    decision = should_promote(
+        candidate_metrics, champion_metrics, baseline_metrics, config.promotion_metric
+    )
+
+    model_config = {
+        "members": list(config.members),
+        "season": config.season,
+        "level": config.level,
+        "horizon": config.publish_horizon,
+    }
+    example_key, example = series[0]
+    model_input = pd.DataFrame(
+        {
+            "series_id": example_key.label(),
+            "ds": example.index[-48:].tz_convert(None),
+            "y": example.iloc[-48:],
+        }
+    )
+    model_output = pd.DataFrame(
+        {
+            "series_id": example_key.label(),
+            "ds": example.index[-2:].tz_convert(None),
+            "yhat": 1.0,
+            "yhat_lower": 0.0,
+            "yhat_upper": 2.0,
+        }
+    )
+    signature = infer_signature(
+        model_input, model_output, params={"horizon": config.publish_horizon}
+    )
+    with mlflow_tracking.start_run(config.experiment, run_name=context.run_id[:8]) as run:
+        mlflow.log_params(
+            {
+                **{f"model_{k}": v for k, v in model_config.items()},
+                "backtest_horizon": config.horizon,
+                "n_origins": config.n_origins,
+                "series": len(series),
+                "window_start": window_start.isoformat(),
+                "window_end": window_end.isoformat(),
+                "dagster_run_id": context.run_id,
+            }
+        )
+        mlflow.log_metrics(
+            {
+                **_finite(candidate_metrics),
+                **{f"baseline_{k}": v for k, v in _finite(baseline_metrics).items()},
+                **{f"champion_{k}": v for k, v in _finite(champion_metrics or {}).items()},
+            }
+        )
+        per_series = pd.concat(
+            [
+                pd.DataFrame(
+                    {
+                        "series": [key.label()] * 2,
+                        "model": [c.model, b.model],
+                        "mape": [c.mape, b.mape],
+                        "smape": [c.smape, b.smape],
+                        "mase": [c.mase, b.mase],
+                        "coverage": [c.coverage, b.coverage],
+                    }
+                )
+                for (key, _), c, b in zip(series, candidate_results, baseline_results, strict=True)
+            ],
+            ignore_index=True,
+        )
+        mlflow.log_table(per_series, "backtest_per_series.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            fold = candidate_results[0].folds[-1]
+            plot = save_forecast_plot(
+                Path(tmp) / "forecast.png",
+                fold.forecast,
+                example.iloc[: fold.train_size],
+                fold.actual,
+                history_points=config.season * 7,
+                title=f"{example_key.label()}: last backtest fold",
+            )
+            mlflow.log_artifact(str(plot), "plots")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ForecasterModel(model_config),
+            signature=signature,
+            registered_model_name=name,
+            # Only the repository's own code: the wrapper imports ml/ and assets/ at load time.
+            pip_requirements=["mlflow", "pandas", "numpy"],
+        )
+        mlflow.set_tags(
+            {"promotion.promote": str(decision.promote), "promotion.reason": decision.reason}
+        )
+        run_id = run.info.run_id
+    version = str(info.registered_model_version)
+    client = mlflow_tracking.client()
+    client.set_model_version_tag(name, version, "promotion", decision.reason)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    context.log.info(f"{name} v{version}: {decision.reason}")
+
+    metadata = {
+        "mlflow_run_id": run_id,
+        "model_name": name,
+        "model_version": version,
+        "champion_version": version if decision.promote else (champion_version or "none"),
+        "promoted": decision.promote,
+        "series": len(series),
+        "window": f"{window_start.isoformat()} .. {window_end.isoformat()}",
+        "duration_s": round(time.monotonic() - started, 1),
+        **{f"candidate_{k}": v for k, v in _finite(candidate_metrics).items()},
+        **{f"baseline_{k}": v for k, v in _finite(baseline_metrics).items()},
+    }
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            promotion_check(
+                decision,
+                champion_version is not None,
+                FORECASTER_KEY,
+                {
+                    "model_version": version,
+                    "candidate": candidate_metrics.get(config.promotion_metric, math.nan),
+                    "baseline": baseline_metrics.get(config.promotion_metric, math.nan),
+                    "champion": (champion_metrics or {}).get(config.promotion_metric, math.nan),
+                },
+            )
+        ],
+    )
