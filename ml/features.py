@@ -140,8 +140,5 @@ def daily_tenant_cost(cost_daily: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"daily cost frame lacks columns {missing}")
     frame = cost_daily.assign(day=pd.to_datetime(cost_daily["usage_date"], utc=True))
     return (
-        frame.groupby(["tenant_id", "day"], sort=True)["cost_usd"]
-        .sum()
-        .astype(float)
-        .reset_index()
+        frame.groupby(["tenant_id", "day"], sort=True)["cost_usd"].sum().astype(float).reset_index()
     )
