@@ -15,10 +15,11 @@ from mlflow.models import infer_signature
 from pydantic import Field
 
 from assets.ml_models.data import HOURLY_MART, busiest_series, read_hourly_mart
-from assets.ml_models.forecaster import (
+from assets.ml_models.promotion import (
     BEATS_CHAMPION_AND_BASELINE,
     CHAMPION,
-    promotion_check,
+    TrainedCandidate,
+    apply_gate,
 )
 from assets.ml_models.pyfunc import DETECTOR_MEMBERS, DetectorModel, build_detector
 from ml.anomaly import Detector, RobustBaseline
@@ -324,37 +325,22 @@ def anomaly_detector(
             {"promotion.promote": str(decision.promote), "promotion.reason": decision.reason}
         )
         run_id = run.info.run_id
-    version = str(info.registered_model_version)
-    client = mlflow_tracking.client()
-    client.set_model_version_tag(name, version, "promotion", decision.reason)
-    if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    context.log.info(f"{name} v{version}: {decision.reason}")
-
-    return dg.MaterializeResult(
-        metadata={
-            "mlflow_run_id": run_id,
-            "model_name": name,
-            "model_version": version,
-            "champion_version": version if decision.promote else (champion_version or "none"),
-            "promoted": decision.promote,
-            "series": len(series),
-            "window": f"{window_start.isoformat()} .. {window_end.isoformat()}",
-            "duration_s": round(time.monotonic() - started, 1),
-            **{f"candidate_{k}": v for k, v in candidate_metrics.items() if math.isfinite(v)},
-            **{f"baseline_{k}": v for k, v in baseline_metrics.items() if math.isfinite(v)},
-        },
-        check_results=[
-            promotion_check(
-                decision,
-                champion_version is not None,
-                DETECTOR_KEY,
-                {
-                    "model_version": version,
-                    "candidate": candidate_metrics.get(config.promotion_metric, math.nan),
-                    "baseline": baseline_metrics.get(config.promotion_metric, math.nan),
-                    "champion": (champion_metrics or {}).get(config.promotion_metric, math.nan),
-                },
-            )
-        ],
+    return apply_gate(
+        context,
+        mlflow_tracking,
+        TrainedCandidate(
+            asset_key=DETECTOR_KEY,
+            model_name=name,
+            version=str(info.registered_model_version),
+            run_id=run_id,
+            decision=decision,
+            champion_version=champion_version,
+            promotion_metric=config.promotion_metric,
+            candidate_metrics=candidate_metrics,
+            baseline_metrics=baseline_metrics,
+            champion_metrics=champion_metrics,
+            series=len(series),
+            window=(window_start, window_end),
+            duration_s=time.monotonic() - started,
+        ),
     )

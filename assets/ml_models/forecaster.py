@@ -14,16 +14,21 @@ from mlflow.models import infer_signature
 from pydantic import Field
 
 from assets.ml_models.data import HOURLY_MART, busiest_series, read_hourly_mart
+from assets.ml_models.promotion import (
+    BEATS_CHAMPION_AND_BASELINE,
+    CHAMPION,
+    TrainedCandidate,
+    apply_gate,
+    finite,
+)
 from assets.ml_models.pyfunc import FORECAST_MEMBERS, ForecasterModel, build_forecaster
 from ml.forecast import BacktestResult, SeasonalNaive, rolling_origin_backtest
 from ml.forecast.plots import save_forecast_plot
-from ml.registry import PromotionDecision, should_promote
+from ml.registry import should_promote
 from orchestration.resources import HubResource
 from orchestration.resources.mlflow import MlflowResource
 
 FORECASTER_KEY = dg.AssetKey(["ml", "request_rate_forecaster"])
-BEATS_CHAMPION_AND_BASELINE = "beats_champion_and_baseline"
-CHAMPION = "champion"
 SCORES = ("mape", "smape", "mase")
 
 
@@ -50,26 +55,6 @@ def _mean(results: list[BacktestResult], score: str) -> float:
     a series without seasonal variation); ``nan`` when no series defines it."""
     values = [getattr(r, score) for r in results if math.isfinite(getattr(r, score))]
     return float(np.mean(values)) if values else math.nan
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if math.isfinite(v)}
-
-
-def promotion_check(
-    decision: PromotionDecision, had_champion: bool, asset_key: dg.AssetKey, metadata: dict
-) -> dg.AssetCheckResult:
-    """The gate's verdict. Not promoted while a champion exists: WARN (publishing goes on with
-    the old champion). Not promoted with no champion at all: ERROR, which blocks the publishing
-    assets, since there is no model they could load."""
-    return dg.AssetCheckResult(
-        check_name=BEATS_CHAMPION_AND_BASELINE,
-        asset_key=asset_key,
-        passed=decision.promote,
-        severity=dg.AssetCheckSeverity.WARN if had_champion else dg.AssetCheckSeverity.ERROR,
-        description=decision.reason,
-        metadata=metadata,
-    )
 
 
 @dg.asset(
@@ -191,9 +176,9 @@ def request_rate_forecaster(
         )
         mlflow.log_metrics(
             {
-                **_finite(candidate_metrics),
-                **{f"baseline_{k}": v for k, v in _finite(baseline_metrics).items()},
-                **{f"champion_{k}": v for k, v in _finite(champion_metrics or {}).items()},
+                **finite(candidate_metrics),
+                **{f"baseline_{k}": v for k, v in finite(baseline_metrics).items()},
+                **{f"champion_{k}": v for k, v in finite(champion_metrics or {}).items()},
             }
         )
         per_series = pd.concat(
@@ -236,38 +221,22 @@ def request_rate_forecaster(
             {"promotion.promote": str(decision.promote), "promotion.reason": decision.reason}
         )
         run_id = run.info.run_id
-    version = str(info.registered_model_version)
-    client = mlflow_tracking.client()
-    client.set_model_version_tag(name, version, "promotion", decision.reason)
-    if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    context.log.info(f"{name} v{version}: {decision.reason}")
-
-    metadata = {
-        "mlflow_run_id": run_id,
-        "model_name": name,
-        "model_version": version,
-        "champion_version": version if decision.promote else (champion_version or "none"),
-        "promoted": decision.promote,
-        "series": len(series),
-        "window": f"{window_start.isoformat()} .. {window_end.isoformat()}",
-        "duration_s": round(time.monotonic() - started, 1),
-        **{f"candidate_{k}": v for k, v in _finite(candidate_metrics).items()},
-        **{f"baseline_{k}": v for k, v in _finite(baseline_metrics).items()},
-    }
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            promotion_check(
-                decision,
-                champion_version is not None,
-                FORECASTER_KEY,
-                {
-                    "model_version": version,
-                    "candidate": candidate_metrics.get(config.promotion_metric, math.nan),
-                    "baseline": baseline_metrics.get(config.promotion_metric, math.nan),
-                    "champion": (champion_metrics or {}).get(config.promotion_metric, math.nan),
-                },
-            )
-        ],
+    return apply_gate(
+        context,
+        mlflow_tracking,
+        TrainedCandidate(
+            asset_key=FORECASTER_KEY,
+            model_name=name,
+            version=str(info.registered_model_version),
+            run_id=run_id,
+            decision=decision,
+            champion_version=champion_version,
+            promotion_metric=config.promotion_metric,
+            candidate_metrics=candidate_metrics,
+            baseline_metrics=baseline_metrics,
+            champion_metrics=champion_metrics,
+            series=len(series),
+            window=(window_start, window_end),
+            duration_s=time.monotonic() - started,
+        ),
     )
