@@ -1,6 +1,13 @@
 """Schedules of the hub."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 from orchestration.jobs import (
     budget_projections_job,
@@ -54,29 +61,42 @@ def run_unless_unfinished(
     return dg.RunRequest()
 
 
-@dg.schedule(
-    name="transform_hourly_schedule",
-    cron_schedule="10 * * * *",
-    job=transform_hourly_job,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-def transform_hourly_schedule(context: dg.ScheduleEvaluationContext):
-    """Minute 10 of every hour: the previous hour has closed and the per-minute ingestion has
-    written it; the dbt lookback (6 h) reprocesses the hours before it for late events."""
-    return run_unless_unfinished(context, transform_hourly_job.name)
+def exclusive_schedule(
+    name: str,
+    cron_schedule: str,
+    job: "UnresolvedAssetJobDefinition",
+    description: str,
+    default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
+) -> dg.ScheduleDefinition:
+    """A UTC schedule of ``job`` that skips its tick while a previous run is unfinished."""
+
+    @dg.schedule(
+        name=name,
+        cron_schedule=cron_schedule,
+        job=job,
+        execution_timezone="UTC",
+        default_status=default_status,
+        description=description,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        return run_unless_unfinished(context, job.name)
+
+    return _schedule
 
 
-@dg.schedule(
-    name="transform_daily_schedule",
-    cron_schedule="30 1 * * *",
-    job=transform_daily_job,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+transform_hourly_schedule = exclusive_schedule(
+    "transform_hourly_schedule",
+    "10 * * * *",
+    transform_hourly_job,
+    "Minute 10 of every hour: the previous hour has closed and the per-minute ingestion has "
+    "written it; the dbt lookback (6 h) reprocesses the hours before it for late events.",
 )
-def transform_daily_schedule(context: dg.ScheduleEvaluationContext):
-    """01:30 UTC: after the 01:10 hourly build has closed yesterday in fct_llm_requests_daily."""
-    return run_unless_unfinished(context, transform_daily_job.name)
+transform_daily_schedule = exclusive_schedule(
+    "transform_daily_schedule",
+    "30 1 * * *",
+    transform_daily_job,
+    "01:30 UTC: after the 01:10 hourly build has closed yesterday in fct_llm_requests_daily.",
+)
 
 
 # The ML schedules start stopped: scoring needs a promoted `champion`, and the detector does not
@@ -91,16 +111,13 @@ ml_training_schedule = dg.ScheduleDefinition(
 )
 
 
-@dg.schedule(
-    name="ml_scoring_schedule",
-    cron_schedule="40 * * * *",
-    job=ml_scoring_job,
-    execution_timezone="UTC",
+ml_scoring_schedule = exclusive_schedule(
+    "ml_scoring_schedule",
+    "40 * * * *",
+    ml_scoring_job,
+    "Minute 40: after the minute-10 hourly dbt build has refreshed fct_llm_requests_hourly.",
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
-def ml_scoring_schedule(context: dg.ScheduleEvaluationContext):
-    """Minute 40: after the minute-10 hourly dbt build has refreshed fct_llm_requests_hourly."""
-    return run_unless_unfinished(context, ml_scoring_job.name)
 
 
 budget_projections_schedule = dg.ScheduleDefinition(
