@@ -238,31 +238,37 @@ class RollingBaseline:
     scale: np.ndarray
 
 
-def rolling_baseline(values: np.ndarray, window: int, scale_floor: float) -> RollingBaseline:
-    """Causal rolling median and MAD-based scale (past points only; expanding at the start).
+def rolling_baseline(
+    values: np.ndarray, window: int, scale_floor: float, start: int = 0
+) -> RollingBaseline:
+    """Causal rolling median and MAD-based scale of ``values[start:]`` (past points only;
+    expanding at the start of ``values``).
 
     Point ``t`` gets the median of ``values[t - window : t]``; the first point, with no past,
     expects itself. The scale is ``1.4826 * MAD``, floored at ``scale_floor`` so flat stretches
-    do not turn every wiggle into an infinite z-score.
+    do not turn every wiggle into an infinite z-score. ``start`` skips the points nobody reads:
+    scoring a few new hours after a long history costs a few medians, not one per point.
     """
     n = len(values)
-    expected = np.empty(n)
-    scale = np.empty(n)
-    if n == 0:
+    start = min(max(start, 0), n)
+    expected = np.empty(n - start)
+    scale = np.empty(n - start)
+    if n == start:
         return RollingBaseline(expected, scale)
-    expected[0] = values[0]
-    scale[0] = scale_floor
-    head = min(window, n)
-    for t in range(1, head):
+    if start == 0:
+        expected[0] = values[0]
+        scale[0] = scale_floor
+    for t in range(max(start, 1), min(window, n)):
         past = values[:t]
         med = np.median(past)
-        expected[t] = med
-        scale[t] = _MAD_TO_SIGMA * np.median(np.abs(past - med))
-    if n > window:
-        past = sliding_window_view(values[:-1], window)
+        expected[t - start] = med
+        scale[t - start] = _MAD_TO_SIGMA * np.median(np.abs(past - med))
+    first = max(window, start)
+    if n > first:
+        past = sliding_window_view(values[first - window : -1], window)
         med = np.median(past, axis=1)
-        expected[window:] = med
-        scale[window:] = _MAD_TO_SIGMA * np.median(np.abs(past - med[:, None]), axis=1)
+        expected[first - start :] = med
+        scale[first - start :] = _MAD_TO_SIGMA * np.median(np.abs(past - med[:, None]), axis=1)
     return RollingBaseline(expected=expected, scale=np.maximum(scale, scale_floor))
 
 

@@ -41,6 +41,6 @@ class RobustBaseline(OnlineDetector):
         return self._score(residual, warmed)[0]
 
     def _score(self, residual: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-        base = rolling_baseline(residual, self.window, self._scale_floor)
-        raw = np.abs(residual - base.expected) / base.scale
-        return raw[start:], base.expected[start:]
+        base = rolling_baseline(residual, self.window, self._scale_floor, start)
+        raw = np.abs(residual[start:] - base.expected) / base.scale
+        return raw, base.expected

@@ -7,6 +7,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.ensemble import IsolationForest
 
 from ml.anomaly.base import OnlineDetector, global_scale, rolling_baseline
+from ml.anomaly.forest import CompiledForest
 
 
 class IsolationForestDetector(OnlineDetector):
@@ -58,31 +59,34 @@ class IsolationForestDetector(OnlineDetector):
         self.random_state = random_state
         self._center = 0.0
         self._scale = 1.0
-        self._forest: IsolationForest | None = None
+        # Kept flattened: scoring is vectorised and the pickle about half scikit-learn's.
+        self._forest: CompiledForest | None = None
 
     @property
     def history_points(self) -> int:
         return self.max_history
 
-    def _features(self, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        base = rolling_baseline(residual, self.window, 0.01 * self._scale)
+    def _features(self, residual: np.ndarray, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows and expected values of ``residual[start:]``."""
+        base = rolling_baseline(residual, self.window, 0.01 * self._scale, start)
         padded = np.concatenate([np.full(self.lags - 1, residual[0]), residual])
-        shape = sliding_window_view(padded, self.lags)
+        shape = sliding_window_view(padded, self.lags)[start:]
         rows = np.column_stack(
             [
                 (shape - base.expected[:, None]) / self._scale,
-                (residual - self._center) / self._scale,
-                np.diff(residual, prepend=residual[0]) / self._scale,
+                (residual[start:] - self._center) / self._scale,
+                np.diff(residual, prepend=residual[0])[start:] / self._scale,
             ]
         )
         return rows, base.expected
 
-    def _new_forest(self, rows: np.ndarray) -> IsolationForest:
-        return IsolationForest(
+    def _new_forest(self, rows: np.ndarray) -> CompiledForest:
+        forest = IsolationForest(
             n_estimators=self.n_estimators,
             max_samples=min(self.max_samples, len(rows)),
             random_state=self.random_state,
         ).fit(rows)
+        return CompiledForest.from_sklearn(forest)
 
     def _fit(self, residual: np.ndarray) -> np.ndarray:
         if len(residual) < 8:
@@ -97,14 +101,16 @@ class IsolationForestDetector(OnlineDetector):
 
     def _score(self, residual: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
         assert self._forest is not None
-        rows, expected = self._features(residual)
         n = len(residual) - start
+        # Rows before ``start`` only matter when a refit inside the scored stretch trains on them.
+        first = max(0, start - self.max_history) if n > self.refit_every else start
+        rows, expected = self._features(residual, first)
         raw = np.empty(n)
         forest = self._forest
         for block in range(0, n, self.refit_every):
-            at = start + block
+            at = start + block - first
             if block > 0:
                 forest = self._new_forest(rows[max(0, at - self.max_history) : at])
             stop = min(block + self.refit_every, n)
-            raw[block:stop] = -forest.score_samples(rows[at : start + stop])
-        return raw, expected[start:]
+            raw[block:stop] = -forest.score_samples(rows[at : start - first + stop])
+        return raw, expected[start - first :]

@@ -193,11 +193,14 @@ class LstmAutoencoderDetector(OnlineDetector):
         windows = self._windows(normalised)
         # windows[k] ends at point k + window - 1: point i is scored with windows[i - window + 1].
         first = start - self.window + 1
-        model = copy.deepcopy(self._model)
+        model = self._model
         n = len(residual) - start
         recon = np.empty(n)
         for block in range(0, n, self.refit_every):
             if block > 0:
+                if model is self._model:
+                    # Fine-tune a copy: the fitted model must score the next call the same way.
+                    model = copy.deepcopy(self._model)
                 end = first + block
                 history = windows[max(0, end - self.max_history) : end]
                 self._train(model, history, self.refit_epochs, self.seed + block)
