@@ -41,6 +41,15 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     *_WEIGHTED,
 )
 
+#: Security alerts per application and hour (``fct_security_alerts`` grain, not per model): the
+#: series carry ``SECURITY_ALERTS_MODEL`` in place of a model.
+SECURITY_ALERTS = "security_alerts"
+SECURITY_ALERTS_MODEL = "*"
+# Rates and percentiles: unknown (NaN) in an hour without requests or measurements.
+_MEASURED_WHEN_ACTIVE: frozenset[str] = frozenset(
+    {"error_rate", "latency_p95_ms", "time_to_first_token_p95_ms"}
+)
+
 
 @dataclass(frozen=True, order=True)
 class SeriesKey:
@@ -111,6 +120,38 @@ def regular_series(
                 values = values.fillna(0.0)
             values.name = metric
             yield SeriesKey(*key_values, metric), values.astype(float)
+
+
+def fill_idle_hours(values: pd.Series, metric: str) -> tuple[pd.Series, np.ndarray]:
+    """Model-ready values without NaN, and the mask of hours that had activity.
+
+    Detectors refuse NaN, but ``regular_series`` leaves rates and percentiles NaN in hours
+    without requests. Those hours carry the last measured value forward (leading NaNs take the
+    first measured value, an all-NaN series is 0), which a detector reads as "nothing changed".
+    Counts and sums are 0 when idle and pass unchanged; a zero count cannot be told apart from an
+    idle hour in the series alone, so it is marked idle. Callers score the filled values and
+    count a flag only where the mask is True: an idle hour is never an anomaly.
+
+    Args:
+        values: one hourly series from ``regular_series`` (or the security alert counts).
+        metric: its metric: one of ``METRICS`` or ``SECURITY_ALERTS``.
+
+    Returns:
+        ``(filled, active)``: the filled series (same index and name) and a boolean array.
+
+    Raises:
+        ValueError: ``metric`` is not a known metric.
+    """
+    raw = values.astype(float)
+    if metric in _MEASURED_WHEN_ACTIVE:
+        active = raw.notna().to_numpy()
+        filled = raw.ffill().bfill().fillna(0.0)
+    elif metric in ZERO_WHEN_IDLE or metric == SECURITY_ALERTS:
+        filled = raw.fillna(0.0)
+        active = (filled != 0).to_numpy()
+    else:
+        raise ValueError(f"unknown metric {metric!r}; known: {[*METRICS, SECURITY_ALERTS]}")
+    return filled, active
 
 
 def calendar_features(index: pd.DatetimeIndex) -> pd.DataFrame:
