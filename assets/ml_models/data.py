@@ -63,3 +63,28 @@ def busiest_series(
         )
     )
     return series[:limit]
+
+
+def series_label(key: SeriesKey) -> str:
+    """``tenant/application/model``: the series id the detector fleet and its outputs use."""
+    return f"{key.tenant_id}/{key.asset_id}/{key.request_model}"
+
+
+def detector_series(
+    hourly: pd.DataFrame, metrics: list[str], min_points: int
+) -> dict[tuple[str, str], pd.Series]:
+    """Per ``(series label, metric)``, the hourly values the detector fits and scores: every
+    (tenant, application, model) series of the frame on one grid over its window, keeping those
+    with at least ``min_points`` hours since their first request. Counts and sums are 0 in idle
+    hours (shared by the training and the scoring asset, so both see the same series)."""
+    if hourly.empty:
+        return {}
+    out: dict[tuple[str, str], pd.Series] = {}
+    for key, values in regular_series(hourly_metrics(hourly), metrics):
+        active = values.index[values.to_numpy() != 0]
+        if len(active) == 0:
+            continue
+        since_first = values.loc[active[0] :]
+        if len(since_first) >= min_points:
+            out[(series_label(key), key.metric)] = since_first
+    return out

@@ -10,20 +10,15 @@ plus the code it runs. ``models:/<name>@champion`` loads it with ``mlflow.pyfunc
 
 from typing import Any
 
+import joblib
 import mlflow.pyfunc
 import pandas as pd
 
-from ml.anomaly import (
-    Detector,
-    EnsembleDetector,
-    IsolationForestDetector,
-    LstmAutoencoderDetector,
-    RobustBaseline,
-)
+from ml.anomaly.fleet import DetectorSpec, Fleet, FleetScores, fleet_scores_frame
 from ml.forecast import Ensemble, Forecaster, ProphetForecaster, Sarima, SeasonalNaive
 
 FORECAST_MEMBERS = ("seasonal_naive", "sarima", "prophet")
-DETECTOR_MEMBERS = ("robust_baseline", "isolation_forest", "lstm_autoencoder")
+FLEET_ARTIFACT = "fleet"
 FORECAST_OUTPUT = ["series_id", "ds", "yhat", "yhat_lower", "yhat_upper"]
 SCORE_OUTPUT = [
     "series_id",
@@ -49,27 +44,6 @@ def build_forecaster(members: list[str], season: int, level: float) -> Forecaste
     }
     chosen = tuple(built[name] for name in members)
     return chosen[0] if len(chosen) == 1 else Ensemble(members=chosen, combination="median")
-
-
-def build_detector(
-    members: list[str], fusion: str, threshold: float, cooldown: int
-) -> EnsembleDetector:
-    """A fresh ``EnsembleDetector`` of ``members`` with the given fusion and alerting."""
-    unknown = set(members) - set(DETECTOR_MEMBERS)
-    if unknown or not members:
-        raise ValueError(f"detector members must be a non-empty subset of {DETECTOR_MEMBERS}")
-    factories: dict[str, type] = {
-        "robust_baseline": RobustBaseline,
-        "isolation_forest": IsolationForestDetector,
-        "lstm_autoencoder": LstmAutoencoderDetector,
-    }
-    built: list[Detector] = [factories[name]() for name in members]
-    return EnsembleDetector(
-        built,
-        fusion=fusion,
-        threshold=threshold,
-        cooldown=cooldown,  # type: ignore[arg-type]
-    )
 
 
 class ForecasterModel(mlflow.pyfunc.PythonModel):
@@ -107,54 +81,51 @@ class ForecasterModel(mlflow.pyfunc.PythonModel):
 
 
 class DetectorModel(mlflow.pyfunc.PythonModel):
-    """Fits the detector on each series' history and scores its last ``score_hours`` points.
+    """The fitted detector fleet: scores the newest hours of every series without refitting.
 
-    Input: ``series_id``, ``metric``, ``bucket_at``, ``value`` (no missing values).
+    The fleet (``ml.anomaly.fleet.Fleet``, one fitted ensemble per series and the shared LSTM)
+    is the model's ``fleet`` artifact, written with joblib at training and loaded once by
+    ``load_context``. A series the fleet does not know, or whose input does not reach back to
+    the end of its training data, is fitted on the spot from its own input (see ``Fleet.score``).
+
+    Input: ``series_id``, ``metric``, ``bucket_at``, ``value`` (no missing values, hourly).
     Params: ``score_hours``. Output: ``SCORE_OUTPUT`` columns, one row per scored point.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = dict(config)
+        self.fleet: Fleet | None = None
 
-    def detector(self) -> EnsembleDetector:
-        return build_detector(
-            list(self.config["members"]),
-            str(self.config["fusion"]),
-            float(self.config["threshold"]),
-            int(self.config["cooldown"]),
-        )
+    def spec(self) -> DetectorSpec:
+        return DetectorSpec.from_dict(self.config)
+
+    def load_context(self, context: Any) -> None:
+        path = (context.artifacts or {}).get(FLEET_ARTIFACT)
+        self.fleet = joblib.load(path) if path else Fleet.empty(self.spec())
+
+    def score(
+        self, model_input: pd.DataFrame, score_hours: int | None = None
+    ) -> tuple[pd.DataFrame, FleetScores]:
+        """Scores of the newest ``score_hours`` of each series, and what the pass did."""
+        fleet = self.fleet if self.fleet is not None else Fleet.empty(self.spec())
+        hours = int(score_hours if score_hours is not None else self.config["score_hours"])
+        series = {
+            (str(series_id), str(metric)): pd.Series(
+                group["value"].to_numpy(dtype=float),
+                index=pd.DatetimeIndex(pd.to_datetime(group["bucket_at"], utc=True)),
+            ).sort_index()
+            for (series_id, metric), group in model_input.groupby(
+                ["series_id", "metric"], sort=True
+            )
+        }
+        scores = fleet.score(series, hours)
+        return fleet_scores_frame(scores), scores
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        score_hours = int((params or {}).get("score_hours", self.config["score_hours"]))
-        frames = []
-        for (series_id, metric), group in model_input.groupby(["series_id", "metric"], sort=True):
-            values = pd.Series(
-                group["value"].to_numpy(dtype=float),
-                index=pd.DatetimeIndex(pd.to_datetime(group["bucket_at"], utc=True)),
-            ).sort_index()
-            if len(values) <= score_hours:
-                raise ValueError(f"{series_id}/{metric}: no history before the scored hours")
-            result = (
-                self.detector()
-                .fit(values.iloc[:-score_hours])
-                .score(values.iloc[-score_hours:], series_id=str(series_id), metric=str(metric))
-            )
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "series_id": series_id,
-                        "metric": metric,
-                        "bucket_at": result.index,
-                        "observed": result.values,
-                        "expected": result.expected,
-                        "deviation": result.deviation,
-                        "score": result.scores,
-                        "is_anomaly": result.is_anomaly,
-                    }
-                )
-            )
-        if not frames:
+        frame, _ = self.score(model_input, (params or {}).get("score_hours"))
+        if frame.empty:
             return pd.DataFrame(columns=SCORE_OUTPUT)
-        return pd.concat(frames, ignore_index=True).loc[:, SCORE_OUTPUT]
+        frame["bucket_at"] = frame["bucket_at"].dt.tz_convert(None)
+        return frame.loc[:, SCORE_OUTPUT]

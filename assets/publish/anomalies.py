@@ -7,8 +7,9 @@ import pandas as pd
 from pydantic import Field
 
 from assets.ml_models import DETECTOR_KEY
-from assets.ml_models.data import HOURLY_MART, read_frame, read_hourly_mart
-from ml.features import SERIES_COLUMNS, hourly_metrics, regular_series
+from assets.ml_models.data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
+from assets.ml_models.detector import DETECTOR_METRICS
+from ml.features import SERIES_COLUMNS
 from orchestration.resources import HubResource
 from orchestration.resources.mlflow import MlflowResource
 
@@ -31,14 +32,13 @@ class AnomalyScoresConfig(dg.Config):
     detector_model_name: str = Field(
         "llmhub-anomaly-detector", description="MLflow registered model (its `champion`)."
     )
-    # Counts and sums only: rates and percentiles are undefined in idle hours, and the
-    # detectors need gap-free values.
-    metrics: list[str] = Field(
-        ["request_count", "tokens", "cost_usd"], description="Series metrics scored."
+    metrics: list[str] = Field(DETECTOR_METRICS, description="Series metrics scored.")
+    history_hours: int = Field(
+        24 * 15,
+        description="Hours read per series: enough to reach back to the end of the champion's "
+        "training data (held-out week + a week of weekly training), so nothing is refitted.",
     )
-    history_hours: int = Field(24 * 14, description="Hours each series is fitted on + scored.")
     score_hours: int = Field(6, description="Newest hours scored (rescoring is idempotent).")
-    min_history_hours: int = Field(48, description="Series with fewer active hours are skipped.")
 
 
 def apply_feedback(scores: pd.DataFrame, false_positives: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -53,7 +53,7 @@ def apply_feedback(scores: pd.DataFrame, false_positives: pd.DataFrame) -> tuple
     marked = false_positives.loc[:, KEY].assign(_fp=True)
     marked["bucket_at"] = pd.to_datetime(marked["bucket_at"], utc=True)
     merged = scores.merge(marked, on=KEY, how="left")
-    hit = merged["_fp"].fillna(False).astype(bool).to_numpy() & merged["is_anomaly"].to_numpy()
+    hit = merged["_fp"].eq(True).to_numpy() & merged["is_anomaly"].to_numpy(dtype=bool)
     merged.loc[hit, "is_anomaly"] = False
     return merged.drop(columns="_fp"), int(hit.sum())
 
@@ -73,41 +73,43 @@ def anomaly_scores(
     """Anomaly score of the newest hours of every (tenant, application, model, metric) series.
 
     Grain: one row per series and hour in ``analytics.anomalies``, scored by the `champion`
-    version of the detector on ``marts.fct_llm_requests_hourly``. Hours an analyst marked
-    ``false_positive`` in ``analytics.anomaly_feedback`` are written with ``is_anomaly = false``.
+    version of the detector on ``marts.fct_llm_requests_hourly``: its fitted fleet scores the
+    hours since its training data ended and keeps the newest ``score_hours`` (no refitting;
+    a series it does not know is fitted on the spot and counted in the metadata). Hours an
+    analyst marked ``false_positive`` in ``analytics.anomaly_feedback`` are written with
+    ``is_anomaly = false``.
     Re-running replaces the rows of the hours it scores.
     """
     started = time.monotonic()
     model, version = mlflow_tracking.load_champion(config.detector_model_name)
+    loaded_s = time.monotonic() - started
     with hub.connect() as conn:
         hourly = read_hourly_mart(conn, config.history_hours)
-    if hourly.empty:
+    series = detector_series(hourly, config.metrics, 1)
+    if not series:
         return dg.MaterializeResult(metadata={"rows_written": 0, "series": 0})
-    metrics = hourly_metrics(hourly)
-    active = metrics.groupby(list(SERIES_COLUMNS))["bucket_at"].count()
-    labels: dict[str, tuple[str, str, str]] = {}
-    frames, skipped = [], 0
-    for key, values in regular_series(metrics, config.metrics):
-        if active[(key.tenant_id, key.asset_id, key.request_model)] < config.min_history_hours:
-            skipped += 1
-            continue
-        label = f"{key.tenant_id}/{key.asset_id}/{key.request_model}"
-        labels[label] = (key.tenant_id, key.asset_id, key.request_model)
-        frames.append(
+    labels = {series_id: tuple(series_id.split("/", 2)) for series_id, _ in series}
+    model_input = pd.concat(
+        [
             pd.DataFrame(
                 {
-                    "series_id": label,
-                    "metric": key.metric,
-                    "bucket_at": values.index.tz_convert(None),
+                    "series_id": series_id,
+                    "metric": metric,
+                    "bucket_at": values.index,
                     "value": values.to_numpy(dtype=float),
                 }
             )
-        )
-    if not frames:
-        return dg.MaterializeResult(metadata={"rows_written": 0, "series_skipped": skipped})
-    scores = model.predict(
-        pd.concat(frames, ignore_index=True), params={"score_hours": config.score_hours}
+            for (series_id, metric), values in series.items()
+        ],
+        ignore_index=True,
     )
+    scoring_started = time.monotonic()
+    scores, stats = model.unwrap_python_model().score(model_input, config.score_hours)
+    scoring_s = time.monotonic() - scoring_started
+    if scores.empty:
+        return dg.MaterializeResult(
+            metadata={"rows_written": 0, "series_skipped": len(stats.skipped)}
+        )
     keys = pd.DataFrame(
         [labels[s] for s in scores["series_id"]], columns=list(SERIES_COLUMNS), index=scores.index
     )
@@ -151,8 +153,13 @@ def anomaly_scores(
             "rows_written": len(rows),
             "anomalies": flagged,
             "suppressed_false_positives": suppressed,
-            "series": len(labels),
-            "series_skipped": skipped,
+            "series": len(stats.results),
+            "series_scored_by_fitted_model": stats.reused,
+            "series_fitted_at_scoring": stats.fitted,
+            "series_skipped": len(stats.skipped),
+            "model_load_s": round(loaded_s, 2),
+            "scoring_s": round(scoring_s, 2),
+            "scoring_s_per_100_series": round(100 * scoring_s / max(1, len(stats.results)), 3),
             "window": f"{scores['bucket_at'].min().isoformat()} .. "
             f"{scores['bucket_at'].max().isoformat()}",
             "model_name": config.detector_model_name,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
@@ -94,6 +94,23 @@ class DetectorResult:
             )
             for i in np.flatnonzero(self.is_anomaly)
         ]
+
+    def tail(self, points: int) -> DetectorResult:
+        """The result of the last ``points`` points only (members' results sliced alike)."""
+        if points >= len(self.values):
+            return self
+        cut = slice(len(self.values) - points, None)
+        return replace(
+            self,
+            index=self.index[cut],
+            values=self.values[cut],
+            scores=self.scores[cut],
+            likelihood=self.likelihood[cut],
+            is_anomaly=self.is_anomaly[cut],
+            expected=self.expected[cut],
+            deviation=self.deviation[cut],
+            components={name: r.tail(points) for name, r in self.components.items()},
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """One row per point: value, expected, deviation, likelihood, score, is_anomaly."""
@@ -495,6 +512,11 @@ class OnlineDetector(ABC):
     @abstractmethod
     def _score(self, residual: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
         """(raw score, expected residual) of ``residual[start:]``, each from its past only."""
+
+    def residual(self, train: pd.Series) -> np.ndarray:
+        """The training values less their seasonal component (what ``_fit`` learns from)."""
+        values = as_values(train, "train")
+        return values - Seasonality.fit(values, enabled=self.seasonal).component(values)
 
     def fit(self, train: pd.Series) -> Self:
         """Learn the season and the model from the training data."""

@@ -6,10 +6,11 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
@@ -74,6 +75,73 @@ class LstmAutoencoder(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.learning_rate)
 
 
+def _train(
+    model: LstmAutoencoder, windows: np.ndarray, epochs: int, seed: int, batch_size: int
+) -> None:
+    data = TensorDataset(torch.from_numpy(windows.copy()).unsqueeze(-1))
+    loader = DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    with _quiet_lightning(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, loader)
+
+
+def train_shared_network(
+    windows: Sequence[np.ndarray],
+    *,
+    hidden: int = 16,
+    latent: int = 4,
+    learning_rate: float = 5e-3,
+    epochs: int = 10,
+    batch_size: int = 128,
+    max_windows: int = 20_000,
+    seed: int = 0,
+) -> LstmAutoencoder:
+    """One autoencoder for many series: trained on their pooled normalised windows.
+
+    A global model: each series' windows are already centred and scaled by that series
+    (``LstmAutoencoderDetector.training_windows``), so the network learns shapes common to the
+    fleet, and a fleet of a hundred series trains one network instead of a hundred. When the
+    pool holds more than ``max_windows`` windows, an evenly spaced subset of each series is kept.
+
+    Args:
+        windows: per series, an array ``(n, window)`` of training windows (same ``window``).
+        hidden, latent, learning_rate: the network (see ``LstmAutoencoder``).
+        epochs: passes over the pooled windows.
+        batch_size: windows per batch.
+        max_windows: cap on the pooled windows.
+        seed: seed of initialisation, subsampling and shuffling.
+    """
+    arrays = [w for w in windows if len(w)]
+    if not arrays:
+        raise ValueError("no training windows to train a shared network on")
+    total = sum(len(w) for w in arrays)
+    if total > max_windows:
+        keep = max_windows / total
+        arrays = [
+            w[np.linspace(0, len(w) - 1, max(1, int(len(w) * keep))).astype(int)] for w in arrays
+        ]
+    pooled = np.concatenate(arrays).astype(np.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LstmAutoencoder(hidden, latent, learning_rate)
+    _train(model, pooled, epochs, seed, batch_size)
+    return model
+
+
 class LstmAutoencoderDetector(OnlineDetector):
     """LSTM autoencoder over the last ``window`` points; raw score = error on the newest point.
 
@@ -84,6 +152,9 @@ class LstmAutoencoderDetector(OnlineDetector):
     ``refit_epochs`` on the trailing ``max_history`` points. Training is seeded (``seed``) and
     leaves the global RNG untouched. The calibration's reference is the in-sample error on the
     training windows.
+
+    Given a ``network`` (from ``train_shared_network``), ``fit`` does not train: the series
+    keeps its own normalisation and calibration and shares the network with the others.
 
     Args:
         window: points per window.
@@ -96,6 +167,7 @@ class LstmAutoencoderDetector(OnlineDetector):
         batch_size: windows per batch.
         learning_rate: Adam's step size.
         seed: seed of initialisation and shuffling.
+        network: a trained network shared with other series (not trained again).
         **options: see ``OnlineDetector``.
     """
 
@@ -114,6 +186,7 @@ class LstmAutoencoderDetector(OnlineDetector):
         batch_size: int = 64,
         learning_rate: float = 5e-3,
         seed: int = 0,
+        network: LstmAutoencoder | None = None,
         **options: object,
     ) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
@@ -129,6 +202,7 @@ class LstmAutoencoderDetector(OnlineDetector):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.seed = seed
+        self.network = network
         self._center = 0.0
         self._scale = 1.0
         self._model: LstmAutoencoder | None = None
@@ -141,26 +215,21 @@ class LstmAutoencoderDetector(OnlineDetector):
         clipped = np.clip(normalised, -_CLIP, _CLIP)
         return sliding_window_view(clipped, self.window).astype(np.float32)
 
+    def _normalise(self, residual: np.ndarray) -> np.ndarray:
+        self._center = float(np.median(residual))
+        self._scale = global_scale(residual)
+        return (residual - self._center) / self._scale
+
+    def training_windows(self, train: pd.Series) -> np.ndarray:
+        """The normalised windows ``fit`` would train on (input of ``train_shared_network``)."""
+        residual = self.residual(train)
+        if len(residual) < self.window + 1:
+            return np.zeros((0, self.window), dtype=np.float32)
+        center = float(np.median(residual))
+        return self._windows((residual - center) / global_scale(residual))[-self.max_history :]
+
     def _train(self, model: LstmAutoencoder, windows: np.ndarray, epochs: int, seed: int) -> None:
-        data = TensorDataset(torch.from_numpy(windows.copy()).unsqueeze(-1))
-        loader = DataLoader(
-            data,
-            batch_size=self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        with _quiet_lightning(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            trainer = pl.Trainer(
-                max_epochs=epochs,
-                accelerator="cpu",
-                devices=1,
-                logger=False,
-                enable_progress_bar=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-            )
-            trainer.fit(model, loader)
+        _train(model, windows, epochs, seed, self.batch_size)
 
     @staticmethod
     def _reconstruct_last(model: LstmAutoencoder, windows: np.ndarray) -> np.ndarray:
@@ -175,14 +244,15 @@ class LstmAutoencoderDetector(OnlineDetector):
             raise ValueError(
                 f"{self.name}: need more than {self.window} training points, got {len(residual)}"
             )
-        self._center = float(np.median(residual))
-        self._scale = global_scale(residual)
-        normalised = (residual - self._center) / self._scale
+        normalised = self._normalise(residual)
         windows = self._windows(normalised)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model = LstmAutoencoder(self.hidden, self.latent, self.learning_rate)
-        self._train(model, windows[-self.max_history :], self.epochs, self.seed)
+        if self.network is not None:
+            model = self.network
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                model = LstmAutoencoder(self.hidden, self.latent, self.learning_rate)
+            self._train(model, windows[-self.max_history :], self.epochs, self.seed)
         self._model = model
         recon = self._reconstruct_last(model, windows)
         return np.abs(recon - np.clip(normalised[self.window - 1 :], -_CLIP, _CLIP))

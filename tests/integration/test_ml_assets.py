@@ -233,8 +233,6 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     detector = DetectorConfig(
         experiment=f"{ml_stack.prefix}/detector",
         registered_model_name=ml_stack.detector_name,
-        members=["robust_baseline", "isolation_forest"],
-        max_series=3,
     )
     trained = dg.materialize(
         [anomaly_detector],
@@ -244,6 +242,7 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     )
     evaluation = _check(trained)
     meta = _metadata(trained)
+    assert meta["series"] == len(TENANTS) * 3
     # The gate follows the numbers: promoted iff the candidate's AUC beats the floor's (there
     # is no champion yet). Not promoted with no champion is an ERROR that fails the step.
     assert evaluation.passed is (meta["candidate_auc"] > meta["baseline_auc"])
@@ -260,6 +259,9 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     )
     scored_meta = _metadata(scored)
     assert scored_meta["rows_written"] == len(TENANTS) * 3 * 6
+    # The registered fleet scored every series: nothing was fitted at scoring time.
+    assert scored_meta["series_scored_by_fitted_model"] == len(TENANTS) * 3
+    assert scored_meta["series_fitted_at_scoring"] == 0
     assert scored_meta["suppressed_false_positives"] >= 1
     flagged = ml_stack.conn.execute(
         "select is_anomaly, score from analytics.anomalies where bucket_at = %s and "
@@ -267,6 +269,22 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
         (END, *SPIKED),
     ).fetchone()
     assert flagged is not None and flagged[0] is False and flagged[1] >= 0.5
+
+    # The next training reads the false positive (now scored) and raises that series' threshold.
+    retrained = dg.materialize(
+        [anomaly_detector],
+        resources=ml_stack.resources(),
+        run_config=dg.RunConfig(ops={anomaly_detector.op.name: detector}),
+        raise_on_error=False,
+    )
+    run = ml_stack.client.get_run(_metadata(retrained)["mlflow_run_id"])
+    assert run.data.metrics["feedback_series_tuned"] == 1
+    assert run.data.metrics["feedback_false_positives_marked"] == 1
+    assert run.data.params["thresholds_tuned_by_feedback"] == "1"
+    assert {a.path for a in ml_stack.client.list_artifacts(run.info.run_id, "plots")} == {
+        "plots/anomaly_timeline.png",
+        "plots/score_distribution.png",
+    }
 
     published = _materialize(
         ml_stack,

@@ -1,0 +1,248 @@
+"""One detector configuration fitted to every series of the hub, scoring new hours without refits.
+
+Training (weekly) fits a detector per series -- season, scale, calibration reference, Isolation
+Forest -- and, when ``DetectorSpec.shared_network`` is on, trains one LSTM autoencoder on the
+pooled normalised windows of all series instead of one per series: a fleet of a hundred series
+then trains one network in seconds, not a hundred in minutes. Scoring (hourly) hands each fitted
+detector the hours since its training data ended: the detectors are online, so those hours are
+scored exactly as if they had streamed in one by one, and nothing is fitted. A series the fleet
+has not seen (new application) or whose hours do not continue its training data (a stale model,
+a gap) is fitted on the spot from its own history and counted, so the caller can report it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml.anomaly.base import DEFAULT_THRESHOLD, DetectorResult
+from ml.anomaly.baseline import RobustBaseline
+from ml.anomaly.ensemble import EnsembleDetector, Fusion
+from ml.anomaly.isolation_forest import IsolationForestDetector
+from ml.anomaly.lstm_autoencoder import (
+    LstmAutoencoder,
+    LstmAutoencoderDetector,
+    train_shared_network,
+)
+
+logger = logging.getLogger(__name__)
+
+MEMBERS: tuple[str, ...] = ("robust_baseline", "isolation_forest", "lstm_autoencoder")
+
+#: (series id, metric): how the fleet names a series.
+SeriesId = tuple[str, str]
+HOUR = pd.Timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """The published detector configuration (what the registry versions, with its fitted state).
+
+    Attributes:
+        members: fused detectors, a subset of ``MEMBERS``.
+        fusion: how the members' calibrated scores are fused.
+        threshold: alert threshold on the fused score (per series it may be raised by feedback).
+        cooldown: hours after an alert in which only a higher score alerts again.
+        shared_network: one LSTM for the whole fleet (else one per series).
+        network_epochs: epochs of the shared network.
+        min_train_points: series with fewer training hours are not fitted.
+    """
+
+    members: tuple[str, ...] = MEMBERS
+    fusion: Fusion = "mean"
+    threshold: float = DEFAULT_THRESHOLD
+    cooldown: int = 64
+    shared_network: bool = True
+    network_epochs: int = 10
+    min_train_points: int = 72
+
+    def __post_init__(self) -> None:
+        unknown = set(self.members) - set(MEMBERS)
+        if unknown or not self.members:
+            raise ValueError(f"members must be a non-empty subset of {MEMBERS}, got {self.members}")
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> DetectorSpec:
+        """A spec from logged params (unknown keys are ignored)."""
+        known = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
+        if "members" in known:
+            known["members"] = tuple(known["members"])
+        return cls(**known)
+
+    def build(self, network: LstmAutoencoder | None = None) -> EnsembleDetector:
+        """A fresh, unfitted ensemble; its LSTM uses ``network`` when given."""
+        factories: dict[str, Callable[[], Any]] = {
+            "robust_baseline": RobustBaseline,
+            "isolation_forest": IsolationForestDetector,
+            "lstm_autoencoder": lambda: LstmAutoencoderDetector(network=network),
+        }
+        return EnsembleDetector(
+            [factories[name]() for name in self.members],
+            fusion=self.fusion,
+            threshold=self.threshold,
+            cooldown=self.cooldown,
+        )
+
+    def train_network(self, train: Mapping[SeriesId, pd.Series]) -> LstmAutoencoder | None:
+        """The fleet's shared LSTM, or ``None`` when it has no LSTM or trains one per series."""
+        if "lstm_autoencoder" not in self.members or not self.shared_network:
+            return None
+        prototype = LstmAutoencoderDetector()
+        windows = [prototype.training_windows(values) for values in train.values()]
+        return train_shared_network(windows, epochs=self.network_epochs)
+
+
+@dataclass
+class FleetScores:
+    """What one scoring pass did.
+
+    Attributes:
+        results: per series, the result of its scored hours.
+        reused: series scored by their fitted detector.
+        fitted: series fitted on the spot (unknown to the fleet, or not continuing its data).
+        skipped: series too short to fit.
+    """
+
+    results: dict[SeriesId, DetectorResult] = field(default_factory=dict)
+    reused: int = 0
+    fitted: int = 0
+    skipped: list[SeriesId] = field(default_factory=list)
+
+
+def _continues(train_end: pd.Timestamp, index: pd.Index, step: pd.Timedelta) -> bool:
+    return len(index) > 0 and index[0] - train_end == step
+
+
+class Fleet:
+    """Fitted detectors, one per series, sharing one configuration (and LSTM network).
+
+    Build it with ``Fleet.fit``; it pickles (the network once, however many series use it).
+    """
+
+    def __init__(
+        self,
+        spec: DetectorSpec,
+        detectors: dict[SeriesId, EnsembleDetector],
+        train_end: dict[SeriesId, pd.Timestamp],
+        network: LstmAutoencoder | None,
+        step: pd.Timedelta,
+        skipped: list[SeriesId],
+    ) -> None:
+        self.spec = spec
+        self.detectors = detectors
+        self.train_end = train_end
+        self.network = network
+        self.step = step
+        self.skipped = skipped
+
+    @classmethod
+    def fit(
+        cls,
+        spec: DetectorSpec,
+        train: Mapping[SeriesId, pd.Series],
+        step: pd.Timedelta = HOUR,
+    ) -> Fleet:
+        """Fit ``spec`` to every series of ``train`` (regular series, no missing values)."""
+        usable = {k: v for k, v in train.items() if len(v) >= spec.min_train_points}
+        skipped = sorted(set(train) - set(usable))
+        if not usable:
+            raise ValueError(f"no series has {spec.min_train_points} training points")
+        network = spec.train_network(usable)
+        detectors: dict[SeriesId, EnsembleDetector] = {}
+        for key, values in usable.items():
+            detectors[key] = spec.build(network).fit(values)
+        logger.info("fitted %d series (%d too short)", len(detectors), len(skipped))
+        return cls(
+            spec,
+            detectors,
+            {k: v.index[-1] for k, v in usable.items()},
+            network,
+            step,
+            skipped,
+        )
+
+    @classmethod
+    def empty(cls, spec: DetectorSpec, step: pd.Timedelta = HOUR) -> Fleet:
+        """A fleet that knows no series: every series is fitted when scored."""
+        return cls(spec, {}, {}, None, step, [])
+
+    def __len__(self) -> int:
+        return len(self.detectors)
+
+    def set_threshold(self, key: SeriesId, threshold: float) -> None:
+        """Alert ``key`` at ``threshold`` from now on (feedback tuning)."""
+        self.detectors[key].threshold = threshold
+
+    def threshold(self, key: SeriesId) -> float:
+        """The alert threshold of ``key`` (the spec's unless tuned)."""
+        detector = self.detectors.get(key)
+        return detector.threshold if detector is not None else self.spec.threshold
+
+    def score(self, series: Mapping[SeriesId, pd.Series], hours: int | None = None) -> FleetScores:
+        """Score the newest ``hours`` points of each series (all points after training if None).
+
+        A fitted series is scored from the point after its training data, so ``series`` must
+        reach back to it; otherwise, or for a series the fleet does not know, a detector is
+        fitted on the points before the scored ones.
+        """
+        out = FleetScores()
+        for key, values in series.items():
+            series_id, metric = key
+            detector = self.detectors.get(key)
+            result: DetectorResult | None = None
+            if detector is not None:
+                new = values[values.index > self.train_end[key]]
+                if _continues(self.train_end[key], new.index, self.step):
+                    result = detector.score(new, series_id=series_id, metric=metric)
+                    out.reused += 1
+            if result is None:
+                scored = hours if hours is not None else 0
+                history = values.iloc[: len(values) - scored]
+                if scored <= 0 or len(history) < self.spec.min_train_points:
+                    out.skipped.append(key)
+                    continue
+                fresh = self.spec.build(self.network).fit(history)
+                if detector is not None:
+                    fresh.threshold = detector.threshold
+                result = fresh.score(values.iloc[-scored:], series_id=series_id, metric=metric)
+                out.fitted += 1
+            out.results[key] = result.tail(hours) if hours is not None else result
+        return out
+
+
+def fleet_scores_frame(scores: FleetScores) -> pd.DataFrame:
+    """One row per scored point: series_id, metric, bucket_at, observed, expected, deviation,
+    score, is_anomaly."""
+    frames = [
+        pd.DataFrame(
+            {
+                "series_id": series_id,
+                "metric": metric,
+                "bucket_at": result.index,
+                "observed": result.values,
+                "expected": result.expected,
+                "deviation": result.deviation,
+                "score": result.scores,
+                "is_anomaly": np.asarray(result.is_anomaly, dtype=bool),
+            }
+        )
+        for (series_id, metric), result in scores.results.items()
+    ]
+    columns = [
+        "series_id",
+        "metric",
+        "bucket_at",
+        "observed",
+        "expected",
+        "deviation",
+        "score",
+        "is_anomaly",
+    ]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True).loc[:, columns]
