@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -34,8 +36,6 @@ from rich.progress import (
 from rich.table import Table
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from llmhub.producers.synthetic import SyntheticTraffic
     from ml.anomaly import Detector
     from ml.evaluation.incidents import DetectionReport, ForecastScore
@@ -51,6 +51,8 @@ SEASON = 24
 # A Monday midnight: fixed so a seed always gives the same traffic (the generator's daily and
 # weekly cycles follow absolute time).
 DEFAULT_TRAIN_END = "2026-01-05T00:00:00Z"
+# The generator's weekend traffic relative to a weekday (llmhub.producers.synthetic).
+_WEEKEND_WEIGHT = 0.45
 # Rows of request telemetry aggregated at a time (bounded memory on long windows).
 _FLUSH_ROWS = 250_000
 
@@ -93,6 +95,21 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
+def window_events(events_per_day: int, end: datetime, days: int) -> int:
+    """Events for a window of ``days`` ending at ``end`` so that every window has the same
+    traffic level: ``events_per_day`` is the mean over a whole week.
+
+    The generator spreads a window's events over its own weekday/weekend weights (weekend hours
+    weigh 0.45 of a weekday's in ``llmhub.producers.synthetic``), so a fixed number per day would
+    raise the weekday level of a window holding more weekend days and break the continuity of a
+    training window and the test window after it.
+    """
+    hours = pd.date_range(end=end - timedelta(hours=1), periods=24 * days, freq="h")
+    weights = np.where(hours.dayofweek >= 5, _WEEKEND_WEIGHT, 1.0)
+    week_mean = (5 + 2 * _WEEKEND_WEIGHT) / 7
+    return round(events_per_day * weights.sum() / 24 / week_mean)
+
+
 def window_frames(traffic: SyntheticTraffic, now: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Ingest a window in process: request rows aggregated per hour, security alert counts.
 
@@ -102,8 +119,6 @@ def window_frames(traffic: SyntheticTraffic, now: datetime) -> tuple[pd.DataFram
     Raises:
         ValueError: a message was rejected (the generator and the contract disagree).
     """
-    import pandas as pd
-
     from llmhub.config import Settings
     from llmhub.contract.topics import BY_FAMILY
     from llmhub.ingest.normalize import Normalizer, Rejection
@@ -173,10 +188,12 @@ def evaluate_seed(
     factory: Callable[[], Detector],
     grace_hours: float,
     forecast_origins: int,
+    route_forecasts: bool,
     bar: Progress,
     ground_truth_out: Path | None = None,
 ) -> tuple[DetectionReport, list[ForecastScore], dict[str, Any]]:
-    """Generate, ingest and evaluate one seed; ``forecast_origins`` 0 skips the forecaster.
+    """Generate, ingest and evaluate one seed; ``forecast_origins`` 0 skips the forecaster and
+    ``route_forecasts`` False backtests the tenant totals only.
 
     Returns:
         The detection report, the forecast scores and the seed's details for the JSON output.
@@ -195,14 +212,14 @@ def evaluate_seed(
 
     started = time.perf_counter()
     train_traffic = generate(
-        windows.events_per_day * windows.train_days,
+        window_events(windows.events_per_day, windows.train_end, windows.train_days),
         windows.train_days,
         seed,
         windows.train_end,
         incidents=False,
     )
     test_traffic = generate(
-        windows.events_per_day * windows.test_days,
+        window_events(windows.events_per_day, windows.test_end, windows.test_days),
         windows.test_days,
         seed,
         windows.test_end,
@@ -241,6 +258,8 @@ def evaluate_seed(
         # sarima and prophet, season 24, level 0.95).
         forecaster = default_ensemble(SEASON, 0.95)
         tenants, routes = request_rate_series(train, test)
+        if not route_forecasts:
+            routes = {}
         task = bar.add_task(f"seed {seed}: forecast", total=len(tenants) + len(routes))
         for level, group in (("tenant", tenants), ("route", routes)):
             scores += backtest_request_rate(
@@ -405,7 +424,7 @@ def eval_incidents(
         int, typer.Option(min=2, help="Days of traffic with incidents that are scored.")
     ] = 14,
     events_per_day: Annotated[
-        int, typer.Option(min=1000, help="Telemetry events per day, the whole fleet.")
+        int, typer.Option(min=1000, help="Telemetry events per day (weekly mean), whole fleet.")
     ] = 50_000,
     detector: Annotated[
         str, typer.Option(help=f"Detector: {', '.join(DETECTORS)} (ensemble: the published one).")
@@ -420,8 +439,15 @@ def eval_incidents(
         ),
     ] = 1,
     forecast_origins: Annotated[
-        int, typer.Option(min=1, help="Forecast origins spread over the test window.")
-    ] = 3,
+        int,
+        typer.Option(
+            min=1, help="Daily forecast origins at the end of the test window (7: each weekday)."
+        ),
+    ] = 7,
+    route_forecasts: Annotated[
+        bool,
+        typer.Option(help="Backtest every route too, not only the tenant totals (slower)."),
+    ] = True,
     train_end: Annotated[
         str, typer.Option(help="End of the training window (ISO-8601 UTC, whole hour).")
     ] = DEFAULT_TRAIN_END,
@@ -439,7 +465,6 @@ def eval_incidents(
     active series-hour and precision, and the forecaster's MAPE per tenant (the 12% target) and
     per route with the Poisson noise floor.
     """
-    import pandas as pd
     import torch
 
     from ml.evaluation.incidents import (
@@ -477,6 +502,7 @@ def eval_incidents(
                     factory,
                     grace_hours,
                     forecast_origins if index < forecast_seeds else 0,
+                    route_forecasts,
                     bar,
                     ground_truth_out,
                 )
@@ -495,6 +521,8 @@ def eval_incidents(
             "seeds": chosen[:forecast_seeds],
             "horizon_hours": FORECAST_HORIZON,
             "origins": forecast_origins,
+            "origin_step_hours": 24,
+            "route_level": route_forecasts,
             "unit": "percent",
             "target_level": "tenant",
         }

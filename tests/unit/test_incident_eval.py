@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmhub.ml_incidents_cli import window_events
 from ml.anomaly import DetectorResult
 from ml.evaluation.incidents import (
     DetectionReport,
@@ -364,14 +365,39 @@ def test_poisson_floor_and_forecast_summary() -> None:
         100 * math.sqrt(2 / (math.pi * 100))
     )
     assert math.isnan(poisson_floor_mape(np.zeros(3)))
+    days, folds = ("Fri", "Sat"), (2.0, 8.0)
     scores = [
-        ForecastScore("tenant", "acme", 5.0, 5.0, 0.5, 50.0, 1000.0, 40.0, 2.0, 3),
-        ForecastScore("route", "acme/bot/gpt-4o", 10.0, 9.0, 0.6, 40.0, 800.0, 30.0, 3.0, 3),
-        ForecastScore("route", "acme/bot/x", math.nan, 50.0, 0.9, 10.0, 200.0, 2.0, 40.0, 3),
+        ForecastScore("tenant", "acme", 5.0, 5.0, 0.5, 50.0, 1000.0, 40.0, 2.0, days, folds),
+        ForecastScore(
+            "route", "acme/bot/gpt-4o", 10.0, 9.0, 0.6, 40.0, 800.0, 30.0, 3.0, days, folds
+        ),
+        ForecastScore(
+            "route", "acme/bot/x", math.nan, 50.0, 0.9, 10.0, 200.0, 2.0, 40.0, days, folds
+        ),
     ]
     summary = summarise_forecasts(scores)
+    assert summary["tenant_mape_by_weekday"] == {"Fri": 2.0, "Sat": 8.0}
     assert summary["tenant_mape"] == 5.0
     assert summary["route_mape_mean"] == 10.0
     assert summary["route_series_mape_defined"] == 1
     assert summary["route_wape"] == pytest.approx(100 * 50 / 1000)
     assert summary["poisson_floor_route_mape_median"] == pytest.approx(21.5)
+
+
+@pytest.mark.parametrize(
+    ("end", "days", "expected"),
+    [
+        # A whole week holds exactly seven mean days.
+        ("2026-01-05T00:00Z", 7, 7 * 50_000),
+        ("2026-01-08T13:00Z", 14, 14 * 50_000),
+        # Five weekdays weigh 1 each, against a weekly mean of (5 + 2 * 0.45) / 7 per day.
+        ("2026-01-10T00:00Z", 5, round(5 * 50_000 * 7 / 5.9)),
+        ("2026-01-12T00:00Z", 2, round(2 * 0.45 * 50_000 * 7 / 5.9)),
+    ],
+)
+def test_window_events_keep_the_traffic_level_whatever_the_weekday_mix(
+    end: str, days: int, expected: int
+) -> None:
+    # A fixed count per day raised the weekday level of weekend-heavy windows (the generator
+    # spreads a window's events over its own weights), so train and test did not continue.
+    assert window_events(50_000, pd.Timestamp(end).to_pydatetime(), days) == expected

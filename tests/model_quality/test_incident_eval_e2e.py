@@ -14,7 +14,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from llmhub.cli import app
-from llmhub.ml_incidents_cli import window_frames
+from llmhub.ml_incidents_cli import window_events, window_frames
 from llmhub.producers.synthetic import generate
 from ml.evaluation.incidents import (
     align_series,
@@ -87,8 +87,8 @@ def test_a_failed_evaluation_exits_non_zero() -> None:
 
 def test_tenant_request_rate_is_forecastable_and_routes_sit_above_their_noise_floor() -> None:
     test_end = TRAIN_END + timedelta(days=3)
-    train_traffic = generate(30_000 * 4, 4, 1, TRAIN_END, incidents=False)
-    test_traffic = generate(30_000 * 3, 3, 1, test_end, incidents=True)
+    train_traffic = generate(window_events(30_000, TRAIN_END, 4), 4, 1, TRAIN_END, False)
+    test_traffic = generate(window_events(30_000, test_end, 3), 3, 1, test_end, True)
     train_hourly, train_alerts = window_frames(train_traffic, test_end)
     test_hourly, test_alerts = window_frames(test_traffic, test_end)
     train, test = align_series(
