@@ -1,4 +1,5 @@
-"""``make demo``: synthetic traffic -> Kafka -> Dagster ingestion job -> TimescaleDB, summarised.
+"""``make demo``: synthetic traffic -> Kafka -> Dagster ingestion -> TimescaleDB -> dbt marts ->
+ML training (MLflow) -> anomalies, forecasts and budget projections, summarised.
 
 Runs the same jobs the schedules run, in-process against the PostgreSQL-backed Dagster instance
 (``$DAGSTER_HOME``), so the runs and their metadata show in Dagit afterwards (``make dev``).
@@ -6,20 +7,24 @@ Runs the same jobs the schedules run, in-process against the PostgreSQL-backed D
 
 import logging
 import time
+from datetime import timedelta
 
 import dagster as dg
 from rich.console import Console
 from rich.table import Table
 
-from llmhub.config import load_settings
+from llmhub.config import Settings, load_settings
 from llmhub.db import connect
 from llmhub.producers.sink import make_producer, send_all
 from llmhub.producers.synthetic import generate
+from llmhub.stack.mlflow_server import tracking_uri
 from llmhub.status import collect_status
 from orchestration.definitions import defs
 
-DEMO_EVENTS = 100_000
-DEMO_DAYS = 7.0
+# Four weeks: the detector fits on two weeks and holds out one; the forecaster backtests on days.
+DEMO_EVENTS = 300_000
+DEMO_DAYS = 28.0
+DEMO_BUDGET_SHARE = 0.5  # of the month's remaining straight-line cost, on top of month to date
 MAX_RUNS = 10
 # Run events still go to the instance (Dagit shows them); the terminal gets warnings only.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -38,6 +43,43 @@ from marts.fct_llm_requests_daily
 where request_date = current_date - 1
 group by request_model
 order by requests desc
+"""
+
+TOP_ANOMALIES_SQL = """
+select bucket_at, tenant_id, asset_id, request_model, metric, observed, expected, score,
+       model_version
+from analytics.anomalies
+where is_anomaly
+order by score desc, bucket_at desc
+limit 10
+"""
+
+TENANT_PROJECTIONS_SQL = """
+select tenant_id, month_to_date_usd, projected_month_end_usd, projected_lower_usd,
+       projected_upper_usd, budget_usd, breach_date
+from analytics.budget_projections
+where asset_id = '*' and month = date_trunc('month', current_date)::date
+    and projected_on = (select max(projected_on) from analytics.budget_projections)
+order by projected_month_end_usd desc
+"""
+
+# Every tenant gets a budget halfway between its month-to-date cost and a straight-line
+# projection of the month, so the projections have a budget to break later this month.
+DEMO_BUDGETS_SQL = """
+with month_to_date as (
+    select tenant_id, sum(cost_usd) as cost_usd
+    from marts.fct_llm_cost_daily
+    where usage_date >= date_trunc('month', current_date)
+    group by tenant_id
+    having sum(cost_usd) > 0
+)
+insert into analytics.budgets (tenant_id, monthly_budget_usd)
+select tenant_id,
+       round((cost_usd * (1 + %s * (extract(day from (date_trunc('month', current_date)
+           + interval '1 month - 1 day')) / extract(day from current_date) - 1)))::numeric, 2)
+from month_to_date
+on conflict (tenant_id, asset_id) do update
+    set monthly_budget_usd = excluded.monthly_budget_usd, updated_at = now()
 """
 
 
@@ -78,13 +120,32 @@ def main() -> None:
     console.print(f"retention_job: {'succeeded' if retention.success else 'FAILED'}")
 
     console.rule("3. Dagster dbt jobs (raw -> staging -> marts, with dbt tests and GX checks)")
-    for name in ("transform_hourly_job", "transform_daily_job"):
-        result = defs.resolve_job_def(name).execute_in_process(instance=instance, run_config=QUIET)
+    # The demo's four weeks end now but reach back before the marts' newest hour when an earlier
+    # demo ran: a backfill of the window, as an operator would run it, not the 6 h lookback.
+    backfill = {
+        "ops": {
+            "dbt_hourly_models": {
+                "config": {
+                    "backfill_start": traffic.start.isoformat(),
+                    "backfill_end": (traffic.end + timedelta(hours=1)).isoformat(),
+                }
+            }
+        }
+    }
+    for name, config in (("transform_hourly_job", backfill), ("transform_daily_job", {})):
+        result = defs.resolve_job_def(name).execute_in_process(
+            instance=instance, run_config={**QUIET, **config}
+        )
         if not result.success:
             raise SystemExit(f"{name} run {result.run_id} failed; see Dagit")
         console.print(f"{name}: {result.run_id} succeeded")
 
-    console.rule("4. Summary")
+    console.rule("4. ML: train (MLflow registry + champion gate), score, forecast, project budgets")
+    with connect(settings, autocommit=True) as conn:
+        conn.execute(DEMO_BUDGETS_SQL, (DEMO_BUDGET_SHARE,))
+    ml_ok = run_ml_jobs(instance)
+
+    console.rule("5. Summary")
     status = collect_status(settings)
     table = Table(title="raw tables")
     table.add_column("table")
@@ -103,9 +164,86 @@ def main() -> None:
                 model, f"{requests:,}", f"{p95:,.0f}", f"{error_rate:.2%}", f"{cost or 0:,.2f}"
             )
     console.print(models)
+    if ml_ok:
+        print_ml_summary(settings)
     console.print(
         "Dagit: run [bold]make dev[/] and open http://127.0.0.1:3000 (runs above are stored in "
         f"the Dagster instance at {settings.dagster_storage_url.rsplit('@', 1)[-1]})."
+    )
+
+
+def run_ml_jobs(instance: dg.DagsterInstance) -> bool:
+    """Training, scoring and budget jobs; ``False`` when no detector could be promoted."""
+    training = defs.resolve_job_def("ml_training_job").execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=False
+    )
+    for evaluation in training.get_asset_check_evaluations():
+        verdict = "promoted" if evaluation.passed else "NOT promoted"
+        console.print(
+            f"{evaluation.asset_key.to_user_string()}: {verdict} ({evaluation.description})"
+        )
+    if not training.success:
+        console.print(
+            f"ml_training_job {training.run_id} failed: a model without a champion blocks its "
+            "publishing; see Dagit and MLflow"
+        )
+        return False
+    for name in ("ml_scoring_job", "budget_projections_job"):
+        result = defs.resolve_job_def(name).execute_in_process(instance=instance, run_config=QUIET)
+        if not result.success:
+            raise SystemExit(f"{name} run {result.run_id} failed; see Dagit")
+        console.print(f"{name}: {result.run_id} succeeded")
+    return True
+
+
+def print_ml_summary(settings: Settings) -> None:
+    """Top anomalies, each tenant's projected month-end cost, and where the models are."""
+    with connect(settings, autocommit=True) as conn:
+        anomalies = conn.execute(TOP_ANOMALIES_SQL).fetchall()
+        projections = conn.execute(TENANT_PROJECTIONS_SQL).fetchall()
+    table = Table(title="top anomalies (analytics.anomalies, newest scored hours)")
+    for column in (
+        "hour (UTC)",
+        "tenant",
+        "application",
+        "model",
+        "metric",
+        "observed",
+        "expected",
+        "score",
+    ):
+        table.add_column(column)
+    for at, tenant, asset, model, metric, observed, expected, score, _ in anomalies:
+        table.add_row(
+            f"{at:%Y-%m-%d %H:%M}",
+            tenant,
+            asset,
+            model,
+            metric,
+            f"{observed:,.1f}",
+            f"{expected:,.1f}",
+            f"{score:.2f}",
+        )
+    if not anomalies:
+        table.caption = "no anomaly in the newest scored hours"
+    console.print(table)
+    table = Table(title="projected month-end cost per tenant (analytics.budget_projections)")
+    for column in ("tenant", "month to date", "projected", "95% interval", "budget", "breach"):
+        table.add_column(column, justify="left" if column == "tenant" else "right")
+    for tenant, mtd, projected, lower, upper, budget, breach in projections:
+        table.add_row(
+            tenant,
+            f"${mtd:,.2f}",
+            f"${projected:,.2f}",
+            f"${lower:,.2f} - ${upper:,.2f}",
+            f"${budget:,.2f}" if budget is not None else "-",
+            f"{breach:%Y-%m-%d}" if breach else "-",
+        )
+    console.print(table)
+    console.print(
+        f"MLflow: {tracking_uri()} -> experiments llmhub/anomaly_detector and "
+        "llmhub/request_rate_forecaster (metrics, plots/*.png), Models -> "
+        "llmhub-anomaly-detector and llmhub-request-rate-forecaster (alias `champion`)."
     )
 
 

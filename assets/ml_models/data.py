@@ -21,12 +21,15 @@ def read_frame(
 
 
 def read_hourly_mart(conn: psycopg.Connection, hours: int) -> pd.DataFrame:
-    """The last ``hours`` hours of ``fct_llm_requests_hourly``, counted back from its newest
-    hour (not from now(): a backfill or a stalled ingestion then still sees complete series)."""
+    """The last ``hours`` complete hours of ``fct_llm_requests_hourly``, counted back from its
+    newest complete hour (not from now(): a backfill or a stalled ingestion then still sees
+    complete series). The current wall-clock hour is left out: its few minutes of traffic would
+    read as a collapse of every series."""
     query = sql.SQL(
-        "select {} from marts.fct_llm_requests_hourly where request_hour_at > "
-        "(select max(request_hour_at) from marts.fct_llm_requests_hourly)"
-        " - make_interval(hours => %s)"
+        "with complete as (select * from marts.fct_llm_requests_hourly "
+        "where request_hour_at < date_trunc('hour', now())) "
+        "select {} from complete where request_hour_at > "
+        "(select max(request_hour_at) from complete) - make_interval(hours => %s)"
     ).format(sql.SQL(", ").join(map(sql.Identifier, REQUIRED_COLUMNS)))
     frame = read_frame(conn, query, (hours,))
     # Sums come back as Decimal (numeric columns); the models work in floats.
