@@ -22,8 +22,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -35,7 +33,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+# The module is imported whenever ``llmhub`` starts: numpy, pandas, torch and ``ml`` are
+# imported inside the functions that need them.
 if TYPE_CHECKING:
+    import pandas as pd
+
     from llmhub.producers.synthetic import SyntheticTraffic
     from ml.anomaly import Detector
     from ml.evaluation.incidents import DetectionReport, ForecastScore
@@ -104,6 +106,9 @@ def window_events(events_per_day: int, end: datetime, days: int) -> int:
     raise the weekday level of a window holding more weekend days and break the continuity of a
     training window and the test window after it.
     """
+    import numpy as np
+    import pandas as pd
+
     hours = pd.date_range(end=end - timedelta(hours=1), periods=24 * days, freq="h")
     weights = np.where(hours.dayofweek >= 5, _WEEKEND_WEIGHT, 1.0)
     week_mean = (5 + 2 * _WEEKEND_WEIGHT) / 7
@@ -119,6 +124,8 @@ def window_frames(traffic: SyntheticTraffic, now: datetime) -> tuple[pd.DataFram
     Raises:
         ValueError: a message was rejected (the generator and the contract disagree).
     """
+    import pandas as pd
+
     from llmhub.config import Settings
     from llmhub.contract.topics import BY_FAMILY
     from llmhub.ingest.normalize import Normalizer, Rejection
@@ -465,6 +472,7 @@ def eval_incidents(
     active series-hour and precision, and the forecaster's MAPE per tenant (the 12% target) and
     per route with the Poisson noise floor.
     """
+    import pandas as pd
     import torch
 
     from ml.evaluation.incidents import (
