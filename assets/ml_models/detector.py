@@ -267,8 +267,10 @@ def anomaly_detector(
     """The published anomaly detector: the ensemble fitted to every series, as an MLflow model.
 
     Grain: one fitted detector per (tenant, application, model, metric) series of
-    ``marts.fct_llm_requests_hourly`` with ``min_train_hours`` of history, fitted on all but
-    the last ``eval_hours`` hours (one LSTM shared by the fleet). Those held-out hours are scored
+    ``marts.fct_llm_requests_hourly`` with ``min_train_hours`` of history. For the evaluation
+    the fleet is fitted on all but the last ``eval_hours`` hours (one LSTM shared by the
+    fleet); the published fleet is refitted on all but the newest ``score_hours``. The held-out
+    hours are scored
     with synthetic spikes of several heights injected, by the candidate, by the ``RobustBaseline``
     floor and by the champion's configuration refitted on the same hours. The gate metric is
     the rank AUC of spiked vs clean hours (threshold-free); recall, precision, false-positive
@@ -357,6 +359,15 @@ def anomaly_detector(
     baseline_metrics = summarise("baseline")
     champion_metrics = summarise("champion") if "champion" in fleets else None
     feedback_metrics = feedback_effect(evaluations["candidate"], tuned, config.threshold)
+    # What is published is the same configuration refitted on every hour but the newest
+    # ``score_hours`` (the next scoring run rescores those): the evaluated fleet has not seen
+    # the held-out week, and scoring a week more of hours every hour would cost twice as much.
+    published = Fleet.fit(
+        spec, {key: values.iloc[: -config.score_hours] for key, values in series.items()}
+    )
+    for key, threshold in tuned.items():
+        if key in published.detectors:
+            published.set_threshold(key, threshold)
     marked_count = sum(map(len, false_positive_scores.values()))
     feedback_metrics["false_positives_marked"] = float(marked_count)
     decision = should_promote(
@@ -451,7 +462,7 @@ def anomaly_detector(
         )
         with tempfile.TemporaryDirectory() as tmp:
             fleet_path = Path(tmp) / "fleet.joblib"
-            joblib.dump(fleets["candidate"], fleet_path, compress=3)
+            joblib.dump(published, fleet_path, compress=3)
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=DetectorModel(model_config),

@@ -241,10 +241,14 @@ def seasonal_expected(values: np.ndarray, period: int, cycles: int = 3) -> np.nd
         shift = k * period
         if shift < n:
             lagged[k - 1, shift:] = values[: n - shift]
-    out = np.full(n, np.nan)
-    seen = ~np.isnan(lagged).all(axis=0)
-    out[seen] = np.nanmedian(lagged[:, seen], axis=0)
-    return out
+    # A NaN-aware median over the few lags, vectorised (np.nanmedian loops in Python per call
+    # and is most of the scoring time on short stretches): NaNs sort last, so the median of the
+    # ``count`` present values sits at ``count // 2`` (and the one before it when even).
+    ordered = np.sort(lagged, axis=0)
+    count = (~np.isnan(lagged)).sum(axis=0)
+    upper = np.take_along_axis(ordered, np.maximum(count // 2, 0)[None, :], axis=0)[0]
+    lower = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0)[None, :], axis=0)[0]
+    return np.where(count > 0, (upper + lower) / 2.0, np.nan)
 
 
 @dataclass(frozen=True)
@@ -384,9 +388,8 @@ def cooldown(likelihood: np.ndarray, points: int) -> np.ndarray:
     """
     if points <= 0 or len(likelihood) == 0:
         return likelihood.copy()
-    before = (
-        pd.Series(likelihood).rolling(points, min_periods=1).max().shift(1).fillna(-1.0).to_numpy()
-    )
+    padded = np.concatenate([np.full(points, -1.0), likelihood[:-1]])
+    before = sliding_window_view(padded, points).max(axis=1)
     return np.where(likelihood > before, likelihood, 0.0)
 
 

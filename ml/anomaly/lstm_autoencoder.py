@@ -234,9 +234,16 @@ class LstmAutoencoderDetector(OnlineDetector):
     @staticmethod
     def _reconstruct_last(model: LstmAutoencoder, windows: np.ndarray) -> np.ndarray:
         model.eval()
-        with torch.no_grad():
-            out = model(torch.from_numpy(windows.copy()).unsqueeze(-1))
-        model.train()
+        threads = torch.get_num_threads()
+        try:
+            # A few windows per call: intra-op threads only add hand-offs, and on a busy
+            # machine their spin-waiting turned a 3 ms call into seconds.
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                out = model(torch.from_numpy(windows.copy()).unsqueeze(-1))
+        finally:
+            torch.set_num_threads(threads)
+            model.train()
         return out[:, -1, 0].numpy().astype(float)
 
     def _fit(self, residual: np.ndarray) -> np.ndarray:
