@@ -1,10 +1,18 @@
 """Reading the marts the models train and score on, as DataFrames (shared with assets.publish)."""
 
+from dataclasses import dataclass
+
 import pandas as pd
 import psycopg
 from psycopg import sql
 
-from ml.features import REQUIRED_COLUMNS, SeriesKey, hourly_metrics, regular_series
+from ml.features import (
+    REQUIRED_COLUMNS,
+    SeriesKey,
+    fill_idle_hours,
+    hourly_metrics,
+    regular_series,
+)
 
 HOURLY_MART = ["marts", "fct_llm_requests_hourly"]
 COST_DAILY_MART = ["marts", "fct_llm_cost_daily"]
@@ -73,21 +81,42 @@ def series_label(key: SeriesKey) -> str:
     return f"{key.tenant_id}/{key.asset_id}/{key.request_model}"
 
 
-def detector_series(
-    hourly: pd.DataFrame, metrics: list[str], min_points: int
-) -> dict[tuple[str, str], pd.Series]:
-    """Per ``(series label, metric)``, the hourly values the detector fits and scores: every
-    (tenant, application, model) series of the frame on one grid over its window, keeping those
-    with at least ``min_points`` hours since their first request. Counts and sums are 0 in idle
-    hours (shared by the training and the scoring asset, so both see the same series)."""
+@dataclass(frozen=True)
+class DetectorInput:
+    """The series the detector fleet fits and scores, and which of their hours had traffic.
+
+    Attributes:
+        series: per ``(series label, metric)``, gap-free hourly values (``fill_idle_hours``).
+        active: per series, ``True`` where the hour was measured; a flag in an idle hour is
+            dropped (a rate or percentile there is carried forward, not observed).
+    """
+
+    series: dict[tuple[str, str], pd.Series]
+    active: dict[tuple[str, str], pd.Series]
+
+
+def detector_series(hourly: pd.DataFrame, metrics: list[str], min_points: int) -> DetectorInput:
+    """Every (tenant, application, model) series of the frame for each metric, on one hourly
+    grid from the route's first request to the frame's end, keeping routes with at least
+    ``min_points`` such hours. Shared by the training and the scoring asset, so both see the
+    same series."""
+    out = DetectorInput({}, {})
     if hourly.empty:
-        return {}
-    out: dict[tuple[str, str], pd.Series] = {}
-    for key, values in regular_series(hourly_metrics(hourly), metrics):
-        active = values.index[values.to_numpy() != 0]
-        if len(active) == 0:
+        return out
+    metrics_frame = hourly_metrics(hourly)
+    first_hour = (
+        metrics_frame[metrics_frame["request_count"] > 0]
+        .groupby(["tenant_id", "asset_id", "request_model"])["bucket_at"]
+        .min()
+    )
+    for key, values in regular_series(metrics_frame, metrics):
+        route = (key.tenant_id, key.asset_id, key.request_model)
+        if route not in first_hour.index:
             continue
-        since_first = values.loc[active[0] :]
-        if len(since_first) >= min_points:
-            out[(series_label(key), key.metric)] = since_first
+        since_first = values.loc[first_hour[route] :]
+        if len(since_first) < min_points:
+            continue
+        filled, active = fill_idle_hours(since_first, key.metric)
+        out.series[(series_label(key), key.metric)] = filled
+        out.active[(series_label(key), key.metric)] = pd.Series(active, index=filled.index)
     return out

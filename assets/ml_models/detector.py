@@ -36,8 +36,9 @@ from orchestration.resources import HubResource
 from orchestration.resources.mlflow import MlflowResource
 
 DETECTOR_KEY = dg.AssetKey(["ml", "anomaly_detector"])
-#: Scored series: counts and sums, defined in every hour (rates and percentiles are not).
-DETECTOR_METRICS = ["request_count", "tokens", "cost_usd"]
+#: Scored series per (tenant, application, model). Rates and percentiles are carried forward
+#: through idle hours, and never flagged there (``fill_idle_hours``).
+DETECTOR_METRICS = ["request_count", "tokens", "cost_usd", "error_rate", "latency_p95_ms"]
 
 FALSE_POSITIVE_SCORES = """
 select f.tenant_id || '/' || f.asset_id || '/' || f.request_model as series_id, f.metric,
@@ -282,7 +283,9 @@ def anomaly_detector(
     started = time.monotonic()
     with hub.connect() as conn:
         hourly = read_hourly_mart(conn, config.history_hours)
-    series = detector_series(hourly, config.metrics, config.min_train_hours + config.eval_hours)
+    series = detector_series(
+        hourly, config.metrics, config.min_train_hours + config.eval_hours
+    ).series
     if not series:
         raise dg.Failure(
             f"no series with {config.min_train_hours + config.eval_hours} hours to train on"

@@ -3,6 +3,7 @@
 import time
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -85,7 +86,8 @@ def anomaly_scores(
     loaded_s = time.monotonic() - started
     with hub.connect() as conn:
         hourly = read_hourly_mart(conn, config.history_hours)
-    series = detector_series(hourly, config.metrics, 1)
+    inputs = detector_series(hourly, config.metrics, 1)
+    series = inputs.series
     if not series:
         return dg.MaterializeResult(metadata={"rows_written": 0, "series": 0})
     labels = {series_id: tuple(series_id.split("/", 2)) for series_id, _ in series}
@@ -115,6 +117,16 @@ def anomaly_scores(
     )
     scores = pd.concat([keys, scores], axis=1)
     scores["bucket_at"] = pd.to_datetime(scores["bucket_at"], utc=True)
+    # A rate or percentile in an hour without requests is carried forward, not measured.
+    active = np.array(
+        [
+            bool(inputs.active[(r.series_id, r.metric)].get(r.bucket_at, True))
+            for r in scores.itertuples(index=False)
+        ],
+        dtype=bool,
+    )
+    idle_flags = int((scores["is_anomaly"].to_numpy(dtype=bool) & ~active).sum())
+    scores["is_anomaly"] = scores["is_anomaly"].to_numpy(dtype=bool) & active
 
     with hub.connect() as conn:
         feedback = read_frame(
@@ -153,6 +165,7 @@ def anomaly_scores(
             "rows_written": len(rows),
             "anomalies": flagged,
             "suppressed_false_positives": suppressed,
+            "idle_hour_flags_dropped": idle_flags,
             "series": len(stats.results),
             "series_scored_by_fitted_model": stats.reused,
             "series_fitted_at_scoring": stats.fitted,

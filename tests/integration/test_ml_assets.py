@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from psycopg import sql
 
 from assets.ml_models import anomaly_detector, request_rate_forecaster
-from assets.ml_models.detector import DetectorConfig
+from assets.ml_models.detector import DETECTOR_METRICS, DetectorConfig
 from assets.ml_models.forecaster import ForecasterConfig
 from assets.publish import anomaly_scores, budget_projections, forecasts
 from assets.publish.anomalies import AnomalyScoresConfig
@@ -242,7 +242,7 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     )
     evaluation = _check(trained)
     meta = _metadata(trained)
-    assert meta["series"] == len(TENANTS) * 3
+    assert meta["series"] == len(TENANTS) * len(DETECTOR_METRICS)
     # The gate follows the numbers: promoted iff the candidate's AUC beats the floor's (there
     # is no champion yet). Not promoted with no champion is an ERROR that fails the step.
     assert evaluation.passed is (meta["candidate_auc"] > meta["baseline_auc"])
@@ -258,9 +258,9 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
         ml_stack, anomaly_scores, AnomalyScoresConfig(detector_model_name=ml_stack.detector_name)
     )
     scored_meta = _metadata(scored)
-    assert scored_meta["rows_written"] == len(TENANTS) * 3 * 6
+    assert scored_meta["rows_written"] == len(TENANTS) * len(DETECTOR_METRICS) * 6
     # The registered fleet scored every series: nothing was fitted at scoring time.
-    assert scored_meta["series_scored_by_fitted_model"] == len(TENANTS) * 3
+    assert scored_meta["series_scored_by_fitted_model"] == len(TENANTS) * len(DETECTOR_METRICS)
     assert scored_meta["series_fitted_at_scoring"] == 0
     assert scored_meta["suppressed_false_positives"] >= 1
     flagged = ml_stack.conn.execute(
