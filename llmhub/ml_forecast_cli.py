@@ -34,11 +34,13 @@ _console = Console(stderr=True)
 _out = Console()
 
 
-def build_forecasters(names: list[str], season: int) -> list[Forecaster]:
+def build_forecasters(
+    names: list[str], season: int, weekly_season: int | None = None
+) -> list[Forecaster]:
     """The named models at their published settings (the ensemble: :func:`default_ensemble`)."""
     from ml.forecast import Naive2, ProphetForecaster, Sarima, SeasonalNaive, default_ensemble
 
-    ensemble = default_ensemble(season)
+    ensemble = default_ensemble(season, weekly_season=weekly_season)
     factories = {
         "seasonal_naive": lambda: SeasonalNaive(season=season),
         "naive2": lambda: Naive2(season=season),
@@ -86,6 +88,14 @@ def eval_forecast(
     freq: Annotated[
         str | None, typer.Option(help="Pandas frequency of the series (default: from season).")
     ] = None,
+    weekly_season: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Second period the ensemble's adaptive naive member may pick (the published "
+            "hourly forecaster: 168, a week); 0 = the plain seasonal naive.",
+        ),
+    ] = 168,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
     """Score forecasters on M4-format data: sMAPE, MASE and OWA per model.
@@ -96,7 +106,7 @@ def eval_forecast(
     from ml.evaluation.m4 import evaluate_m4, frequency_for_season, load_m4
 
     forecasters = build_forecasters(
-        [name.strip() for name in models.split(",") if name.strip()], season
+        [name.strip() for name in models.split(",") if name.strip()], season, weekly_season or None
     )
     dataset = load_m4(train, test, freq=freq or frequency_for_season(season))
     if limit is not None:

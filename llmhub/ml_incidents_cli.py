@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from llmhub.producers.synthetic import SyntheticTraffic
-    from ml.anomaly import Detector
+    from ml.anomaly.fleet import DetectorSpec
     from ml.evaluation.incidents import DetectionReport, ForecastScore
 
 logger = logging.getLogger(__name__)
@@ -61,21 +61,16 @@ _FLUSH_ROWS = 250_000
 _console = Console(stderr=True)
 
 
-def detector_factory(name: str) -> Callable[[], Detector]:
-    """A factory of fresh detectors: the published ensemble or one member at its defaults
-    (threshold 0.5, cooldown 64, as in the published configuration)."""
-    from ml.anomaly import IsolationForestDetector, LstmAutoencoderDetector, RobustBaseline
-    from ml.evaluation.incidents import published_detector
+def detector_spec(name: str) -> DetectorSpec:
+    """The published detector fleet (``ensemble``) or a fleet of one member, at the published
+    threshold (0.5) and cooldown (64 h)."""
+    from ml.anomaly.fleet import DetectorSpec
 
-    factories: dict[str, Callable[[], Detector]] = {
-        "ensemble": published_detector,
-        "robust_baseline": RobustBaseline,
-        "isolation_forest": IsolationForestDetector,
-        "lstm_autoencoder": LstmAutoencoderDetector,
-    }
-    if name not in factories:
+    if name == "ensemble":
+        return DetectorSpec()
+    if name not in DETECTORS:
         raise typer.BadParameter(f"unknown detector {name!r}; choose from {list(DETECTORS)}")
-    return factories[name]
+    return DetectorSpec(members=(name,))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -192,7 +187,7 @@ class SeedWindows:
 def evaluate_seed(
     seed: int,
     windows: SeedWindows,
-    factory: Callable[[], Detector],
+    spec: DetectorSpec,
     grace_hours: float,
     forecast_origins: int,
     route_forecasts: bool,
@@ -211,8 +206,8 @@ def evaluate_seed(
         backtest_request_rate,
         build_series,
         evaluate_detection,
+        fleet_fit_score,
         incidents_from_ground_truth,
-        per_series_fit_score,
         request_rate_series,
     )
     from ml.forecast import default_ensemble
@@ -253,7 +248,7 @@ def evaluate_seed(
         test,
         incidents,
         bursts,
-        fit_score=per_series_fit_score(factory, lambda _: bar.advance(detect)),
+        fit_score=fleet_fit_score(spec, lambda _: bar.advance(detect)),
         grace_hours=grace_hours,
     )
     bar.remove_task(detect)
@@ -261,9 +256,9 @@ def evaluate_seed(
 
     scores: list[ForecastScore] = []
     if forecast_origins:
-        # The published forecaster (assets.ml_models.pyfunc.build_forecaster of seasonal_naive,
-        # sarima and prophet, season 24, level 0.95).
-        forecaster = default_ensemble(SEASON, 0.95)
+        # The published forecaster (assets.ml_models.pyfunc.build_forecaster of adaptive_naive,
+        # sarima and prophet, season 24, weekly season 168, level 0.95).
+        forecaster = default_ensemble(SEASON, 0.95, weekly_season=7 * SEASON)
         tenants, routes = request_rate_series(train, test)
         if not route_forecasts:
             routes = {}
@@ -482,7 +477,7 @@ def eval_incidents(
     )
 
     chosen = parse_seeds(seeds)
-    factory = detector_factory(detector)
+    spec = detector_spec(detector)
     try:
         t0 = pd.Timestamp(train_end)
     except ValueError:
@@ -507,7 +502,7 @@ def eval_incidents(
                 seed_report, scores, details = evaluate_seed(
                     seed,
                     SeedWindows(train_days, test_days, events_per_day, train_end_at),
-                    factory,
+                    spec,
                     grace_hours,
                     forecast_origins if index < forecast_seeds else 0,
                     route_forecasts,

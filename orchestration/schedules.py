@@ -99,25 +99,42 @@ transform_daily_schedule = exclusive_schedule(
 )
 
 
-# The ML schedules start stopped: scoring needs a promoted `champion`, and the detector does not
-# yet beat its robust-baseline floor on hub data (so its gate refuses it), and scoring re-fits
-# per series (too slow for every hour at scale). Turn them on in Dagit once a champion exists.
+# Weekly training: Mondays 03:00 UTC, after the nightly marts. The run fits the detector fleet
+# and backtests the forecaster; each `champion` alias moves only past its gate.
 ml_training_schedule = dg.ScheduleDefinition(
     name="ml_training_schedule",
-    cron_schedule="0 3 * * 1",  # Mondays 03:00 UTC, after the nightly marts
+    cron_schedule="0 3 * * 1",
     job=ml_training_job,
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+#: Scoring needs a trained model of each kind; until the first training, its ticks skip.
+ML_MODEL_KEYS = (
+    dg.AssetKey(["ml", "anomaly_detector"]),
+    dg.AssetKey(["ml", "request_rate_forecaster"]),
 )
 
 
-ml_scoring_schedule = exclusive_schedule(
-    "ml_scoring_schedule",
-    "40 * * * *",
-    ml_scoring_job,
-    "Minute 40: after the minute-10 hourly dbt build has refreshed fct_llm_requests_hourly.",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
+@dg.schedule(
+    name="ml_scoring_schedule",
+    cron_schedule="40 * * * *",
+    job=ml_scoring_job,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Minute 40: after the minute-10 hourly dbt build has refreshed "
+    "fct_llm_requests_hourly. Skips until both models have been trained once (run "
+    "ml_training_job in Dagit to start at once) and while a scoring run is unfinished.",
 )
+def ml_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    untrained = [
+        key.to_user_string()
+        for key in ML_MODEL_KEYS
+        if context.instance.get_latest_materialization_event(key) is None
+    ]
+    if untrained:
+        return dg.SkipReason(f"not trained yet: {', '.join(untrained)}; run ml_training_job")
+    return run_unless_unfinished(context, ml_scoring_job.name)
 
 
 budget_projections_schedule = dg.ScheduleDefinition(

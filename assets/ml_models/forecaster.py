@@ -38,7 +38,8 @@ class ForecasterConfig(dg.Config):
         "llmhub-request-rate-forecaster", description="MLflow registered model."
     )
     members: list[str] = Field(
-        list(FORECAST_MEMBERS), description=f"Ensemble members, a subset of {FORECAST_MEMBERS}."
+        ["adaptive_naive", "sarima", "prophet"],
+        description=f"Median-ensemble members, a subset of {FORECAST_MEMBERS}.",
     )
     history_hours: int = Field(24 * 28, description="Hours of the mart read, back from its end.")
     max_series: int = Field(20, description="Backtest the busiest series only (run time).")
@@ -46,6 +47,9 @@ class ForecasterConfig(dg.Config):
     n_origins: int = Field(3, description="Backtest origins per series.")
     publish_horizon: int = Field(48, description="Default horizon of the registered model.")
     season: int = Field(24, description="Seasonal period in hours.")
+    weekly_season: int = Field(
+        168, description="Second period the adaptive_naive member may pick, in hours."
+    )
     level: float = Field(0.95, description="Nominal coverage of the prediction intervals.")
     promotion_metric: str = Field("mase", description="Lower-is-better metric that promotes.")
 
@@ -91,14 +95,16 @@ def request_rate_forecaster(
     started = time.monotonic()
     with hub.connect() as conn:
         hourly = read_hourly_mart(conn, config.history_hours)
-    min_points = config.season * 3 + config.horizon * config.n_origins
+    min_points = (
+        max(config.season * 3, config.weekly_season + 2) + config.horizon * config.n_origins
+    )
     series = busiest_series(hourly, "request_count", config.max_series, min_points)
     if not series:
         raise dg.Failure(f"no request_count series with {min_points} hours of history to backtest")
     window_start = min(values.index[0] for _, values in series)
     window_end = max(values.index[-1] for _, values in series)
 
-    candidate = build_forecaster(config.members, config.season, config.level)
+    candidate = build_forecaster(config.members, config.season, config.level, config.weekly_season)
     baseline = SeasonalNaive(season=config.season, level=config.level)
     candidate_results, baseline_results = [], []
     for key, values in series:
@@ -139,6 +145,7 @@ def request_rate_forecaster(
     model_config = {
         "members": list(config.members),
         "season": config.season,
+        "weekly_season": config.weekly_season,
         "level": config.level,
         "horizon": config.publish_horizon,
     }

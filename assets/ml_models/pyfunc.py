@@ -15,9 +15,16 @@ import mlflow.pyfunc
 import pandas as pd
 
 from ml.anomaly.fleet import DetectorSpec, Fleet, FleetScores, fleet_scores_frame
-from ml.forecast import Ensemble, Forecaster, ProphetForecaster, Sarima, SeasonalNaive
+from ml.forecast import (
+    AdaptiveSeasonalNaive,
+    Ensemble,
+    Forecaster,
+    ProphetForecaster,
+    Sarima,
+    SeasonalNaive,
+)
 
-FORECAST_MEMBERS = ("seasonal_naive", "sarima", "prophet")
+FORECAST_MEMBERS = ("seasonal_naive", "adaptive_naive", "sarima", "prophet")
 FLEET_ARTIFACT = "fleet"
 FORECAST_OUTPUT = ["series_id", "ds", "yhat", "yhat_lower", "yhat_upper"]
 SCORE_OUTPUT = [
@@ -32,13 +39,21 @@ SCORE_OUTPUT = [
 ]
 
 
-def build_forecaster(members: list[str], season: int, level: float) -> Forecaster:
-    """The median ensemble of ``members`` (a single member is used alone)."""
+def build_forecaster(
+    members: list[str], season: int, level: float, weekly_season: int | None = None
+) -> Forecaster:
+    """The median ensemble of ``members`` (a single member is used alone).
+
+    ``adaptive_naive`` picks ``season`` or ``weekly_season`` (default a week) per series.
+    """
     unknown = set(members) - set(FORECAST_MEMBERS)
     if unknown or not members:
         raise ValueError(f"forecast members must be a non-empty subset of {FORECAST_MEMBERS}")
     built: dict[str, Forecaster] = {
         "seasonal_naive": SeasonalNaive(season=season, level=level),
+        "adaptive_naive": AdaptiveSeasonalNaive(
+            seasons=(season, weekly_season or 7 * season), level=level
+        ),
         "sarima": Sarima(season=season, level=level),
         "prophet": ProphetForecaster(level=level),
     }
@@ -58,7 +73,10 @@ class ForecasterModel(mlflow.pyfunc.PythonModel):
 
     def forecaster(self) -> Forecaster:
         return build_forecaster(
-            list(self.config["members"]), int(self.config["season"]), float(self.config["level"])
+            list(self.config["members"]),
+            int(self.config["season"]),
+            float(self.config["level"]),
+            self.config.get("weekly_season"),
         )
 
     def predict(

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.anomaly.base import Detector, DetectorResult
-from ml.anomaly.ensemble import EnsembleDetector, default_members
+from ml.anomaly.base import DetectorResult
+from ml.anomaly.fleet import DetectorSpec, Fleet
 from ml.features import (
     SECURITY_ALERTS,
     SECURITY_ALERTS_MODEL,
@@ -309,35 +309,32 @@ def align_series(train: SeriesMap, test: SeriesMap) -> tuple[SeriesMap, SeriesMa
 # Detection.
 
 
-def published_detector() -> EnsembleDetector:
-    """The published detector configuration (``assets.ml_models.pyfunc.build_detector`` with
-    robust_baseline, isolation_forest, lstm_autoencoder; fusion mean; threshold 0.5; cooldown
-    64), built from ``ml.anomaly`` so ``ml`` does not import the assets."""
-    return EnsembleDetector(default_members(), fusion="mean", threshold=0.5, cooldown=64)
-
-
 def series_id(key: SeriesKey) -> str:
     """``tenant/application/model`` of a series key."""
     return f"{key.tenant_id}/{key.asset_id}/{key.request_model}"
 
 
-def per_series_fit_score(
-    factory: Callable[[], Detector] = published_detector,
-    on_series: Callable[[SeriesKey], None] | None = None,
+def fleet_fit_score(
+    spec: DetectorSpec | None = None, on_series: Callable[[SeriesKey], None] | None = None
 ) -> FitScore:
-    """The default detection step: a fresh detector fitted on each series' training window
-    scores that series' test window, online.
+    """The detection step production runs: the detector fleet of ``spec`` (default the
+    published ``DetectorSpec()``, shared LSTM) fitted on every training series once, then each
+    fitted detector scores its series' test window online, as the hourly scoring does.
 
     Args:
-        factory: builds one unfitted detector.
+        spec: the fleet configuration.
         on_series: called after each series is scored (progress).
     """
 
     def fit_score(train: SeriesMap, test: SeriesMap) -> dict[SeriesKey, DetectorResult]:
+        ids = {key: (series_id(key), key.metric) for key in train}
+        fleet = Fleet.fit(spec or DetectorSpec(), {ids[key]: train[key] for key in train})
         results: dict[SeriesKey, DetectorResult] = {}
         for key, values in test.items():
-            detector = factory().fit(train[key])
-            results[key] = detector.score(values, series_id=series_id(key), metric=key.metric)
+            scored = fleet.score({ids[key]: values}).results.get(ids[key])
+            if scored is None:
+                raise IncidentEvaluationError(f"{key.label()}: the fleet could not score it")
+            results[key] = scored
             if on_series is not None:
                 on_series(key)
         return results
@@ -611,7 +608,7 @@ def evaluate_detection(
         test: raw series of the test window that follows it, same keys (``align_series``).
         incidents: the graded incidents of the test window.
         bursts: the test window's rate-limit bursts.
-        fit_score: the detection step (default ``per_series_fit_score()``, the published
+        fit_score: the detection step (default ``fleet_fit_score()``, the published
             ensemble per series).
         grace_hours: see ``match_incidents``.
 
@@ -625,7 +622,7 @@ def evaluate_detection(
     active: dict[SeriesKey, np.ndarray] = {}
     for key, values in test.items():
         filled_test[key], active[key] = fill_idle_hours(values, key.metric)
-    step = fit_score if fit_score is not None else per_series_fit_score()
+    step = fit_score if fit_score is not None else fleet_fit_score()
     results = step(filled_train, filled_test)
     missing = filled_test.keys() - results.keys()
     if missing:

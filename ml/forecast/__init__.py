@@ -8,11 +8,12 @@ published model, :func:`default_ensemble`). Prophet is imported lazily, on its f
 from ml.forecast.backtest import BacktestFold, BacktestResult, rolling_origin_backtest
 from ml.forecast.base import Forecast, Forecaster
 from ml.forecast.ensemble import Ensemble, default_ensemble
-from ml.forecast.naive import Naive2, RunRate, SeasonalNaive
+from ml.forecast.naive import AdaptiveSeasonalNaive, Naive2, RunRate, SeasonalNaive
 from ml.forecast.prophet_model import ProphetForecaster
 from ml.forecast.sarima import Sarima
 
 __all__ = [
+    "AdaptiveSeasonalNaive",
     "BacktestFold",
     "BacktestResult",
     "Ensemble",

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ml.forecast.base import Forecast, Forecaster, build_forecast
-from ml.forecast.naive import SeasonalNaive
+from ml.forecast.naive import AdaptiveSeasonalNaive, SeasonalNaive
 from ml.forecast.prophet_model import ProphetForecaster
 from ml.forecast.sarima import Sarima
 
@@ -69,16 +69,27 @@ class Ensemble:
         return build_forecast(self.name, first.index, point, lower, upper, first.level)
 
 
-def default_ensemble(season: int, level: float = 0.95) -> Ensemble:
+def default_ensemble(
+    season: int, level: float = 0.95, weekly_season: int | None = None
+) -> Ensemble:
     """The published forecaster: median of seasonal naive, SARIMA and Prophet.
+
+    On hourly LLM traffic the week matters as much as the day: a forecast made on Friday for
+    Saturday copies Friday's level under a 24-hour season. With ``weekly_season`` (168 for
+    hourly) the naive member is ``AdaptiveSeasonalNaive`` over both periods, so on weekly
+    traffic two of the three members (it and Prophet, which fits a weekly cycle) see weekends,
+    while a series without a weekly cycle keeps the daily naive; SARIMA keeps the daily season.
 
     Args:
         season: seasonal period of the data (24 for hourly, 7 for daily).
         level: nominal coverage of the prediction intervals.
+        weekly_season: the naive member's period, if not ``season``.
     """
     return Ensemble(
         members=(
-            SeasonalNaive(season=season, level=level),
+            SeasonalNaive(season=season, level=level)
+            if not weekly_season or weekly_season == season
+            else AdaptiveSeasonalNaive(seasons=(season, weekly_season), level=level),
             Sarima(season=season, level=level),
             ProphetForecaster(level=level),
         ),

@@ -54,6 +54,52 @@ class SeasonalNaive:
         return build_forecast(self.name, future_index(y, horizon), point, lower, upper, self.level)
 
 
+@dataclass(frozen=True)
+class AdaptiveSeasonalNaive:
+    """The seasonal naive at whichever of ``seasons`` fits the series' recent past best.
+
+    LLM traffic repeats daily and weekly: a Friday-to-Saturday forecast under a 24-hour season
+    copies a weekday onto the weekend. On each forecast, every candidate season's in-sample
+    error ``mean |y[t] - y[t - season]|`` is measured over the same last ``compare`` points
+    (only points every candidate can reach), and the best season forecasts. A series without a
+    weekly cycle (most of M4 Hourly) keeps the daily season; the hub's request rates take the
+    weekly one. Falls back to the seasons the history is long enough for.
+
+    Args:
+        seasons: candidate periods, e.g. ``(24, 168)``.
+        level: nominal coverage of the interval.
+        compare: points of in-sample error compared.
+    """
+
+    seasons: tuple[int, ...]
+    level: float = 0.95
+    compare: int = 168
+
+    @property
+    def name(self) -> str:
+        return "adaptive_naive"
+
+    def season_for(self, values: np.ndarray) -> int:
+        """The candidate season with the smallest recent in-sample seasonal-naive error."""
+        usable = [s for s in sorted(self.seasons) if len(values) >= s + 2]
+        if not usable:
+            raise ValueError(f"history of {len(values)} points is shorter than any season + 2")
+        points = min(self.compare, len(values) - max(usable))
+        errors = {
+            s: float(np.mean(np.abs(values[-points:] - values[-points - s : -s]))) for s in usable
+        }
+        return min(errors, key=lambda s: (errors[s], s))
+
+    def forecast(self, y: pd.Series, horizon: int) -> Forecast:
+        values = validate_history(y, horizon, min_length=min(self.seasons) + 2)
+        chosen = SeasonalNaive(season=self.season_for(values), level=self.level).forecast(
+            y, horizon
+        )
+        return build_forecast(
+            self.name, chosen.index, chosen.point, chosen.lower, chosen.upper, self.level
+        )
+
+
 def autocorrelation(values: np.ndarray, max_lag: int) -> np.ndarray:
     """Sample autocorrelations at lags 1..max_lag (R's ``acf``: demeaned, biased denominator)."""
     x = values - values.mean()

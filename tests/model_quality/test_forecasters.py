@@ -8,6 +8,7 @@ import pytest
 
 from ml.evaluation.metrics import coverage, mase, smape
 from ml.forecast import (
+    AdaptiveSeasonalNaive,
     Ensemble,
     Forecast,
     Forecaster,
@@ -237,3 +238,29 @@ def test_forecast_plot_is_written_as_png(tmp_path) -> None:  # type: ignore[no-u
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="actual"):
         plot_forecast(forecast, history, actual.iloc[:5])
+
+
+def _hourly(values: np.ndarray) -> pd.Series:
+    return pd.Series(values, index=pd.date_range("2026-01-05", periods=len(values), freq="h"))
+
+
+def test_adaptive_naive_takes_the_weekly_season_on_weekly_traffic() -> None:
+    # Regression: a 24 h naive copied Friday onto Saturday (tenant MAPE 114% on Saturdays).
+    hours = np.arange(24 * 21)
+    weekend = ((hours // 24) % 7) >= 5
+    rng = np.random.default_rng(0)
+    values = (100 + 40 * np.sin(2 * np.pi * hours / 24)) * np.where(weekend, 0.45, 1.0)
+    values = values + rng.normal(0, 1, len(hours))
+    model = AdaptiveSeasonalNaive(seasons=(24, 168))
+    assert model.season_for(values) == 168
+    forecast = model.forecast(_hourly(values), 48)
+    np.testing.assert_allclose(forecast.point, values[-168 : -168 + 48])
+
+
+def test_adaptive_naive_keeps_the_daily_season_without_a_weekly_cycle() -> None:
+    hours = np.arange(24 * 21)
+    values = 100 + 40 * np.sin(2 * np.pi * hours / 24)
+    values = values + np.random.default_rng(1).normal(0, 1, len(hours))
+    assert AdaptiveSeasonalNaive(seasons=(24, 168)).season_for(values) == 24
+    # Too short for a week: the daily season is the only candidate.
+    assert AdaptiveSeasonalNaive(seasons=(24, 168)).season_for(values[:100]) == 24

@@ -5,7 +5,11 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from orchestration.schedules import transform_daily_schedule, transform_hourly_schedule
+from orchestration.schedules import (
+    ml_scoring_schedule,
+    transform_daily_schedule,
+    transform_hourly_schedule,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +60,27 @@ def test_finished_runs_and_other_jobs_do_not_hold_a_tick(instance: dg.DagsterIns
     result = transform_hourly_schedule(dg.build_schedule_context(instance=instance))
 
     assert isinstance(result, dg.RunRequest)
+
+
+def test_ml_scoring_waits_for_both_models_then_for_unfinished_runs(
+    instance: dg.DagsterInstance,
+) -> None:
+    context = dg.build_schedule_context(instance=instance)
+    skipped = ml_scoring_schedule(context)
+    assert isinstance(skipped, dg.SkipReason)
+    assert "ml/anomaly_detector" in (skipped.skip_message or "")
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(["ml", "anomaly_detector"]))
+    still = ml_scoring_schedule(dg.build_schedule_context(instance=instance))
+    assert isinstance(still, dg.SkipReason)
+    assert "ml/request_rate_forecaster" in (still.skip_message or "")
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(["ml", "request_rate_forecaster"]))
+    assert isinstance(
+        ml_scoring_schedule(dg.build_schedule_context(instance=instance)), dg.RunRequest
+    )
+
+    _add_run(instance, "ml_scoring_job", dg.DagsterRunStatus.STARTED)
+    assert isinstance(
+        ml_scoring_schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason
+    )

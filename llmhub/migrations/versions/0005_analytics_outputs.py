@@ -42,8 +42,7 @@ def upgrade() -> None:
         """
     )
     op.execute(
-        "create index anomalies_flagged_ix on analytics.anomalies (bucket_at desc) "
-        "where is_anomaly"
+        "create index anomalies_flagged_ix on analytics.anomalies (bucket_at desc) where is_anomaly"
     )
     op.execute(
         """
