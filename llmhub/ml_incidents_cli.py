@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from llmhub.producers.synthetic import SyntheticTraffic
     from ml.anomaly.fleet import DetectorSpec
-    from ml.evaluation.incidents import DetectionReport, ForecastScore
+    from ml.evaluation.incidents import DetectionReport, FeedbackEffect, ForecastScore
 
 logger = logging.getLogger(__name__)
 
@@ -193,13 +193,16 @@ def evaluate_seed(
     route_forecasts: bool,
     bar: Progress,
     ground_truth_out: Path | None = None,
-) -> tuple[DetectionReport, list[ForecastScore], dict[str, Any]]:
+) -> tuple[DetectionReport, FeedbackEffect, list[ForecastScore], dict[str, Any]]:
     """Generate, ingest and evaluate one seed; ``forecast_origins`` 0 skips the forecaster and
     ``route_forecasts`` False backtests the tenant totals only.
 
     Returns:
-        The detection report, the forecast scores and the seed's details for the JSON output.
+        The detection report, the feedback effect, the forecast scores and the seed's details
+        for the JSON output.
     """
+    import pandas as pd
+
     from llmhub.producers.synthetic import generate
     from ml.evaluation.incidents import (
         align_series,
@@ -243,13 +246,18 @@ def evaluate_seed(
 
     incidents, bursts = incidents_from_ground_truth(test_traffic.ground_truth())
     detect = bar.add_task(f"seed {seed}: detect", total=len(test))
-    report = evaluate_detection(
+    # Feedback: an analyst marks every false alarm of the first half of the test window; the
+    # thresholds tuned from them are applied to the second half (see feedback_effect).
+    split = pd.Timestamp(windows.train_end) + pd.Timedelta(days=windows.test_days / 2)
+    report, feedback = evaluate_detection(
         train,
         test,
         incidents,
         bursts,
         fit_score=fleet_fit_score(spec, lambda _: bar.advance(detect)),
         grace_hours=grace_hours,
+        feedback_split=split.floor("h"),
+        threshold=spec.threshold,
     )
     bar.remove_task(detect)
     detected = time.perf_counter()
@@ -296,6 +304,7 @@ def evaluate_seed(
         "series": report.series,
         "series_hours": report.series_hours,
         "false_positives": report.false_positives,
+        "feedback": feedback.to_dict(),
         "outcomes": [o.to_dict() for o in report.outcomes],
         "forecast_series": len(scores),
         "seconds": {
@@ -304,7 +313,7 @@ def evaluate_seed(
             "forecast": round(finished - detected, 1),
         },
     }
-    return report, scores, details
+    return report, feedback, scores, details
 
 
 @contextmanager
@@ -493,13 +502,14 @@ def eval_incidents(
 
     started = time.perf_counter()
     report = DetectionReport()
+    feedback: FeedbackEffect | None = None
     forecast_scores: list[ForecastScore] = []
     per_seed: list[dict[str, Any]] = []
     try:
         with _progress() as bar:
             seed_task = bar.add_task("seeds", total=len(chosen))
             for index, seed in enumerate(chosen):
-                seed_report, scores, details = evaluate_seed(
+                seed_report, seed_feedback, scores, details = evaluate_seed(
                     seed,
                     SeedWindows(train_days, test_days, events_per_day, train_end_at),
                     spec,
@@ -510,6 +520,7 @@ def eval_incidents(
                     ground_truth_out,
                 )
                 report = report + seed_report
+                feedback = seed_feedback if feedback is None else feedback + seed_feedback
                 forecast_scores.extend(scores)
                 per_seed.append(details)
                 bar.advance(seed_task)
@@ -538,6 +549,7 @@ def eval_incidents(
         "seconds": round(time.perf_counter() - started, 1),
     }
     summary = summary_dict(detector, chosen, report, forecast, per_seed, config)
+    summary["feedback"] = feedback.to_dict() if feedback is not None else None
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:

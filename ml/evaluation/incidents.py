@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from ml.anomaly.base import DetectorResult
+from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import DetectorSpec, Fleet
 from ml.features import (
     SECURITY_ALERTS,
@@ -365,6 +366,7 @@ def scored_hours(
                     "bucket_at": pd.DatetimeIndex(result.index),
                     "active": mask,
                     "flagged": np.asarray(result.is_anomaly, dtype=bool),
+                    "score": np.asarray(result.scores, dtype=float),
                 }
             )
         )
@@ -529,6 +531,16 @@ def match_incidents(
         bursts: rate-limit bursts; flags on their route in an hour they overlap are excluded.
         grace_hours: hours after an incident's end in which a flag still detects it.
     """
+    return classify_flags(scored, incidents, bursts, grace_hours)[0]
+
+
+def classify_flags(
+    scored: pd.DataFrame,
+    incidents: Sequence[Incident],
+    bursts: Sequence[Incident] = (),
+    grace_hours: float = GRACE_HOURS,
+) -> tuple[DetectionReport, pd.Series]:
+    """``match_incidents``, and which rows of ``scored`` (index reset) are false positives."""
     _require(
         scored,
         [*SERIES_COLUMNS, "metric", "bucket_at", "active", "flagged"],
@@ -579,6 +591,17 @@ def match_incidents(
     explained &= ~hit
     burst &= ~(hit | explained)
     false_positive = flagged & ~(hit | explained | burst)
+    return _report(frame, outcomes, hit, explained, burst, false_positive), false_positive
+
+
+def _report(
+    frame: pd.DataFrame,
+    outcomes: list[IncidentOutcome],
+    hit: pd.Series,
+    explained: pd.Series,
+    burst: pd.Series,
+    false_positive: pd.Series,
+) -> DetectionReport:
     by_metric = frame.loc[false_positive, "metric"].value_counts().sort_index()
     keys = frame[[*SERIES_COLUMNS, "metric"]].drop_duplicates()
     return DetectionReport(
@@ -600,8 +623,13 @@ def evaluate_detection(
     bursts: Sequence[Incident] = (),
     fit_score: FitScore | None = None,
     grace_hours: float = GRACE_HOURS,
-) -> DetectionReport:
+    feedback_split: pd.Timestamp | None = None,
+    threshold: float = 0.5,
+) -> DetectionReport | tuple[DetectionReport, FeedbackEffect]:
     """Fit on the clean window, score the incident window, match the flags to the ground truth.
+
+    With ``feedback_split``, also the ``feedback_effect`` of marking the false positives before
+    it (``threshold``: the detector's), returned with the report.
 
     Args:
         train: raw series of the training window (``build_series``).
@@ -630,7 +658,97 @@ def evaluate_detection(
             f"the detection step returned no result for {len(missing)} series, "
             f"e.g. {min(missing).label()}"
         )
-    return match_incidents(scored_hours(results, active), incidents, bursts, grace_hours)
+    scored = scored_hours(results, active)
+    report = match_incidents(scored, incidents, bursts, grace_hours)
+    if feedback_split is None:
+        return report
+    return report, feedback_effect(
+        scored, incidents, bursts, feedback_split, threshold, grace_hours=grace_hours
+    )
+
+
+@dataclass(frozen=True)
+class FeedbackEffect:
+    """What analyst feedback on the first part of a window changes in the rest of it.
+
+    Every false positive flagged before ``split`` is marked by an analyst; the thresholds
+    ``ml.anomaly.feedback.tune_thresholds`` derives from their scores are applied to the hours
+    from ``split`` on, whose false positives and incident recall are counted both ways.
+    """
+
+    marked: int
+    series_tuned: int
+    false_positives_before: int
+    false_positives_after: int
+    incidents_after_split: int
+    detected_before: int
+    detected_after: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "false_positives_marked": self.marked,
+            "series_tuned": self.series_tuned,
+            "false_positives_before": self.false_positives_before,
+            "false_positives_after": self.false_positives_after,
+            "incidents_after_split": self.incidents_after_split,
+            "detected_before": self.detected_before,
+            "detected_after": self.detected_after,
+        }
+
+    def __add__(self, other: FeedbackEffect) -> FeedbackEffect:
+        return FeedbackEffect(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def feedback_effect(
+    scored: pd.DataFrame,
+    incidents: Sequence[Incident],
+    bursts: Sequence[Incident],
+    split: pd.Timestamp,
+    threshold: float,
+    *,
+    ceiling: float = 0.9,
+    grace_hours: float = GRACE_HOURS,
+) -> FeedbackEffect:
+    """Mark the false positives before ``split``, tune thresholds, re-grade the hours after it.
+
+    Args:
+        scored: ``scored_hours`` rows of the whole window (with ``score``).
+        incidents, bursts: the window's ground truth.
+        split: the first hour of the part graded after feedback.
+        threshold: the detector's threshold (the flags in ``scored`` were taken at it).
+        ceiling, grace_hours: see ``tune_thresholds`` and ``match_incidents``.
+    """
+    frame = scored.reset_index(drop=True)
+    frame["bucket_at"] = pd.to_datetime(frame["bucket_at"], utc=True)
+    before = frame["bucket_at"] < split
+    early = frame[before].reset_index(drop=True)
+    early_incidents = [i for i in incidents if i.start < split]
+    _, false_positive = classify_flags(early, early_incidents, bursts, grace_hours)
+    marked = early[false_positive.to_numpy()]
+    keys = [*SERIES_COLUMNS, "metric"]
+    tuned = tune_thresholds(
+        {key: list(group["score"]) for key, group in marked.groupby(keys)},
+        threshold,
+        ceiling=ceiling,
+    )
+    late = frame[~before].reset_index(drop=True)
+    late_incidents = [i for i in incidents if i.start >= split]
+    base_report = match_incidents(late, late_incidents, bursts, grace_hours)
+    limits = np.array(
+        [tuned.get(tuple(row), threshold) for row in late[keys].itertuples(index=False)]
+    )
+    # Raising a threshold only removes flags: the cooldown ran on the scores, not the decisions.
+    retuned = late.assign(flagged=late["flagged"].to_numpy() & (late["score"].to_numpy() >= limits))
+    tuned_report = match_incidents(retuned, late_incidents, bursts, grace_hours)
+    return FeedbackEffect(
+        marked=len(marked),
+        series_tuned=len(tuned),
+        false_positives_before=base_report.false_positives,
+        false_positives_after=tuned_report.false_positives,
+        incidents_after_split=len(late_incidents),
+        detected_before=sum(o.detected for o in base_report.outcomes),
+        detected_after=sum(o.detected for o in tuned_report.outcomes),
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from llmhub.ml_incidents_cli import window_events
 from ml.anomaly import DetectorResult
 from ml.evaluation.incidents import (
     DetectionReport,
+    FeedbackEffect,
     FitScore,
     ForecastScore,
     Incident,
@@ -20,6 +21,7 @@ from ml.evaluation.incidents import (
     align_series,
     build_series,
     evaluate_detection,
+    feedback_effect,
     hourly_requests,
     hourly_security_alerts,
     incidents_from_ground_truth,
@@ -401,3 +403,29 @@ def test_window_events_keep_the_traffic_level_whatever_the_weekday_mix(
     # A fixed count per day raised the weekday level of weekend-heavy windows (the generator
     # spreads a window's events over its own weights), so train and test did not continue.
     assert window_events(50_000, pd.Timestamp(end).to_pydatetime(), days) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# feedback_effect
+
+
+def test_feedback_on_the_first_half_silences_a_repeated_false_alarm_in_the_second() -> None:
+    noisy = ("acme", "bot", "gpt-4o", "tokens")
+    scored = _scored((*noisy, 5), (*noisy, 40), ("acme", "bot", "gpt-4o", "cost_usd", 31))
+    scored["score"] = 0.0
+    scored.loc[scored["flagged"], "score"] = 0.6
+    scored.loc[(scored["metric"] == "tokens") & (scored["bucket_at"] == _at(40)), "score"] = 0.58
+    incident = _incident(start=30.5, end=31.5)
+
+    effect = feedback_effect(scored, [incident], [], split=_at(24), threshold=0.5)
+
+    assert (effect.marked, effect.series_tuned) == (1, 1)
+    # The tokens alarm of hour 40 (0.58) is below the tuned 0.62; the incident's flag stays.
+    assert (effect.false_positives_before, effect.false_positives_after) == (1, 0)
+    detected = (effect.incidents_after_split, effect.detected_before, effect.detected_after)
+    assert detected == (1, 1, 1)
+
+
+def test_feedback_effects_add_up_over_seeds() -> None:
+    one = FeedbackEffect(1, 1, 2, 1, 2, 2, 2)
+    assert (one + one).to_dict()["false_positives_before"] == 4
