@@ -732,22 +732,24 @@ def feedback_effect(
         ceiling=ceiling,
     )
     late = frame[~before].reset_index(drop=True)
-    late_incidents = [i for i in incidents if i.start >= split]
-    base_report = match_incidents(late, late_incidents, bursts, grace_hours)
+    # Every incident explains its own flags after the split (one may straddle it); recall is
+    # counted over the incidents that start after it.
+    late_started = [n for n, i in enumerate(incidents) if i.start >= split]
+    base_report = match_incidents(late, incidents, bursts, grace_hours)
     limits = np.array(
         [tuned.get(tuple(row), threshold) for row in late[keys].itertuples(index=False)]
     )
     # Raising a threshold only removes flags: the cooldown ran on the scores, not the decisions.
     retuned = late.assign(flagged=late["flagged"].to_numpy() & (late["score"].to_numpy() >= limits))
-    tuned_report = match_incidents(retuned, late_incidents, bursts, grace_hours)
+    tuned_report = match_incidents(retuned, incidents, bursts, grace_hours)
     return FeedbackEffect(
         marked=len(marked),
         series_tuned=len(tuned),
         false_positives_before=base_report.false_positives,
         false_positives_after=tuned_report.false_positives,
-        incidents_after_split=len(late_incidents),
-        detected_before=sum(o.detected for o in base_report.outcomes),
-        detected_after=sum(o.detected for o in tuned_report.outcomes),
+        incidents_after_split=len(late_started),
+        detected_before=sum(base_report.outcomes[n].detected for n in late_started),
+        detected_after=sum(tuned_report.outcomes[n].detected for n in late_started),
     )
 
 
