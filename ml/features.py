@@ -49,6 +49,26 @@ SECURITY_ALERTS_MODEL = "*"
 _MEASURED_WHEN_ACTIVE: frozenset[str] = frozenset(
     {"error_rate", "latency_p95_ms", "time_to_first_token_p95_ms"}
 )
+#: A rate or percentile is judged only in hours with at least this many requests: one failed
+#: request out of one is a 100% error rate and no evidence of anything (the demo's quiet routes
+#: raised exactly those alerts).
+MIN_RATE_REQUESTS = 20
+
+
+def judged_hours(
+    active: np.ndarray, requests: np.ndarray, metric: str, min_requests: int = MIN_RATE_REQUESTS
+) -> np.ndarray:
+    """``active`` narrowed, for a rate or percentile, to hours with ``min_requests`` requests.
+
+    Args:
+        active: the activity mask of ``fill_idle_hours``.
+        requests: the route's request count in the same hours.
+        metric: the series' metric; counts and sums keep ``active`` as it is.
+        min_requests: the volume below which a rate is not judged.
+    """
+    if metric not in _MEASURED_WHEN_ACTIVE:
+        return np.asarray(active, dtype=bool)
+    return np.asarray(active, dtype=bool) & (np.asarray(requests, dtype=float) >= min_requests)
 
 
 @dataclass(frozen=True, order=True)

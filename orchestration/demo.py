@@ -7,7 +7,7 @@ Runs the same jobs the schedules run, in-process against the PostgreSQL-backed D
 
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from rich.console import Console
@@ -49,7 +49,7 @@ TOP_ANOMALIES_SQL = """
 select bucket_at, tenant_id, asset_id, request_model, metric, observed, expected, score,
        model_version
 from analytics.anomalies
-where is_anomaly
+where is_anomaly and scored_at >= %s
 order by score desc, bucket_at desc
 limit 10
 """
@@ -88,6 +88,7 @@ def main() -> None:
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     settings = load_settings()
     instance = dg.DagsterInstance.get()
+    started_at = datetime.now(UTC)
     seed = int(time.time())  # a new seed per demo run: event ids stay unique across runs
 
     console.rule("1. Produce synthetic traffic to Kafka")
@@ -165,7 +166,7 @@ def main() -> None:
             )
     console.print(models)
     if ml_ok:
-        print_ml_summary(settings)
+        print_ml_summary(settings, started_at)
     console.print(
         "Dagit: run [bold]make dev[/] and open http://127.0.0.1:3000 (runs above are stored in "
         f"the Dagster instance at {settings.dagster_storage_url.rsplit('@', 1)[-1]})."
@@ -196,12 +197,13 @@ def run_ml_jobs(instance: dg.DagsterInstance) -> bool:
     return True
 
 
-def print_ml_summary(settings: Settings) -> None:
-    """Top anomalies, each tenant's projected month-end cost, and where the models are."""
+def print_ml_summary(settings: Settings, since: datetime) -> None:
+    """Top anomalies scored since ``since``, each tenant's projected month-end cost, and where
+    the models are."""
     with connect(settings, autocommit=True) as conn:
-        anomalies = conn.execute(TOP_ANOMALIES_SQL).fetchall()
+        anomalies = conn.execute(TOP_ANOMALIES_SQL, (since,)).fetchall()
         projections = conn.execute(TENANT_PROJECTIONS_SQL).fetchall()
-    table = Table(title="top anomalies (analytics.anomalies, newest scored hours)")
+    table = Table(title="top anomalies scored by this run (analytics.anomalies)")
     for column in (
         "hour (UTC)",
         "tenant",

@@ -11,6 +11,7 @@ from ml.features import (
     SeriesKey,
     fill_idle_hours,
     hourly_metrics,
+    judged_hours,
     regular_series,
 )
 
@@ -87,8 +88,9 @@ class DetectorInput:
 
     Attributes:
         series: per ``(series label, metric)``, gap-free hourly values (``fill_idle_hours``).
-        active: per series, ``True`` where the hour was measured; a flag in an idle hour is
-            dropped (a rate or percentile there is carried forward, not observed).
+        active: per series, ``True`` where the hour is judged; a flag elsewhere is dropped
+            (an idle hour's rate is carried forward, not observed, and a rate from fewer than
+            ``MIN_RATE_REQUESTS`` requests is no evidence).
     """
 
     series: dict[tuple[str, str], pd.Series]
@@ -109,6 +111,10 @@ def detector_series(hourly: pd.DataFrame, metrics: list[str], min_points: int) -
         .groupby(["tenant_id", "asset_id", "request_model"])["bucket_at"]
         .min()
     )
+    requests = {
+        (key.tenant_id, key.asset_id, key.request_model): values
+        for key, values in regular_series(metrics_frame, ["request_count"])
+    }
     for key, values in regular_series(metrics_frame, metrics):
         route = (key.tenant_id, key.asset_id, key.request_model)
         if route not in first_hour.index:
@@ -117,6 +123,7 @@ def detector_series(hourly: pd.DataFrame, metrics: list[str], min_points: int) -
         if len(since_first) < min_points:
             continue
         filled, active = fill_idle_hours(since_first, key.metric)
+        judged = judged_hours(active, requests[route].loc[filled.index].to_numpy(), key.metric)
         out.series[(series_label(key), key.metric)] = filled
-        out.active[(series_label(key), key.metric)] = pd.Series(active, index=filled.index)
+        out.active[(series_label(key), key.metric)] = pd.Series(judged, index=filled.index)
     return out

@@ -31,7 +31,7 @@ from ml.anomaly import Detector, DetectorResult
 from ml.anomaly.base import global_scale
 from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import MEMBERS, DetectorSpec, Fleet, SeriesId
-from ml.registry import should_promote
+from ml.registry import PromotionDecision, should_promote
 from orchestration.resources import HubResource
 from orchestration.resources.mlflow import MlflowResource
 
@@ -313,9 +313,11 @@ def anomaly_detector(
     # its logged metrics come from an older window, a comparison of windows, not of models.
     name = config.registered_model_name
     champion_version = mlflow_tracking.champion_version(name, CHAMPION)
+    champion_spec: DetectorSpec | None = None
     if champion_version is not None:
         champion_model = mlflow_tracking.load_champion(name, CHAMPION)[0]
-        fleets["champion"] = Fleet.fit(champion_model.unwrap_python_model().spec(), train)
+        champion_spec = champion_model.unwrap_python_model().spec()
+        fleets["champion"] = Fleet.fit(champion_spec, train)
 
     # Analyst feedback: series with alerts marked false positive get a higher threshold.
     window_start = min(values.index[0] for values in series.values())
@@ -380,6 +382,21 @@ def anomaly_detector(
         config.promotion_metric,
         lower_is_better=False,
     )
+    if (
+        not decision.promote
+        and champion_spec == spec
+        and should_promote(
+            candidate_metrics, None, baseline_metrics, config.promotion_metric, False
+        ).promote
+    ):
+        # The champion's own configuration ties it by construction; what is new is the fitted
+        # state (newer hours, new series), which is the point of the weekly training.
+        decision = PromotionDecision(
+            True,
+            f"same configuration as the champion, refitted on newer hours; "
+            f"{config.promotion_metric}={candidate_metrics[config.promotion_metric]:.4g} beats "
+            f"the baseline's {baseline_metrics[config.promotion_metric]:.4g}",
+        )
 
     model_config = {
         "members": list(config.members),

@@ -55,6 +55,7 @@ from ml.features import (
     SeriesKey,
     fill_idle_hours,
     hourly_metrics,
+    judged_hours,
     regular_series,
 )
 from ml.forecast.backtest import rolling_origin_backtest
@@ -650,6 +651,10 @@ def evaluate_detection(
     active: dict[SeriesKey, np.ndarray] = {}
     for key, values in test.items():
         filled_test[key], active[key] = fill_idle_hours(values, key.metric)
+        route = (key.tenant_id, key.asset_id, key.request_model)
+        counts = test.get(SeriesKey(*route, "request_count"))
+        if counts is not None:
+            active[key] = judged_hours(active[key], counts.fillna(0).to_numpy(), key.metric)
     step = fit_score if fit_score is not None else fleet_fit_score()
     results = step(filled_train, filled_test)
     missing = filled_test.keys() - results.keys()

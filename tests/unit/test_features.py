@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.features import calendar_features, daily_tenant_cost, hourly_metrics, regular_series
+from ml.features import (
+    calendar_features,
+    daily_tenant_cost,
+    hourly_metrics,
+    judged_hours,
+    regular_series,
+)
 
 
 def _mart(**overrides: list) -> pd.DataFrame:
@@ -67,3 +73,11 @@ def test_daily_tenant_cost_sums_applications() -> None:
     )
     result = daily_tenant_cost(cost)
     assert result.set_index("tenant_id")["cost_usd"].to_dict() == {"a": 4.0, "b": 3.0}
+
+
+def test_rates_are_judged_only_with_enough_requests() -> None:
+    # Regression: one failed request out of one (100% errors) alerted on quiet demo routes.
+    active = np.array([True, True, True, False])
+    requests = np.array([1, 20, 500, 0])
+    assert judged_hours(active, requests, "error_rate").tolist() == [False, True, True, False]
+    assert judged_hours(active, requests, "request_count").tolist() == active.tolist()
