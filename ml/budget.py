@@ -289,3 +289,38 @@ def project_budgets(
             )
         )
     return projections
+
+
+def daily_cost_forecasts(
+    costs: pd.DataFrame, as_of: date, horizon_days: int, *, level: float = 0.95
+) -> dict[str, Forecast]:
+    """Per tenant, the daily cost forecast of the ``horizon_days`` days after ``as_of``.
+
+    The same forecaster as the projections (:func:`default_budget_forecaster`: the
+    weekly-seasonal ensemble from five weeks of history, the run rate before), over a fixed
+    horizon instead of the rest of the month, for the daily grain of ``analytics.forecasts``.
+
+    Args:
+        costs: daily costs with ``tenant_id``, ``usage_date``, ``cost_usd``.
+        as_of: the last day of actuals.
+        horizon_days: days forecast, 7 to 30.
+        level: nominal coverage of the intervals.
+
+    Raises:
+        ValueError: a horizon outside 7..30 days. A forecaster error propagates.
+    """
+    if not 7 <= horizon_days <= 30:
+        raise ValueError("the daily horizon is 7 to 30 days")
+    cut_off = pd.Timestamp(as_of)
+    frame = costs.loc[:, ["tenant_id", "usage_date", "cost_usd"]].copy()
+    frame["usage_date"] = pd.to_datetime(frame["usage_date"]).dt.tz_localize(None).dt.normalize()
+    frame = frame[frame["usage_date"] <= cut_off]
+    out: dict[str, Forecast] = {}
+    for tenant_id, group in frame.groupby("tenant_id", sort=True):
+        history = _daily_history(group.assign(cost_usd=group["cost_usd"].astype(float)), cut_off)
+        if history.empty:
+            continue
+        history.index.freq = "D"
+        forecaster = default_budget_forecaster(len(history), level)
+        out[str(tenant_id)] = forecaster.forecast(history, horizon_days)
+    return out

@@ -9,10 +9,19 @@ import pandas as pd
 from pydantic import Field
 
 from assets.ml_models.data import COST_DAILY_MART, read_frame
-from ml.budget import budgets_from_frame, project_budgets
+from ml.budget import budgets_from_frame, daily_cost_forecasts, project_budgets
 from orchestration.resources import HubResource
 
 TENANT_WIDE = "*"
+UPSERT_DAILY_FORECAST = """
+insert into analytics.forecasts (
+    series_key, tenant_id, asset_id, metric, grain, target_at, forecast_made_at,
+    yhat, yhat_lower, yhat_upper, model_name, model_version, mlflow_run_id
+) values (%s, %s, %s, 'cost_usd', 'day', %s, %s, %s, %s, %s, %s, %s, null)
+on conflict (series_key, metric, grain, target_at, forecast_made_at) do update set
+    yhat = excluded.yhat, yhat_lower = excluded.yhat_lower, yhat_upper = excluded.yhat_upper,
+    model_name = excluded.model_name, model_version = excluded.model_version
+"""
 UPSERT_PROJECTION = """
 insert into analytics.budget_projections (
     tenant_id, asset_id, month, projected_on, budget_usd, month_to_date_usd,
@@ -36,6 +45,9 @@ class BudgetProjectionsConfig(dg.Config):
         description="Last day of actuals (YYYY-MM-DD); default yesterday (UTC), or the mart's "
         "newest day if it is older.",
     )
+    daily_horizon_days: int = Field(
+        14, ge=7, le=30, description="Days of daily cost forecast per tenant (7 to 30)."
+    )
 
 
 @dg.asset(
@@ -53,7 +65,9 @@ def budget_projections(
     ``analytics.budget_projections``, from ``marts.fct_llm_cost_daily`` and
     ``analytics.budgets`` (``ml.budget.project_budgets``: the weekly-seasonal ensemble, or the
     7-day run rate on short histories). The model is code, not a registry entry: its version is
-    the ``llmhub`` package version. Re-running on the same day replaces that day's rows.
+    the ``llmhub`` package version. Re-running on the same day replaces that day's rows. The
+    same forecaster's daily cost forecast of each tenant (``daily_horizon_days``, 7 to 30) goes
+    to ``analytics.forecasts`` with grain ``day`` (series ``tenant/*``, metric ``cost_usd``).
     """
     started = time.monotonic()
     with hub.connect() as conn:
@@ -78,7 +92,27 @@ def budget_projections(
     costs["cost_usd"] = pd.to_numeric(costs["cost_usd"]).astype(float)
     budgets = budgets_from_frame(budget_rows) if not budget_rows.empty else []
     projections = project_budgets(costs, budgets, as_of)
+    daily = daily_cost_forecasts(costs, as_of, config.daily_horizon_days)
     version = importlib.metadata.version("llmhub")
+    made_at = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), UTC)
+    forecast_rows = [
+        (
+            f"{tenant_id}/{TENANT_WIDE}",
+            tenant_id,
+            TENANT_WIDE,
+            day.to_pydatetime().replace(tzinfo=UTC),
+            made_at,
+            max(0.0, float(point)),
+            max(0.0, float(lower)),
+            max(0.0, float(upper)),
+            forecast.model,
+            version,
+        )
+        for tenant_id, forecast in daily.items()
+        for day, point, lower, upper in zip(
+            forecast.index, forecast.point, forecast.lower, forecast.upper, strict=True
+        )
+    ]
     rows = [
         (
             p.tenant_id,
@@ -98,11 +132,13 @@ def budget_projections(
     ]
     with hub.connect() as conn, conn.transaction(), conn.cursor() as cur:
         cur.executemany(UPSERT_PROJECTION, rows)
+        cur.executemany(UPSERT_DAILY_FORECAST, forecast_rows)
     statuses = pd.Series([p.status for p in projections], dtype=str).value_counts().to_dict()
     context.log.info(f"{len(rows)} projections as of {as_of}: {statuses}")
     return dg.MaterializeResult(
         metadata={
             "rows_written": len(rows),
+            "daily_forecast_rows": len(forecast_rows),
             "as_of": as_of.isoformat(),
             "statuses": dg.MetadataValue.json(statuses),
             "model_version": version,

@@ -301,3 +301,9 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     assert _metadata(projected)["rows_written"] == len(TENANTS)
     count = ml_stack.conn.execute("select count(*) from analytics.budget_projections").fetchone()
     assert count == (len(TENANTS),)
+    # The daily grain: each tenant's cost over the next 14 days, with intervals.
+    daily = ml_stack.conn.execute(
+        "select count(*), count(distinct tenant_id), bool_and(yhat_lower <= yhat "
+        "and yhat <= yhat_upper) from analytics.forecasts where grain = 'day'"
+    ).fetchone()
+    assert daily == (len(TENANTS) * 14, len(TENANTS), True)

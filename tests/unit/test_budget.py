@@ -13,6 +13,7 @@ from ml.budget import (
     Budget,
     BudgetProjection,
     budgets_from_frame,
+    daily_cost_forecasts,
     project_budgets,
 )
 from ml.forecast import RunRate, SeasonalNaive
@@ -215,3 +216,25 @@ def test_duplicate_budgets_are_rejected() -> None:
 def test_missing_columns_are_reported() -> None:
     with pytest.raises(ValueError, match="cost_usd"):
         project_budgets(pd.DataFrame({"tenant_id": [], "usage_date": []}), [], date(2025, 6, 1))
+
+
+def test_daily_cost_forecasts_cover_the_horizon_per_tenant() -> None:
+    days = pd.date_range("2026-09-01", "2026-11-20", freq="D")
+    costs = pd.DataFrame(
+        {
+            "tenant_id": ["acme"] * len(days) + ["globex"] * 10,
+            "usage_date": list(days) + list(days[-10:]),
+            "cost_usd": list(
+                10.0 + (days.dayofweek >= 5) + np.random.default_rng(0).normal(0, 0.5, len(days))
+            )
+            + [3.0] * 10,
+        }
+    )
+    forecasts = daily_cost_forecasts(costs, date(2026, 11, 20), 14)
+    assert sorted(forecasts) == ["acme", "globex"]
+    assert all(len(f.point) == 14 for f in forecasts.values())
+    assert forecasts["acme"].index[0] == pd.Timestamp("2026-11-21")
+    # Ten days of history: the run rate, not the seasonal ensemble.
+    assert forecasts["globex"].model == "run_rate"
+    with pytest.raises(ValueError):
+        daily_cost_forecasts(costs, date(2026, 11, 20), 3)
