@@ -3,9 +3,11 @@
 Timestamps cross the pyfunc boundary as timezone-naive UTC (MLflow's datetime schema rejects
 timezone-aware columns); the models localise them to UTC again.
 
-Both models are refitted on the history they are given (the forecasters and detectors in ``ml``
-fit in the call), so what the registry versions is the *configuration* that won the evaluation,
-plus the code it runs. ``models:/<name>@champion`` loads it with ``mlflow.pyfunc.load_model``.
+The forecaster is refitted on the history it is given (the forecasters in ``ml`` fit in the
+call), so the registry versions its *configuration* and code. The detector versions its fitted
+state too: the fleet of per-series detectors trained at registration is the model's ``fleet``
+artifact, and scoring fits nothing. ``models:/<name>@champion`` loads either with
+``mlflow.pyfunc.load_model``.
 """
 
 from typing import Any
