@@ -317,7 +317,10 @@ def anomaly_detector(
     if champion_version is not None:
         champion_model = mlflow_tracking.load_champion(name, CHAMPION)[0]
         champion_spec = champion_model.unwrap_python_model().spec()
-        fleets["champion"] = Fleet.fit(champion_spec, train)
+        # The same configuration fitted on the same hours is the same fleet (seeded): no refit.
+        fleets["champion"] = (
+            fleets["candidate"] if champion_spec == spec else Fleet.fit(champion_spec, train)
+        )
 
     # Analyst feedback: series with alerts marked false positive get a higher threshold.
     window_start = min(values.index[0] for values in series.values())
