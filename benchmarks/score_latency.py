@@ -6,8 +6,9 @@
 2. Fits the published detector fleet (``DetectorSpec()``: robust baseline + Isolation Forest +
    shared LSTM autoencoder, mean fusion) on the training weeks, as the weekly training does,
    and writes it with joblib the way it becomes the MLflow model's artifact.
-3. Loads the artifact and scores one hourly batch through ``DetectorModel.score`` -- the call the
-   ``analytics/anomalies`` asset makes (DataFrame in, grouping, scoring, DataFrame out). Each
+3. Loads the artifact and scores one hourly batch through ``DetectorModel.score``, the pyfunc
+   path (DataFrame in, grouping, scoring, DataFrame out; the ``analytics/anomalies`` asset calls
+   ``score_series`` with its series directly, skipping the grouping, so it is a bound). Each
    series is handed the hours since its training data ended: at the first run after training
    (``--score-hours`` + 1 hours, as the published fleet leaves the newest ``score_hours`` out)
    and at the last run before the next training (a week more). ``--repeat`` times each;

@@ -341,13 +341,19 @@ def anomaly_detector(
         fleets["candidate"].set_threshold(key, threshold)
 
     evaluations: dict[str, dict[tuple[SeriesId, float], Evaluated]] = {}
+    sigmas = {key: noise_scale(values) for key, values in train.items()}
     for label, fleet in fleets.items():
-        for key, detector in fleet.detectors.items():
-            sigma = noise_scale(train[key])
-            for spike_sigma in config.spike_sigmas:
-                evaluations.setdefault(label, {})[(key, spike_sigma)] = evaluate(
-                    detector, held_out[key], positions, spike_sigma * sigma
-                )
+        shared = next((other for other in evaluations if fleets[other] is fleet), None)
+        if shared is not None:
+            evaluations[label] = evaluations[shared]
+            continue
+        evaluations[label] = {
+            (key, spike_sigma): evaluate(
+                detector, held_out[key], positions, spike_sigma * sigmas[key]
+            )
+            for key, detector in fleet.detectors.items()
+            for spike_sigma in config.spike_sigmas
+        }
 
     def summarise(label: str, tuned_thresholds: bool = True) -> dict[str, float]:
         confusion = Confusion()
@@ -494,9 +500,6 @@ def anomaly_detector(
                 registered_model_name=name,
                 pip_requirements=["mlflow", "pandas", "numpy", "scikit-learn", "torch", "joblib"],
             )
-        mlflow.set_tags(
-            {"promotion.promote": str(decision.promote), "promotion.reason": decision.reason}
-        )
         run_id = run.info.run_id
     return apply_gate(
         context,

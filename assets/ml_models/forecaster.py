@@ -224,9 +224,6 @@ def request_rate_forecaster(
             # Only the repository's own code: the wrapper imports ml/ and assets/ at load time.
             pip_requirements=["mlflow", "pandas", "numpy"],
         )
-        mlflow.set_tags(
-            {"promotion.promote": str(decision.promote), "promotion.reason": decision.reason}
-        )
         run_id = run.info.run_id
     return apply_gate(
         context,

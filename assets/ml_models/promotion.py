@@ -55,11 +55,13 @@ class TrainedCandidate:
 def apply_gate(
     context: dg.AssetExecutionContext, mlflow_tracking: MlflowResource, trained: TrainedCandidate
 ) -> dg.MaterializeResult:
-    """Tag the version with the decision, move ``champion`` to it if the gate says so, and
-    return the materialisation with the blocking check's result."""
+    """Tag the version and its training run with the decision, move ``champion`` to it if the
+    gate says so, and return the materialisation with the blocking check's result."""
     client = mlflow_tracking.client()
     name, version, decision = trained.model_name, trained.version, trained.decision
     client.set_model_version_tag(name, version, "promotion", decision.reason)
+    client.set_tag(trained.run_id, "promotion.promote", str(decision.promote))
+    client.set_tag(trained.run_id, "promotion.reason", decision.reason)
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     context.log.info(f"{name} v{version}: {decision.reason}")

@@ -16,7 +16,14 @@ import joblib
 import mlflow.pyfunc
 import pandas as pd
 
-from ml.anomaly.fleet import DetectorSpec, Fleet, FleetScores, fleet_scores_frame
+from ml.anomaly.fleet import (
+    SCORE_COLUMNS,
+    DetectorSpec,
+    Fleet,
+    FleetScores,
+    SeriesId,
+    fleet_scores_frame,
+)
 from ml.forecast import (
     AdaptiveSeasonalNaive,
     Ensemble,
@@ -29,16 +36,7 @@ from ml.forecast import (
 FORECAST_MEMBERS = ("seasonal_naive", "adaptive_naive", "sarima", "prophet")
 FLEET_ARTIFACT = "fleet"
 FORECAST_OUTPUT = ["series_id", "ds", "yhat", "yhat_lower", "yhat_upper"]
-SCORE_OUTPUT = [
-    "series_id",
-    "metric",
-    "bucket_at",
-    "observed",
-    "expected",
-    "deviation",
-    "score",
-    "is_anomaly",
-]
+SCORE_OUTPUT = SCORE_COLUMNS
 
 
 def build_forecaster(
@@ -127,8 +125,6 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         self, model_input: pd.DataFrame, score_hours: int | None = None
     ) -> tuple[pd.DataFrame, FleetScores]:
         """Scores of the newest ``score_hours`` of each series, and what the pass did."""
-        fleet = self.fleet if self.fleet is not None else Fleet.empty(self.spec())
-        hours = int(score_hours if score_hours is not None else self.config["score_hours"])
         series = {
             (str(series_id), str(metric)): pd.Series(
                 group["value"].to_numpy(dtype=float),
@@ -138,6 +134,14 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
                 ["series_id", "metric"], sort=True
             )
         }
+        return self.score_series(series, score_hours)
+
+    def score_series(
+        self, series: dict[SeriesId, pd.Series], score_hours: int | None = None
+    ) -> tuple[pd.DataFrame, FleetScores]:
+        """``score`` for callers that already hold one hourly series per (series id, metric)."""
+        fleet = self.fleet if self.fleet is not None else Fleet.empty(self.spec())
+        hours = int(score_hours if score_hours is not None else self.config["score_hours"])
         scores = fleet.score(series, hours)
         return fleet_scores_frame(scores), scores
 

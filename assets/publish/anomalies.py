@@ -91,22 +91,8 @@ def anomaly_scores(
     if not series:
         return dg.MaterializeResult(metadata={"rows_written": 0, "series": 0})
     labels = {series_id: tuple(series_id.split("/", 2)) for series_id, _ in series}
-    model_input = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "series_id": series_id,
-                    "metric": metric,
-                    "bucket_at": values.index,
-                    "value": values.to_numpy(dtype=float),
-                }
-            )
-            for (series_id, metric), values in series.items()
-        ],
-        ignore_index=True,
-    )
     scoring_started = time.monotonic()
-    scores, stats = model.unwrap_python_model().score(model_input, config.score_hours)
+    scores, stats = model.unwrap_python_model().score_series(series, config.score_hours)
     scoring_s = time.monotonic() - scoring_started
     if scores.empty:
         return dg.MaterializeResult(

@@ -215,6 +215,19 @@ class Fleet:
         return out
 
 
+#: The columns of ``fleet_scores_frame`` (and of the registered detector's output).
+SCORE_COLUMNS: list[str] = [
+    "series_id",
+    "metric",
+    "bucket_at",
+    "observed",
+    "expected",
+    "deviation",
+    "score",
+    "is_anomaly",
+]
+
+
 def fleet_scores_frame(scores: FleetScores) -> pd.DataFrame:
     """One row per scored point: series_id, metric, bucket_at, observed, expected, deviation,
     score, is_anomaly."""
@@ -233,16 +246,6 @@ def fleet_scores_frame(scores: FleetScores) -> pd.DataFrame:
         )
         for (series_id, metric), result in scores.results.items()
     ]
-    columns = [
-        "series_id",
-        "metric",
-        "bucket_at",
-        "observed",
-        "expected",
-        "deviation",
-        "score",
-        "is_anomaly",
-    ]
     if not frames:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True).loc[:, columns]
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    return pd.concat(frames, ignore_index=True).loc[:, SCORE_COLUMNS]
