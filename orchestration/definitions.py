@@ -6,8 +6,10 @@ from assets.ingestion import RAW_FRESHNESS_CHECKS, kafka_ingestion, retention_ru
 from assets.ml_models import anomaly_detector, request_rate_forecaster
 from assets.publish import anomaly_scores, budget_projections, forecasts
 from assets.quality import mart_quality_checks, raw_quality_checks
+from assets.resources import HubResource, env
+from assets.resources.dbt import dbt_cli_resource, dbt_project
+from assets.resources.mlflow import MlflowResource
 from assets.transform import dbt_daily_models, dbt_hourly_models
-from orchestration import env
 from orchestration.jobs import (
     budget_projections_job,
     ingestion_job,
@@ -17,9 +19,6 @@ from orchestration.jobs import (
     transform_daily_job,
     transform_hourly_job,
 )
-from orchestration.resources import HubResource
-from orchestration.resources.dbt import dbt_cli_resource, dbt_project
-from orchestration.resources.mlflow import MlflowResource
 from orchestration.schedules import (
     budget_projections_schedule,
     ingestion_schedule,

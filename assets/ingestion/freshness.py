@@ -6,8 +6,8 @@ import dagster as dg
 from psycopg import sql
 
 from assets.ingestion.raw_tables import raw_table_key
+from assets.resources import HubResource
 from llmhub.contract.topics import TOPICS
-from orchestration.resources import HubResource
 
 RAW_TABLE_FRESH_CHECK = "raw_table_fresh"
 

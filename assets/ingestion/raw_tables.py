@@ -7,9 +7,9 @@ same transaction as the rows; it materialises each raw table it wrote and ``raw.
 import dagster as dg
 from pydantic import Field
 
+from assets.resources import HubResource
 from llmhub.contract.topics import TOPICS
 from llmhub.ingest.engine import Ingestor, IngestReport
-from orchestration.resources import HubResource
 
 GROUP = "ingestion"
 KINDS = {"kafka", "timescaledb"}

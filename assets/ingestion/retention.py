@@ -3,8 +3,8 @@
 import dagster as dg
 from pydantic import Field
 
+from assets.resources import HubResource
 from llmhub.retention import apply_retention
-from orchestration.resources import HubResource
 
 
 class RetentionConfig(dg.Config):

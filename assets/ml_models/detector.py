@@ -27,13 +27,13 @@ from assets.ml_models.promotion import (
     apply_gate,
 )
 from assets.ml_models.pyfunc import FLEET_ARTIFACT, DetectorModel
+from assets.resources import HubResource
+from assets.resources.mlflow import MlflowResource
 from ml.anomaly import Detector, DetectorResult
 from ml.anomaly.base import global_scale
 from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import MEMBERS, DetectorSpec, Fleet, SeriesId
 from ml.registry import PromotionDecision, should_promote
-from orchestration.resources import HubResource
-from orchestration.resources.mlflow import MlflowResource
 
 DETECTOR_KEY = dg.AssetKey(["ml", "anomaly_detector"])
 #: Scored series per (tenant, application, model). Rates and percentiles are carried forward

@@ -22,11 +22,11 @@ from assets.ml_models.promotion import (
     finite,
 )
 from assets.ml_models.pyfunc import FORECAST_MEMBERS, ForecasterModel, build_forecaster
+from assets.resources import HubResource
+from assets.resources.mlflow import MlflowResource
 from ml.forecast import BacktestResult, SeasonalNaive, rolling_origin_backtest
 from ml.forecast.plots import save_forecast_plot
 from ml.registry import should_promote
-from orchestration.resources import HubResource
-from orchestration.resources.mlflow import MlflowResource
 
 FORECASTER_KEY = dg.AssetKey(["ml", "request_rate_forecaster"])
 SCORES = ("mape", "smape", "mase")

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import dagster as dg
 
+from assets.resources.mlflow import MlflowResource
 from ml.registry import PromotionDecision
-from orchestration.resources.mlflow import MlflowResource
 
 BEATS_CHAMPION_AND_BASELINE = "beats_champion_and_baseline"
 CHAMPION = "champion"

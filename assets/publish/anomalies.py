@@ -10,9 +10,9 @@ from pydantic import Field
 from assets.ml_models import DETECTOR_KEY
 from assets.ml_models.data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
 from assets.ml_models.detector import DETECTOR_METRICS
+from assets.resources import HubResource
+from assets.resources.mlflow import MlflowResource
 from ml.features import SERIES_COLUMNS
-from orchestration.resources import HubResource
-from orchestration.resources.mlflow import MlflowResource
 
 UPSERT_ANOMALY = """
 insert into analytics.anomalies (

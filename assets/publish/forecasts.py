@@ -9,8 +9,8 @@ from pydantic import Field
 
 from assets.ml_models import FORECASTER_KEY
 from assets.ml_models.data import HOURLY_MART, busiest_series, read_hourly_mart
-from orchestration.resources import HubResource
-from orchestration.resources.mlflow import MlflowResource
+from assets.resources import HubResource
+from assets.resources.mlflow import MlflowResource
 
 UPSERT_FORECAST = """
 insert into analytics.forecasts (

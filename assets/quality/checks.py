@@ -12,7 +12,7 @@ import dagster as dg
 
 from assets.quality.suites import MART_CHECKS, RAW_CHECKS, WINDOW_HOURS, QualityCheck
 from assets.quality.validation import SuiteOutcome, run_suites
-from orchestration.resources import HubResource
+from assets.resources import HubResource
 
 EXPECTATIONS_SCHEMA = dg.TableSchema(
     columns=[

@@ -24,10 +24,10 @@ import psycopg
 from dagster_dbt import DbtCliResource, dbt_assets
 from pydantic import Field
 
+from assets.resources import HubResource
+from assets.resources.dbt import dbt_cli_environ, dbt_project
 from assets.transform.mart_metadata import MART_TIMING, mart_metadata
 from assets.transform.translator import HubDbtTranslator
-from orchestration.resources import HubResource
-from orchestration.resources.dbt import dbt_cli_environ, dbt_project
 
 HOURLY_SELECT = "+fct_llm_requests_hourly +fct_llm_requests_daily"
 TRANSLATOR = HubDbtTranslator()

@@ -34,7 +34,8 @@ from llmhub.db import migrate
 from llmhub.ingest.engine import Ingestor, IngestReport
 from llmhub.stack.broker import ensure_topics
 
-TEST_DATABASE = "llmhub_test"
+# Parallel runs (several work trees on one stack) each name their own database.
+TEST_DATABASE = os.environ.get("LLMHUB_TEST_DATABASE", "llmhub_test")
 LLMHUB_CLI = Path(sys.executable).with_name("llmhub")
 CLEANED_TABLES = (*RAW_TABLES, "dead_letter", "kafka_offsets", "retention_runs")
 WAIT_S = 60.0

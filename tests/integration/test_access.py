@@ -28,6 +28,7 @@ import pytest
 from conftest import make_event
 from psycopg import errors, sql
 
+from integration.conftest import TEST_DATABASE
 from llmhub.config import Settings, load_settings, redact, with_database
 from llmhub.contract.topics import BY_FAMILY, RAW_TABLES
 from llmhub.db import migrate
@@ -36,7 +37,7 @@ from llmhub.ingest.tables import TABLES
 
 pytestmark = pytest.mark.integration
 
-DATABASE = "llmhub_test_access"
+DATABASE = f"{TEST_DATABASE}_access"
 DBT_PROJECT = Path(__file__).resolve().parents[2] / "dbt_project"
 DBT = Path(sys.executable).with_name("dbt")
 LLMHUB_CLI = Path(sys.executable).with_name("llmhub")

@@ -15,10 +15,10 @@ from assets.ingestion.raw_tables import (
     DEAD_LETTER_KEY,
     DEAD_LETTER_RATE_CHECK,
 )
+from assets.resources import HubResource
 from integration.conftest import IsolatedStack
 from llmhub.contract.topics import RAW_TABLES
 from llmhub.producers.synthetic import generate
-from orchestration.resources import HubResource
 
 pytestmark = pytest.mark.integration
 

@@ -21,15 +21,16 @@ from psycopg import sql
 
 from assets.ingestion import RAW_FRESHNESS_CHECKS
 from assets.quality import mart_quality_checks, raw_quality_checks
+from assets.resources import HubResource
+from assets.resources.dbt import dbt_cli_resource, dbt_project
 from assets.transform import dbt_daily_models, dbt_hourly_models
+from integration.conftest import TEST_DATABASE
 from llmhub.config import Settings, load_settings, redact, with_database
 from llmhub.db import migrate
-from orchestration.resources import HubResource
-from orchestration.resources.dbt import dbt_cli_resource, dbt_project
 
 pytestmark = pytest.mark.integration
 
-DATABASE = "llmhub_test_dbt"
+DATABASE = f"{TEST_DATABASE}_dbt"
 MARTS = (
     "fct_llm_requests_hourly",
     "fct_llm_requests_daily",

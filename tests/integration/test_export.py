@@ -22,12 +22,13 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg import sql
 
+from integration.conftest import TEST_DATABASE
 from llmhub.config import Settings, load_settings, redact, with_database
 from llmhub.db import migrate
 
 pytestmark = pytest.mark.integration
 
-DATABASE = "llmhub_test_export"
+DATABASE = f"{TEST_DATABASE}_export"
 LLMHUB_CLI = Path(sys.executable).with_name("llmhub")
 ROWS = 1_000_000
 PEAK_RSS_BOUND_MB = 300

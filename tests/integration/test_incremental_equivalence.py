@@ -17,13 +17,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from assets.resources.dbt import DBT_EXECUTABLE, dbt_cli_env
+from integration.conftest import TEST_DATABASE
 from integration.test_dbt_assets import fresh_database
 from llmhub.config import Settings
-from orchestration.resources.dbt import DBT_EXECUTABLE, dbt_cli_env
 
 pytestmark = pytest.mark.integration
 
-DATABASE = "llmhub_test_incremental"
+DATABASE = f"{TEST_DATABASE}_incremental"
 PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 MARTS = {
     "fct_llm_requests_hourly": "request_hour_key",

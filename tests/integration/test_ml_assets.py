@@ -29,10 +29,10 @@ from assets.ml_models.forecaster import ForecasterConfig
 from assets.publish import anomaly_scores, budget_projections, forecasts
 from assets.publish.anomalies import AnomalyScoresConfig
 from assets.publish.forecasts import ForecastsConfig
+from assets.resources import HubResource
+from assets.resources.mlflow import MlflowResource
 from llmhub.config import Settings, load_settings, redact, with_database
 from llmhub.db import migrate
-from orchestration.resources import HubResource
-from orchestration.resources.mlflow import MlflowResource
 
 pytestmark = pytest.mark.integration
 

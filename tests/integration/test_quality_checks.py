@@ -17,7 +17,9 @@ import psycopg
 import pytest
 
 from assets.quality import mart_quality_checks, raw_quality_checks
+from assets.resources.dbt import DBT_EXECUTABLE, dbt_cli_env, dbt_project
 from assets.transform import dbt_hourly_models
+from integration.conftest import TEST_DATABASE
 from integration.test_dbt_assets import (
     fresh_database,
     hub_resource,
@@ -26,11 +28,10 @@ from integration.test_dbt_assets import (
     seed_raw,
 )
 from llmhub.config import Settings
-from orchestration.resources.dbt import DBT_EXECUTABLE, dbt_cli_env, dbt_project
 
 pytestmark = pytest.mark.integration
 
-DATABASE = "llmhub_test_quality"
+DATABASE = f"{TEST_DATABASE}_quality"
 HOURLY = dg.AssetKey(["marts", "fct_llm_requests_hourly"])
 RAW_REQUESTS = dg.AssetKey(["raw", "llm_requests"])
 

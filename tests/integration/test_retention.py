@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from assets.ingestion import retention_runs
+from assets.resources import HubResource
 from integration.conftest import IsolatedStack
 from llmhub.retention import apply_retention
-from orchestration.resources import HubResource
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from llmhub.cli import app
-from llmhub.ml_incidents_cli import window_events, window_frames
+from llmhub.cli.ml_incidents import window_events, window_frames
 from llmhub.producers.synthetic import generate
 from ml.evaluation.incidents import (
     align_series,

@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from llmhub.ml_forecast_cli import forecast_app
+from llmhub.cli.ml_forecast import forecast_app
 from ml.evaluation.m4 import M4Series, evaluate_m4, load_m4, read_m4_csv
 from ml.forecast import Naive2, Sarima, SeasonalNaive
 

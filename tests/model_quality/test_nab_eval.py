@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmhub.ml_cli import ml_app
+from llmhub.cli.ml import ml_app
 
 pytestmark = pytest.mark.shared_data
 

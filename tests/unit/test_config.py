@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from assets.resources import HubResource
 from llmhub.cli import app
 from llmhub.config import (
     DEFAULT_CONSUMER_GROUP,
@@ -23,7 +24,6 @@ from llmhub.config import (
 from llmhub.contract.topics import TOPICS
 from llmhub.ingest.engine import Ingestor
 from llmhub.producers import sink
-from orchestration.resources import HubResource
 
 
 @pytest.fixture

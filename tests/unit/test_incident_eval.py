@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmhub.ml_incidents_cli import window_events
+from llmhub.cli.ml_incidents import window_events
 from ml.anomaly import DetectorResult
 from ml.evaluation.incidents import (
     DetectionReport,

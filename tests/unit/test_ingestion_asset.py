@@ -16,9 +16,9 @@ from assets.ingestion.raw_tables import (
     kafka_ingestion,
     raw_table_key,
 )
+from assets.resources import HubResource
 from llmhub.contract.topics import TOPICS
 from llmhub.ingest.engine import Ingestor, IngestReport
-from orchestration.resources import HubResource
 
 PREFIX = "t0000.."
 TELEMETRY_TOPIC = f"{PREFIX}llm.telemetry"

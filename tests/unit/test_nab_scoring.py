@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from llmhub.ml_cli import ml_app
+from llmhub.cli.ml import ml_app
 from ml.evaluation.nab import (
     NAB_PROFILES,
     EvaluationError,

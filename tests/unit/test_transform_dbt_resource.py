@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.resources.dbt import (
+from assets.resources.dbt import (
     DBT_INDIRECT_SELECTION,
     dbt_cli_env,
     dbt_cli_environ,

@@ -25,7 +25,7 @@ from assets.quality.validation import (
     sqlalchemy_url,
     summarize,
 )
-from orchestration.resources import HubResource
+from assets.resources import HubResource
 
 ALL_CHECKS = RAW_CHECKS + MART_CHECKS
 

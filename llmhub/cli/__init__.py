@@ -37,9 +37,9 @@ app.add_typer(offsets_app, name="offsets")
 def _register_ml() -> None:
     # The commands live in their own modules; their heavy imports (torch, prophet) happen only
     # when a command runs.
-    from llmhub.ml_cli import ml_app
-    from llmhub.ml_forecast_cli import eval_forecast
-    from llmhub.ml_incidents_cli import eval_incidents
+    from llmhub.cli.ml import ml_app
+    from llmhub.cli.ml_forecast import eval_forecast
+    from llmhub.cli.ml_incidents import eval_incidents
 
     ml_app.command("eval-forecast")(eval_forecast)
     ml_app.command("eval-incidents")(eval_incidents)

@@ -1,5 +1,5 @@
 """Typed resources: the only place the Dagster code location builds clients."""
 
-from orchestration.resources.hub import HubResource
+from assets.resources.hub import HubResource
 
 __all__ = ["HubResource"]
