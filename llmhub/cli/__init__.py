@@ -48,6 +48,15 @@ def _register_ml() -> None:
 
 _register_ml()
 
+
+def _register_alerts() -> None:
+    from llmhub.cli.alerts import alerts_app
+
+    app.add_typer(alerts_app, name="alerts")
+
+
+_register_alerts()
+
 console = Console(stderr=True)
 out = Console()
 
