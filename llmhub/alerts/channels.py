@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import smtplib
 
@@ -28,6 +29,10 @@ from html import escape
 from typing import Any
 
 import httpx
+
+# httpx logs every request's full URL at INFO, and a Slack or Teams webhook URL *is* the secret
+# (found by tests/integration/test_alerts.py::test_secrets_never_in_database_or_logs).
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 WEBHOOK_SCHEMA_VERSION = "1"
 SIGNATURE_HEADER = "X-LLMHub-Signature"
