@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.alerts import alert_deliveries, alert_outbox, notifications_delivered
 from assets.ingestion import RAW_FRESHNESS_CHECKS, kafka_ingestion, retention_runs
 from assets.ml_models import anomaly_detector, request_rate_forecaster
 from assets.publish import anomaly_scores, budget_projections, forecasts
@@ -11,23 +12,29 @@ from assets.resources.dbt import dbt_cli_resource, dbt_project
 from assets.resources.mlflow import MlflowResource
 from assets.transform import dbt_daily_models, dbt_hourly_models
 from orchestration.jobs import (
+    alert_delivery_job,
+    alerts_job,
     budget_projections_job,
     ingestion_job,
     ml_scoring_job,
     ml_training_job,
     retention_job,
+    slo_burn_rate_job,
     transform_daily_job,
     transform_hourly_job,
 )
 from orchestration.schedules import (
+    alert_delivery_schedule,
     budget_projections_schedule,
     ingestion_schedule,
     ml_scoring_schedule,
     ml_training_schedule,
     retention_schedule,
+    slo_burn_rate_schedule,
     transform_daily_schedule,
     transform_hourly_schedule,
 )
+from orchestration.sensors import alerts_sensor
 
 defs = dg.Definitions(
     assets=[
@@ -40,8 +47,15 @@ defs = dg.Definitions(
         anomaly_scores,
         forecasts,
         budget_projections,
+        alert_outbox,
+        alert_deliveries,
     ],
-    asset_checks=[*RAW_FRESHNESS_CHECKS, raw_quality_checks, mart_quality_checks],
+    asset_checks=[
+        *RAW_FRESHNESS_CHECKS,
+        raw_quality_checks,
+        mart_quality_checks,
+        notifications_delivered,
+    ],
     jobs=[
         ingestion_job,
         retention_job,
@@ -50,6 +64,9 @@ defs = dg.Definitions(
         ml_training_job,
         ml_scoring_job,
         budget_projections_job,
+        alerts_job,
+        alert_delivery_job,
+        slo_burn_rate_job,
     ],
     schedules=[
         ingestion_schedule,
@@ -59,7 +76,10 @@ defs = dg.Definitions(
         ml_training_schedule,
         ml_scoring_schedule,
         budget_projections_schedule,
+        alert_delivery_schedule,
+        slo_burn_rate_schedule,
     ],
+    sensors=[alerts_sensor],
     resources={
         "hub": HubResource(
             database_url=env.database_url(),
