@@ -20,10 +20,10 @@ def alerts_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.S
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     changed: dict[str, int] = {}
     for key in ALERT_SOURCE_KEYS:
-        event = context.instance.get_latest_materialization_event(key)
+        records = context.instance.fetch_materializations(key, limit=1).records
         name = key.to_user_string()
-        if event is not None and event.storage_id > seen.get(name, -1):
-            changed[name] = event.storage_id
+        if records and records[0].storage_id > seen.get(name, -1):
+            changed[name] = records[0].storage_id
     if not changed:
         return dg.SkipReason("no alert source materialised since the last evaluation")
     cursor = {**seen, **changed}

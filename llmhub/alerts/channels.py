@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import smtplib
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -141,8 +140,12 @@ def render_slack(d: Delivery) -> dict[str, Any]:
                 "text": {"type": "mrkdwn", "text": f"*{alert['title']}*\n{alert['summary']}"},
             }
         )
-        context = f"{alert['severity']} · tenant `{alert['tenant_id']}` · {alert['source']} · `{alert['key']}`"
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+        context = (
+            f"{alert['severity']} · tenant `{alert['tenant_id']}` · {alert['source']} · "
+            f"`{alert['key']}`"
+        )
+        context_block = [{"type": "mrkdwn", "text": context}]
+        blocks.append({"type": "context", "elements": context_block})
         if alert.get("links"):
             blocks.append(
                 {
@@ -257,7 +260,8 @@ def render_pagerduty(d: Delivery, routing_key: str) -> dict[str, Any]:
 
 
 def render_webhook(d: Delivery, now: datetime) -> dict[str, Any]:
-    """Generic webhook body, schema ``llmhub.alert`` version 1 (llmhub/alerts/webhook.schema.json)."""
+    """Generic webhook body: schema ``llmhub.alert`` version 1, documented in
+    llmhub/alerts/webhook.schema.json."""
     return {
         "schema": "llmhub.alert",
         "schema_version": WEBHOOK_SCHEMA_VERSION,
@@ -311,8 +315,8 @@ def render_email(d: Delivery, sender: str, recipients: Sequence[str]) -> EmailMe
             "",
         ]
         links = "".join(
-            f' <a href="{escape(l["href"])}">{escape(l["text"])}</a>'
-            for l in alert.get("links", [])
+            f' <a href="{escape(link["href"])}">{escape(link["text"])}</a>'
+            for link in alert.get("links", [])
         )
         items.append(
             f"<li><b>{escape(alert['title'])}</b> ({escape(alert['severity'])})<br>"

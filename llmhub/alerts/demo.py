@@ -20,7 +20,7 @@ from llmhub.alerts.sources import AlertSource, default_sources
 from llmhub.alerts.store import EvaluationReport, evaluate
 
 DEMO_AUTHOR = "llmhub-demo"
-DEMO_WEBHOOK_SECRET = "demo-hmac-key"  # noqa: S105 - a throwaway key for the local receiver
+DEMO_WEBHOOK_SECRET = "demo-hmac-key"
 
 
 @dataclass

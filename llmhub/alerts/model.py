@@ -28,6 +28,8 @@ class Alertable:
     PagerDuty dedup key and the outbox keys derive from it. ``fingerprint`` is what counts as a
     change worth a new notification; by default severity, title and summary, but a source may
     narrow it (the budget source only changes it when the breach date moves materially earlier).
+    ``repeats=False`` exempts it from the routes' repeat interval (a predictive budget alert is
+    told once, not every four hours).
     """
 
     key: str
@@ -43,6 +45,7 @@ class Alertable:
     links: tuple[Link, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
     change_basis: str | None = None
+    repeats: bool = True
 
     @property
     def fingerprint(self) -> str:
@@ -89,4 +92,5 @@ def from_payload(data: dict[str, Any]) -> Alertable:
         links=tuple(Link(**link) for link in data.get("links", ())),
         details=dict(data.get("details") or {}),
         change_basis=data.get("change_basis"),
+        repeats=data.get("repeats", True),
     )

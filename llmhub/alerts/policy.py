@@ -9,7 +9,8 @@ enqueue. It reads no clock and no database, so the semantics are unit-tested dir
   severities) accept an alert receives it (fan-out to each channel a tenant routes to);
 - a firing alert is announced (``trigger``) when the route has not been told about it, was told
   it resolved, or was told a different fingerprint; it is re-announced (``repeat``) once
-  ``repeat_interval_s`` has passed since the route last heard of it;
+  ``repeat_interval_s`` has passed since the route last heard of it (unless the alert does
+  not repeat: predictive budget alerts);
 - a new trigger waits ``group_wait_s`` so alerts of the same group (``group_by`` labels) leave
   together; a trigger joining a group that is already waiting leaves with it;
 - a resolved alert is announced (``resolve``) to every route that was told it fired;
@@ -211,7 +212,9 @@ def plan(
                 continue
             if last is None or last.event == "resolve" or last.fingerprint != alert.fingerprint:
                 event = "trigger"
-            elif now - last.created_at >= timedelta(seconds=route.repeat_interval_s):
+            elif alert.repeats and now - last.created_at >= timedelta(
+                seconds=route.repeat_interval_s
+            ):
                 event = "repeat"
             else:
                 continue

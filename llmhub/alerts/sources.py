@@ -172,6 +172,7 @@ class BudgetBreachSource:
                         "month_days": month_days,
                     },
                     change_basis=f"breach:{announced.isoformat()}",
+                    repeats=False,
                 )
             )
         return alerts
@@ -240,7 +241,8 @@ class SpendBurnSource:
                         status="firing",
                         title=f"{tenant} is spending its budget {long_rate:.1f}x too fast ({name})",
                         summary=(
-                            f"${spends[2 * i]:,.2f} in the last {hours:g} h is {long_rate:.1f}x the "
+                            f"${spends[2 * i]:,.2f} in the last {hours:g} h is "
+                            f"{long_rate:.1f}x the "
                             f"even pace of a ${budget:,.2f} monthly budget "
                             f"({short_rate:.1f}x over the last {short.total_seconds() / 60:g} min; "
                             f"threshold {threshold}x)."

@@ -94,9 +94,9 @@ def load_windows(conn: psycopg.Connection, now: datetime) -> list[MuteWindow]:
 def load_state(conn: psycopg.Connection, source: str | None = None) -> dict[str, dict[str, Any]]:
     """alert key -> ``{status, fingerprint, detail}`` of the alerts seen so far."""
     rows = conn.execute(
-        "select alert_key, status, fingerprint, detail from alerting.alert_state"
-        + (" where source = %s" if source else ""),
-        (source,) if source else None,
+        "select alert_key, status, fingerprint, detail from alerting.alert_state "
+        "where %(source)s::text is null or source = %(source)s",
+        {"source": source},
     ).fetchall()
     return {r[0]: {"status": r[1], "fingerprint": r[2], "detail": r[3]} for r in rows}
 

@@ -25,7 +25,7 @@ err = Console(stderr=True)
 CHANNELS = ("slack", "pagerduty", "teams", "webhook", "email")
 
 
-def _connect():  # noqa: ANN202 - psycopg imported lazily by llmhub.db
+def _connect():
     from llmhub.db import connect
 
     return connect(load_settings(), autocommit=True)
@@ -201,9 +201,9 @@ def silence_list(
     with _connect() as conn:
         rows = conn.execute(
             "select silence_id, tenant_id, matchers, created_by, starts_at, ends_at, comment, "
-            "ends_at > now() from alerting.silences"
-            + ("" if all_ else " where ends_at > now()")
-            + " order by silence_id"
+            "ends_at > now() from alerting.silences where %s or ends_at > now() "
+            "order by silence_id",
+            (all_,),
         ).fetchall()
     table = Table("id", "tenant", "matchers", "author", "starts", "ends", "active", "comment")
     for r in rows:
@@ -225,7 +225,8 @@ def silence_expire(silence_id: int) -> None:
     """End a silence now."""
     with _connect() as conn:
         done = conn.execute(
-            "update alerting.silences set ends_at = greatest(now(), starts_at + interval '1 microsecond') "
+            "update alerting.silences "
+            "set ends_at = greatest(now(), starts_at + interval '1 microsecond') "
             "where silence_id = %s and ends_at > now()",
             (silence_id,),
         )

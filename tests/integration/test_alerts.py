@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -181,7 +180,8 @@ def test_permanent_4xx_is_not_retried_and_5xx_gives_up_visibly(db, http, secrets
     outcomes = [
         r[0]
         for r in db.execute(
-            "select outcome from alerting.delivery_attempts where channel = 'webhook' order by attempt"
+            "select outcome from alerting.delivery_attempts where channel = 'webhook' "
+            "order by attempt"
         ).fetchall()
     ]
     assert outcomes == ["retry", "retry", "gave_up"]
@@ -334,8 +334,8 @@ def test_secrets_never_in_database_or_logs(db, http, secrets, test_settings, cap
     dump = json.dumps(
         [
             db.execute(
-                f"select coalesce(json_agg(t)::text, '') from alerting.{table} as t"
-            ).fetchone()[0]  # noqa: S608
+                f"select coalesce(json_agg(t)::text, '') from alerting.{table} as t"  # noqa: S608
+            ).fetchone()[0]
             for table in ALERTING_TABLES
         ]
     )

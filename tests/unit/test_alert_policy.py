@@ -211,3 +211,13 @@ def test_signature_and_scrub() -> None:
         scrub("POST https://hooks/secret failed", ["https://hooks/secret", None])
         == "POST *** failed"
     )
+
+
+def test_an_alert_that_does_not_repeat_is_told_once() -> None:
+    # Regression: predictive budget alerts were re-sent every repeat interval (found by
+    # test_budget_breach_told_once_and_again_only_when_materially_earlier).
+    a = alert(repeats=False)
+    told = {(1, "inc-1"): RouteHistory("trigger", a.fingerprint, NOW, 1)}
+    assert (
+        plan([a], [route(repeat_interval_s=60)], [], [], told, {}, NOW + timedelta(days=1))[0] == []
+    )

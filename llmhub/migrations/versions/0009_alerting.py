@@ -79,7 +79,7 @@ def upgrade() -> None:
     )
     op.execute("comment on column alerting.routes.tenant_id is '''*'' matches every tenant'")
     op.execute(
-        f"""
+        """
         create table alerting.mute_windows (
             window_id bigint generated always as identity primary key,
             tenant_id text not null,
@@ -91,7 +91,7 @@ def upgrade() -> None:
             timezone text not null default 'UTC',
             starts_at timestamptz,
             ends_at timestamptz,
-            bypass_severities text[] not null default '{{critical}}',
+            bypass_severities text[] not null default '{critical}',
             created_by text not null default current_user,
             created_at timestamptz not null default now(),
             check (
