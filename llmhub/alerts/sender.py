@@ -35,20 +35,23 @@ log = logging.getLogger(__name__)
 
 MAX_GROUP = 50
 
-CLAIM_HEAD = """
-select route_id, group_key, event from alerting.outbox
-where status = 'pending' and next_attempt_at <= now()
-order by next_attempt_at, created_at
-limit 1
-for update skip locked
-"""
-CLAIM_GROUP = """
-select notification_key, payload, attempts, created_at from alerting.outbox
-where status = 'pending' and next_attempt_at <= now()
-    and route_id = %s and group_key = %s and event = %s
-order by created_at, notification_key
+# One round trip claims a group: the oldest due row (locked first, so two senders never pick
+# the same head) and the due rows of its group that no other sender holds.
+CLAIM = """
+with head as (
+    select route_id, group_key, event from alerting.outbox
+    where status = 'pending' and next_attempt_at <= now()
+    order by next_attempt_at, created_at
+    limit 1
+    for update skip locked
+)
+select o.route_id, o.event, o.notification_key, o.payload, o.attempts
+from alerting.outbox as o
+inner join head using (route_id, group_key, event)
+where o.status = 'pending' and o.next_attempt_at <= now()
+order by o.created_at, o.notification_key
 limit %s
-for update skip locked
+for update of o skip locked
 """
 
 
@@ -114,13 +117,11 @@ class Sender:
     def send_one(self) -> bool:
         """Claim, send and settle one delivery; False when nothing is due."""
         with self.conn.transaction():
-            head = self.conn.execute(CLAIM_HEAD).fetchone()
-            if head is None:
+            claimed = self.conn.execute(CLAIM, (MAX_GROUP,)).fetchall()
+            if not claimed:
                 return False
-            route_id, group_key, event = head
-            rows = self.conn.execute(
-                CLAIM_GROUP, (route_id, group_key, event, MAX_GROUP)
-            ).fetchall()
+            route_id, event = claimed[0][0], claimed[0][1]
+            rows = [r[2:] for r in claimed]
             route = self._route(route_id)
             keys = tuple(r[0] for r in rows)
             started = datetime.now(UTC)
@@ -149,8 +150,9 @@ class Sender:
         finished = datetime.now(UTC)
         channel = route.channel if route else "?"
         self.report.deliveries += 1
-        with self.conn.cursor() as cur:
-            for key, payload, attempts, _ in rows:
+        # Pipelined: the attempt rows and status updates go out without a round trip each.
+        with self.conn.pipeline(), self.conn.cursor() as cur:
+            for key, payload, attempts in rows:
                 attempt = attempts + 1
                 if outcome.kind == "sent":
                     kind, status, due = "sent", "sent", None

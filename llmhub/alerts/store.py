@@ -3,6 +3,7 @@ written to the outbox idempotently (``on conflict (notification_key) do nothing`
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -207,11 +208,11 @@ def evaluate(
 
 def upsert_state(conn: psycopg.Connection, alerts: Sequence[Alertable], now: datetime) -> int:
     """Record each alert's current state; returns how many are new or changed."""
-    changed = 0
     with conn.cursor() as cur:
-        for a in alerts:
-            cur.execute(
-                """
+        # executemany pipelines the statements (one round trip per batch, not per alert);
+        # rowcount is then the sum over the batch.
+        cur.executemany(
+            """
                 insert into alerting.alert_state (
                     alert_key, tenant_id, source, application, severity, status, fingerprint,
                     title, detail, first_seen_at, last_changed_at, occurred_at, resolved_at
@@ -225,7 +226,8 @@ def upsert_state(conn: psycopg.Connection, alerts: Sequence[Alertable], now: dat
                         and alert_state.status = 'resolved' then null else alert_state.acked_at end
                 where (alert_state.fingerprint, alert_state.status)
                     is distinct from (excluded.fingerprint, excluded.status)
-                """,
+            """,
+            [
                 (
                     a.key,
                     a.tenant_id,
@@ -240,51 +242,67 @@ def upsert_state(conn: psycopg.Connection, alerts: Sequence[Alertable], now: dat
                     now,
                     a.occurred_at,
                     a.resolved_at,
-                ),
-            )
-            changed += cur.rowcount
-    return changed
+                )
+                for a in alerts
+            ],
+        )
+        return max(cur.rowcount, 0)
+
+
+ENQUEUE = """
+insert into alerting.outbox (
+    notification_key, route_id, tenant_id, channel, alert_key, group_key, event, severity,
+    next_attempt_at, payload, occurred_at, created_at
+)
+select k, r, t, c, a, g, e, s, n, p::jsonb, o, %(now)s
+from unnest(
+    %(k)s::text[], %(r)s::bigint[], %(t)s::text[], %(c)s::text[], %(a)s::text[], %(g)s::text[],
+    %(e)s::text[], %(s)s::text[], %(n)s::timestamptz[], %(p)s::text[], %(o)s::timestamptz[]
+) as u (k, r, t, c, a, g, e, s, n, p, o)
+on conflict (notification_key) do nothing
+returning notification_key
+"""
 
 
 def enqueue(conn: psycopg.Connection, notes: Sequence[Notification], now: datetime) -> int:
-    """Insert the notifications; a key already in the outbox is left alone. Returns how many
-    rows are new."""
-    inserted = 0
+    """Insert the notifications in one statement; a key already in the outbox is left alone.
+    Returns how many rows are new."""
+    if not notes:
+        return 0
+    payloads = []
+    for n in notes:
+        payload = n.alert.to_payload()
+        payload["event"] = n.event
+        payloads.append(json.dumps(payload))
+    inserted = {
+        row[0]
+        for row in conn.execute(
+            ENQUEUE,
+            {
+                "now": now,
+                "k": [n.notification_key for n in notes],
+                "r": [n.route.route_id for n in notes],
+                "t": [n.alert.tenant_id for n in notes],
+                "c": [n.route.channel for n in notes],
+                "a": [n.alert.key for n in notes],
+                "g": [n.group_key for n in notes],
+                "e": [n.event for n in notes],
+                "s": [n.alert.severity for n in notes],
+                "n": [n.next_attempt_at for n in notes],
+                "p": payloads,
+                "o": [n.alert.occurred_at for n in notes],
+            },
+        ).fetchall()
+    }
     with conn.cursor() as cur:
         for n in notes:
-            payload = n.alert.to_payload()
-            payload["event"] = n.event
-            cur.execute(
-                """
-                insert into alerting.outbox (
-                    notification_key, route_id, tenant_id, channel, alert_key, group_key, event,
-                    severity, next_attempt_at, payload, occurred_at, created_at
-                ) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                on conflict (notification_key) do nothing
-                """,
-                (
-                    n.notification_key,
-                    n.route.route_id,
-                    n.alert.tenant_id,
-                    n.route.channel,
-                    n.alert.key,
-                    n.group_key,
-                    n.event,
-                    n.alert.severity,
-                    n.next_attempt_at,
-                    Jsonb(payload),
-                    n.alert.occurred_at,
-                    now,
-                ),
-            )
-            inserted += cur.rowcount
-            if n.event == "resolve" and cur.rowcount:
+            if n.event == "resolve" and n.notification_key in inserted:
                 cur.execute(
                     "update alerting.outbox set resolved_at = %s where alert_key = %s "
                     "and route_id = %s and event in ('trigger', 'repeat') and resolved_at is null",
                     (n.alert.resolved_at or now, n.alert.key, n.route.route_id),
                 )
-    return inserted
+    return len(inserted)
 
 
 def acknowledge(conn: psycopg.Connection, alert_key: str, by: str) -> int:

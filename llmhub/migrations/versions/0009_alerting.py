@@ -166,6 +166,12 @@ def upgrade() -> None:
         "create index outbox_due_ix on alerting.outbox (next_attempt_at) where status = 'pending'"
     )
     op.execute("create index outbox_alert_ix on alerting.outbox (alert_key, route_id)")
+    # The sender claims a group's due rows by (route, group, event); without this index each
+    # claim scanned every pending row (quadratic in the backlog).
+    op.execute(
+        "create index outbox_group_ix on alerting.outbox (route_id, group_key, event, created_at) "
+        "where status = 'pending'"
+    )
     op.execute(
         """
         create table alerting.delivery_attempts (
