@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -13,11 +14,11 @@ from psycopg.types.json import Jsonb
 from rich.console import Console
 from rich.table import Table
 
-from llmhub.alerts.model import Alertable
+from llmhub.alerts.model import Alertable, Link
 from llmhub.alerts.receiver import RecordingHTTPServer, RecordingSMTPServer
 from llmhub.alerts.sender import Sender
 from llmhub.alerts.sources import AlertSource, default_sources
-from llmhub.alerts.store import EvaluationReport, evaluate
+from llmhub.alerts.store import EvaluationReport, collect, evaluate
 
 DEMO_AUTHOR = "llmhub-demo"
 DEMO_WEBHOOK_SECRET = "demo-hmac-key"
@@ -82,11 +83,13 @@ def show_channels(
     *,
     sources: Sequence[AlertSource] | None = None,
     alerts: Sequence[Alertable] | None = None,
+    extra: Sequence[Alertable] = (),
     console: Console | None = None,
     show: int = 3,
 ) -> ChannelDemo:
-    """Route the alertables (from ``sources``, default every source, or the given ``alerts``) to
-    all five channels at local receivers, drain the outbox and print what each received.
+    """Route the alertables (from ``sources``, default every source, or the given ``alerts``;
+    plus ``extra``) to all five channels at local receivers, drain the outbox and print what
+    each received.
 
     The demo routes (tenant ``*``, no group wait) are removed afterwards, with their outbox rows.
     """
@@ -104,9 +107,11 @@ def show_channels(
                             (channel, Jsonb(config), secret_ref, DEMO_AUTHOR),
                         ).fetchone()[0]
                     )
-                evaluation = evaluate(
-                    conn, sources if sources is not None else default_sources(), alerts=alerts
-                )
+                if alerts is None:
+                    alerts, _ = collect(
+                        conn, sources if sources is not None else default_sources(), now()
+                    )
+                evaluation = evaluate(conn, alerts=[*alerts, *extra])
                 sender = Sender(database_url)
                 try:
                     sent = sender.drain(wait_up_to_s=5).to_dict()
@@ -126,3 +131,39 @@ def show_channels(
         table.add_row(channel, str(len(got)), "\n".join(got[:show]))
     console.print(table)
     return result
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def sample_alerts() -> list[Alertable]:
+    """A firing incident-like alert and a projected budget breach, for a demo on a quiet day."""
+    at = now() - timedelta(minutes=7)
+    return [
+        Alertable(
+            key="demo:error-storm:tenant-acme:app-support-bot",
+            tenant_id="tenant-acme",
+            source="anomaly",
+            severity="critical",
+            status="firing",
+            title="Error storm on app-support-bot (gpt-4o)",
+            summary="error rate 23% against 0.9% expected for 7 minutes; 429s from the provider",
+            occurred_at=at,
+            application="app-support-bot",
+            links=(Link("Dagit", "http://127.0.0.1:3000/assets/analytics/anomalies"),),
+            details={"metric": "error_rate", "observed": 0.23, "expected": 0.009},
+        ),
+        Alertable(
+            key=f"demo:budget:tenant-acme:*:{at:%Y-%m}",
+            tenant_id="tenant-acme",
+            source="budget_breach",
+            severity="error",
+            status="firing",
+            title=f"tenant-acme projected to exceed its {at:%B} budget",
+            summary="$8,400 budget; $6,950 spent month to date, $9,870 projected by month end",
+            occurred_at=at,
+            details={"breach_date": (at + timedelta(days=5)).date().isoformat()},
+            repeats=False,
+        ),
+    ]

@@ -374,3 +374,19 @@ def history_cmd(
     for r in rows:
         table.add_row(f"{r[0]:%m-%d %H:%M:%S}", *(str(v) if v is not None else "" for v in r[1:]))
     out.print(table)
+
+
+@alerts_app.command("demo")
+def demo_cmd(
+    sample: Annotated[
+        bool, typer.Option(help="Route a few sample alerts as well as the sources' own.")
+    ] = False,
+) -> None:
+    """Show what each channel receives: local receivers, temporary routes to all five channels,
+    the sources' current alertables (plus samples), the outbox drained."""
+    from llmhub.alerts.demo import sample_alerts, show_channels
+
+    result = show_channels(
+        load_settings().database_url, extra=sample_alerts() if sample else (), console=out
+    )
+    out.print_json(json.dumps({"evaluation": result.evaluation.to_dict(), "sent": result.sent}))
