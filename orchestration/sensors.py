@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from assets.alerts import ALERT_SOURCE_KEYS
+from assets.alerts import ALERT_SOURCE_KEYS, INCIDENTS_KEY
 from orchestration.jobs import alerts_job
 
 
@@ -15,11 +15,12 @@ from orchestration.jobs import alerts_job
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def alerts_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    """Evaluate and send alerts within a minute of an alert source materialising (anomalies,
-    budget projections, SLO burn rates): the cursor keeps each source's last storage id seen."""
+    """Evaluate and send alerts within a minute of an alert source materialising (incidents,
+    anomalies, budget projections, SLO burn rates): the cursor keeps each source's last storage
+    id seen."""
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     changed: dict[str, int] = {}
-    for key in ALERT_SOURCE_KEYS:
+    for key in (*ALERT_SOURCE_KEYS, INCIDENTS_KEY):
         records = context.instance.fetch_materializations(key, limit=1).records
         name = key.to_user_string()
         if records and records[0].storage_id > seen.get(name, -1):

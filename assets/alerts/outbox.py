@@ -14,6 +14,9 @@ ALERT_SOURCE_KEYS = (
     dg.AssetKey(["analytics", "budget_projections"]),
     dg.AssetKey(["marts", "fct_slo_burn_rate_alerts"]),
 )
+# Written by the correlation work (analytics/incidents); watched once it exists, read by
+# llmhub.alerts.sources.IncidentSource.
+INCIDENTS_KEY = dg.AssetKey(["analytics", "incidents"])
 
 
 @dg.asset(

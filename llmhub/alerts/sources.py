@@ -311,6 +311,78 @@ class SloBurnSource:
         return alerts
 
 
+# analytics.incidents (migration 0008, the correlation work) grades severity on five levels.
+INCIDENT_SEVERITY = {
+    "info": "info",
+    "low": "warning",
+    "medium": "warning",
+    "high": "error",
+    "critical": "critical",
+}
+
+
+@dataclass
+class IncidentSource:
+    """Correlated incidents (``analytics.incidents``): open ones fire, resolved ones resolve,
+    keyed by the stable incident id (the PagerDuty dedup key is ``llmhub:incident:<id>``).
+    Reads nothing while the table does not exist."""
+
+    resolved_lookback: timedelta = timedelta(days=1)
+    name: str = "incident"
+    complete: bool = False
+
+    def fetch(self, conn: psycopg.Connection, now: datetime, state: State) -> list[Alertable]:
+        if not _exists(conn, "analytics.incidents"):
+            return []
+        rows = conn.execute(
+            """
+            select incident_id, tenant_id, asset_ids, status, severity, opened_at, resolved_at,
+                   root_cause_type, root_cause_entity, explanation, impact_score,
+                   affected_requests, excess_cost_usd
+            from analytics.incidents
+            where status = 'open' or resolved_at >= %s
+            """,
+            (now - self.resolved_lookback,),
+        ).fetchall()
+        alerts = []
+        for (incident_id, tenant, assets, status, severity, opened, resolved, cause_type,
+             cause, explanation, impact, requests, excess_cost) in rows:  # fmt: skip
+            key = f"incident:{incident_id}"
+            if status == "resolved" and key not in state:
+                continue  # opened and resolved between two evaluations: nobody was told
+            alerts.append(
+                Alertable(
+                    key=key,
+                    tenant_id=tenant,
+                    source=self.name,
+                    severity=INCIDENT_SEVERITY.get(severity, "warning"),
+                    status="resolved" if status == "resolved" else "firing",
+                    title=f"Incident: {cause_type} {cause}",
+                    summary=explanation,
+                    occurred_at=opened,
+                    resolved_at=resolved,
+                    application=assets[0] if len(assets or []) == 1 else None,
+                    details={
+                        "incident_id": incident_id,
+                        "root_cause_type": cause_type,
+                        "root_cause_entity": cause,
+                        "impact_score": impact,
+                        "affected_requests": requests,
+                        "excess_cost_usd": excess_cost,
+                    },
+                    # Impact and cost figures move with every pass; the cause and severity are news.
+                    change_basis=f"{severity}|{cause_type}|{cause}",
+                )
+            )
+        return alerts
+
+
 def default_sources() -> list[AlertSource]:
-    """Every source whose tables exist in this deployment."""
-    return [AnomalySource(), BudgetBreachSource(), SpendBurnSource(), SloBurnSource()]
+    """Every source; a source whose table does not exist (yet) reports nothing."""
+    return [
+        IncidentSource(),
+        AnomalySource(),
+        BudgetBreachSource(),
+        SpendBurnSource(),
+        SloBurnSource(),
+    ]
