@@ -1,7 +1,8 @@
 {#-
     Monthly SLA report per tenant: for each SLO and UTC calendar month, requests, good requests,
     the attained level against the objective, and the error budget used. Grain slo_id x
-    report_month. Export with `llmhub export fct_sla_monthly --time-column report_month`.
+    report_month. Export with
+    `llmhub export --model fct_sla_monthly --time-column report_month OUT`.
 -#}
 with
 
