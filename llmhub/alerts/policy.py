@@ -14,6 +14,7 @@ enqueue. It reads no clock and no database, so the semantics are unit-tested dir
 - a new trigger waits ``group_wait_s`` so alerts of the same group (``group_by`` labels) leave
   together; a trigger joining a group that is already waiting leaves with it;
 - a resolved alert is announced (``resolve``) to every route that was told it fired;
+- deploys (source ``deploy``) go to PagerDuty routes only, once, as change events;
 - silenced or muted alerts are not announced; nothing is recorded for them, so an alert still
   firing when the silence ends is announced then (as Alertmanager does). Resolves are never
   muted: a receiver that heard the trigger must hear the resolve.
@@ -30,6 +31,7 @@ from zoneinfo import ZoneInfo
 from llmhub.alerts.model import SEVERITY_RANK, Alertable
 
 ANY_TENANT = "*"
+CHANGE_SOURCE = "deploy"
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,12 @@ def plan(
                 continue
             last = history.get((route.route_id, alert.key))
             group_key = route.group_key(alert)
+            if alert.source == CHANGE_SOURCE:
+                # Deploys are PagerDuty change events (context beside incidents), sent once.
+                if route.channel == "pagerduty" and last is None:
+                    key = f"{alert.key}|r{route.route_id}|change"
+                    out.append(Notification(key, route, alert, "change", group_key, now))
+                continue
             if alert.status == "resolved":
                 if last is not None and last.event != "resolve":
                     stamp = (alert.resolved_at or now).isoformat()

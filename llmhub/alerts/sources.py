@@ -311,6 +311,60 @@ class SloBurnSource:
         return alerts
 
 
+@dataclass
+class DeploySource:
+    """Registry deploys (a model, prompt or application registered or given a new version) in
+    the last ``lookback``: sent once to PagerDuty routes as change events, the context an
+    on-call engineer looks for beside an incident."""
+
+    lookback: timedelta = timedelta(hours=1)
+    name: str = "deploy"
+    complete: bool = False
+
+    def fetch(self, conn: psycopg.Connection, now: datetime, state: State) -> list[Alertable]:
+        rows = conn.execute(
+            """
+            select event_id, occurred_at, tenant_id, asset_id, event_type, asset_kind, name,
+                   version, provider, model, owner
+            from raw.registry_events
+            where occurred_at >= %s and occurred_at <= %s
+            """,
+            (now - self.lookback, now),
+        ).fetchall()
+        alerts = []
+        for (
+            event_id,
+            at,
+            tenant,
+            asset,
+            kind,
+            asset_kind,
+            name,
+            version,
+            provider,
+            model,
+            owner,
+        ) in rows:
+            verb = "registered" if kind == "asset_registered" else "updated"
+            alerts.append(
+                Alertable(
+                    key=f"deploy:{tenant}:{asset}:{event_id}",
+                    tenant_id=tenant,
+                    source=self.name,
+                    severity="info",
+                    status="firing",
+                    title=f"{asset_kind} {name} {version} {verb} ({asset})",
+                    summary=f"{asset_kind} {name} version {version} {verb} by {owner or 'unknown'}"
+                    + (f"; model {provider}/{model}" if model else ""),
+                    occurred_at=at,
+                    application=asset,
+                    details={"asset_kind": asset_kind, "version": version, "event": kind},
+                    repeats=False,
+                )
+            )
+        return alerts
+
+
 # analytics.incidents (migration 0008, the correlation work) grades severity on five levels.
 INCIDENT_SEVERITY = {
     "info": "info",
@@ -381,6 +435,7 @@ def default_sources() -> list[AlertSource]:
     """Every source; a source whose table does not exist (yet) reports nothing."""
     return [
         IncidentSource(),
+        DeploySource(),
         AnomalySource(),
         BudgetBreachSource(),
         SpendBurnSource(),

@@ -109,7 +109,7 @@ def _history(conn: psycopg.Connection, keys: Sequence[str]) -> dict[tuple[int, s
             route_id, alert_key, event, payload ->> 'fingerprint', created_at,
             count(*) filter (where event = 'trigger') over (partition by route_id, alert_key)
         from alerting.outbox
-        where alert_key = any(%s) and event in ('trigger', 'repeat', 'resolve')
+        where alert_key = any(%s) and event in ('trigger', 'repeat', 'resolve', 'change')
         order by route_id, alert_key, created_at desc, event desc
         """,
         (list(keys),),

@@ -20,6 +20,7 @@ from llmhub.alerts.sender import Sender
 from llmhub.alerts.sources import (
     AnomalySource,
     BudgetBreachSource,
+    DeploySource,
     IncidentSource,
     SpendBurnSource,
 )
@@ -214,3 +215,31 @@ def test_incident_lifecycle_reaches_pagerduty_with_the_incident_id(db, test_sett
     finally:
         if created:
             db.execute("drop table analytics.incidents")
+
+
+def test_registry_deploy_is_a_pagerduty_change_event(db, test_settings, monkeypatch):
+    monkeypatch.setenv("TEST_PD", "rk")
+    now = datetime.now(UTC)
+    with RecordingHTTPServer() as http:
+        db.execute(
+            "insert into alerting.routes (tenant_id, channel, channel_config, secret_ref, "
+            "group_wait_s) values ('acme', 'pagerduty', %s, 'env:TEST_PD', 0)",
+            (Jsonb({"change_url": http.url("/change")}),),
+        )
+        db.execute(
+            "insert into raw.registry_events (event_id, occurred_at, tenant_id, asset_id, "
+            "event_type, source_module, severity, schema_version, asset_kind, name, version, "
+            "owner, lifecycle_status, kafka_partition, kafka_offset) values (%s, %s, 'acme', "
+            "'app-chat', 'asset_updated', 'registry', 'info', '1.0', 'application', 'Chat', "
+            "'2.4.0', 'platform-team', 'active', 0, 0)",
+            (uuid.uuid4(), now - timedelta(minutes=3)),
+        )
+        evaluate(db, [DeploySource()], now=now)
+        evaluate(db, [DeploySource()], now=now + timedelta(seconds=1))
+        sender = Sender(test_settings.database_url)
+        sender.drain()
+        sender.close()
+        [change] = [r.body for r in http.accepted("/change")]
+        assert "event_action" not in change and change["routing_key"] == "rk"
+        assert change["payload"]["summary"] == "application Chat 2.4.0 updated (app-chat)"
+    db.execute("truncate raw.registry_events")

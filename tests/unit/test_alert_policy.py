@@ -221,3 +221,12 @@ def test_an_alert_that_does_not_repeat_is_told_once() -> None:
     assert (
         plan([a], [route(repeat_interval_s=60)], [], [], told, {}, NOW + timedelta(days=1))[0] == []
     )
+
+
+def test_deploys_are_pagerduty_change_events_sent_once() -> None:
+    deploy = alert("deploy:acme:app-chat:e1", source="deploy", severity="info", repeats=False)
+    slack, pd = route(1), route(2, channel="pagerduty")
+    [note], _ = plan([deploy], [slack, pd], [], [], {}, {}, NOW)
+    assert (note.route.route_id, note.event) == (2, "change")
+    told = {(2, deploy.key): RouteHistory("change", deploy.fingerprint, NOW, 0)}
+    assert plan([deploy], [slack, pd], [], [], told, {}, NOW + timedelta(days=1))[0] == []
