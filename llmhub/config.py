@@ -81,6 +81,12 @@ class Settings:
         return f"{self.topic_prefix}{name}"
 
     @property
+    def metrics_dir(self) -> Path:
+        """Where each Dagster ingestion run writes its Prometheus textfile (node_exporter's
+        textfile collector serves the directory)."""
+        return Path(os.environ.get("LLMHUB_METRICS_DIR") or self.stack_dir / "metrics")
+
+    @property
     def dagster_storage_url(self) -> str:
         """Dagster's own database on the same server, through psycopg2 (see the Makefile)."""
         default = with_database(self.database_url, "dagster").replace(
