@@ -83,7 +83,11 @@ def install_packages() -> None:
 
 
 def scrape_config(
-    self_target: str, ingest_targets: list[str], textfile_target: str | None, rule_files: list[str]
+    self_target: str,
+    ingest_targets: list[str],
+    textfile_target: str | None,
+    rule_files: list[str],
+    interval: str = SCRAPE_INTERVAL,
 ) -> dict:
     """The generated prometheus.yml (also what the tests start their own Prometheus with)."""
     jobs: list[dict] = [
@@ -98,7 +102,7 @@ def scrape_config(
             }
         )
     return {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": rule_files,
         "scrape_configs": jobs,
     }
@@ -139,6 +143,7 @@ class PrometheusStack:
     port: int = 9090
     ingest_targets: list[str] = field(default_factory=lambda: [f"127.0.0.1:{INGEST_METRICS_PORT}"])
     textfile_port: int = TEXTFILE_EXPORTER_PORT
+    scrape_interval: str = SCRAPE_INTERVAL
 
     @classmethod
     def for_settings(cls, stack_dir: Path, metrics_dir: Path, url: str) -> PrometheusStack:
@@ -176,6 +181,7 @@ class PrometheusStack:
             self.ingest_targets,
             f"127.0.0.1:{self.textfile_port}",
             rule_files,
+            self.scrape_interval,
         )
         write_config(self.config_path, config)
 

@@ -1,0 +1,108 @@
+"""A real Prometheus, started by the stack's own code, scrapes a real ingestion run.
+
+Messages (valid and broken) go through the broker into the test database; the run's metrics are
+served live (job ``llmhub-ingest``) and written as the Dagster runs write them (textfile served
+by node_exporter, job ``llmhub-dagster-ingest``). Prometheus and the exporter run on free
+loopback ports with their files under the test's temporary directory, and are stopped after.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from integration.conftest import IsolatedStack, wait_for
+from llmhub.ingest.metrics import IngestMetrics, TextfileSink, serve
+from llmhub.stack.prometheus import PrometheusStack, binary
+
+pytestmark = pytest.mark.integration
+
+EventFactory = Callable[..., dict[str, Any]]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[PrometheusStack]:
+    if binary("prometheus") is None:
+        pytest.fail("prometheus is not installed: `llmhub stack up` installs it", pytrace=False)
+    stack = PrometheusStack(
+        run_dir=tmp_path / "prometheus",
+        metrics_dir=tmp_path / "metrics",
+        port=_free_port(),
+        ingest_targets=[f"127.0.0.1:{_free_port()}"],
+        textfile_port=_free_port(),
+        scrape_interval="1s",
+    )
+    assert stack.start(timeout_s=60)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _query(prometheus: PrometheusStack, promql: str) -> dict[tuple, float]:
+    url = f"{prometheus.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return {
+        tuple(sorted(item["metric"].items())): float(item["value"][1])
+        for item in body["data"]["result"]
+    }
+
+
+def test_prometheus_scrapes_the_live_ingester_and_the_dagster_textfile(
+    stack: IsolatedStack, prometheus: PrometheusStack, event: EventFactory
+) -> None:
+    good = [json.dumps(event("telemetry")).encode() for _ in range(40)]
+    stack.send("llm.telemetry", [*good, b"{not json", b""])
+    stack.send("llm.cost", [json.dumps(event("cost")).encode() for _ in range(5)])
+
+    metrics = IngestMetrics.for_settings(stack.settings)
+    serve(metrics, int(prometheus.ingest_targets[0].rsplit(":", 1)[1]))
+    observe = metrics.start_run()
+    from llmhub.ingest.engine import Ingestor
+
+    report = Ingestor(stack.settings).run(on_batch=observe)
+    observe.finish(report)
+    TextfileSink(prometheus.metrics_dir).save(metrics)
+    assert sum(report.rows_written.values()) == 45
+
+    telemetry, cost = stack.topic("llm.telemetry"), stack.topic("llm.cost")
+    for job in ("llmhub-ingest", "llmhub-dagster-ingest"):
+        read = f'sum by (topic) (llmhub_ingest_records_in_total{{job="{job}"}})'
+        expected = {(("topic", telemetry),): 42.0, (("topic", cost),): 5.0}
+        wait_for(
+            lambda read=read, expected=expected: all(
+                _query(prometheus, read).get(k) == v for k, v in expected.items()
+            ),
+            f"Prometheus to scrape {job}",
+        )
+        dead = _query(
+            prometheus,
+            f'sum by (error_class) (llmhub_ingest_dead_letters_total{{job="{job}",'
+            f'topic="{telemetry}"}})',
+        )
+        assert dead == {(("error_class", "invalid_json"),): 1.0, (("error_class", "empty"),): 1.0}
+        lag = _query(
+            prometheus,
+            f'sum(llmhub_ingest_consumer_lag_messages{{job="{job}",topic="{telemetry}"}})',
+        )
+        assert lag == {(): 0.0}
+
+    with urllib.request.urlopen(f"{prometheus.url}/api/v1/rules", timeout=5) as response:
+        groups = json.load(response)["data"]["groups"]
+    alerts = {rule["name"] for group in groups for rule in group["rules"]}
+    assert {"IngestConsumerLagHigh", "IngestDeadLetterRateHigh", "IngestConsumerStalled"} <= alerts
