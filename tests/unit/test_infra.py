@@ -18,7 +18,10 @@ import pytest
 import yaml
 
 from llmhub.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
+from llmhub.stack.prometheus import INGEST_METRICS_PORT, TEXTFILE_EXPORTER_PORT, scrape_config
 from llmhub.stack.timescale import DATABASES
+
+PROMETHEUS_PORT = 9090
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 COMPOSE_FILE = INFRA / "docker-compose.yml"
@@ -42,8 +45,44 @@ def _published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
     return mappings
 
 
-def test_compose_defines_exactly_the_two_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"timescaledb", "kafka"}
+def test_compose_defines_exactly_the_stack_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {
+        "timescaledb",
+        "kafka",
+        "prometheus",
+        "textfile-exporter",
+        "grafana",
+    }
+
+
+def test_compose_prometheus_uses_the_stacks_config_and_rules(compose: dict[str, Any]) -> None:
+    # The compose Prometheus and the one `llmhub stack up` starts must scrape the same jobs.
+    spec = compose["services"]["prometheus"]
+    mount = next(v for v in spec["volumes"] if v.startswith("./prometheus:"))
+    target = mount.split(":")[1]
+    config_flag = next(c for c in spec["command"] if c.startswith("--config.file="))
+    config_file = INFRA / "prometheus" / Path(config_flag.split("=", 1)[1]).relative_to(target)
+    config = yaml.safe_load(config_file.read_text())
+    expected = scrape_config(
+        f"127.0.0.1:{PROMETHEUS_PORT}",
+        [f"127.0.0.1:{INGEST_METRICS_PORT}"],
+        f"127.0.0.1:{TEXTFILE_EXPORTER_PORT}",
+        [f"{target}/*.rules.yml"],
+    )
+    assert config == expected
+    assert f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}" in spec["command"]
+    exporter = compose["services"]["textfile-exporter"]["command"]
+    assert f"--web.listen-address=127.0.0.1:{TEXTFILE_EXPORTER_PORT}" in exporter
+
+
+@pytest.mark.parametrize("service", ["prometheus", "textfile-exporter", "grafana"])
+def test_compose_host_network_services_bind_loopback(compose: dict[str, Any], service: str) -> None:
+    spec = compose["services"][service]
+    assert spec["network_mode"] == "host" and "ports" not in spec
+    listen = [c for c in spec.get("command", []) if c.startswith("--web.listen-address=")]
+    bind = listen[0].split("=", 1)[1].rsplit(":", 1)[0] if listen else None
+    bind = bind or spec["environment"]["GF_SERVER_HTTP_ADDR"]
+    assert bind == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
