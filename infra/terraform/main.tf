@@ -65,22 +65,27 @@ module "timescaledb" {
 module "services" {
   source = "./modules/services"
 
-  name                       = local.name
-  aws_region                 = var.aws_region
-  vpc_id                     = module.network.vpc_id
-  subnet_ids                 = module.network.private_subnet_ids
-  alb_security_group_id      = aws_security_group.this["alb"].id
-  dagster_security_group_ids = [aws_security_group.this["dagster"].id, aws_security_group.this["kafka_client"].id]
-  mlflow_security_group_id   = aws_security_group.this["mlflow"].id
-  hub_image                  = "${aws_ecr_repository.this["hub"].repository_url}:${var.image_tag}"
-  mlflow_image               = "${aws_ecr_repository.this["mlflow"].repository_url}:${var.mlflow_image_tag}"
-  ecr_repository_arns        = [for repo in aws_ecr_repository.this : repo.arn]
-  database_secret_arn        = module.timescaledb.secret_arn
-  kafka_bootstrap            = module.kafka.bootstrap_brokers
-  mlflow_host                = local.mlflow_host
-  dagster_daemon_cpu         = var.dagster_daemon_cpu
-  dagster_daemon_memory      = var.dagster_daemon_memory
-  log_retention_days         = var.log_retention_days
+  name                        = local.name
+  aws_region                  = var.aws_region
+  vpc_id                      = module.network.vpc_id
+  subnet_ids                  = module.network.private_subnet_ids
+  alb_security_group_id       = aws_security_group.this["alb"].id
+  dagster_security_group_ids  = [aws_security_group.this["dagster"].id, aws_security_group.this["kafka_client"].id]
+  mlflow_security_group_id    = aws_security_group.this["mlflow"].id
+  hub_image                   = "${aws_ecr_repository.this["hub"].repository_url}:${var.image_tag}"
+  mlflow_image                = "${aws_ecr_repository.this["mlflow"].repository_url}:${var.mlflow_image_tag}"
+  ecr_repository_arns         = [for repo in aws_ecr_repository.this : repo.arn]
+  migration_secret_arn        = module.timescaledb.secret_arn
+  service_secret_arns         = module.timescaledb.service_secret_arns
+  kafka_bootstrap             = module.kafka.bootstrap_brokers
+  mlflow_host                 = local.mlflow_host
+  dagster_host                = local.dagster_host
+  ui_certificate_arn          = var.ui_certificate_arn
+  secret_recovery_window_days = var.secret_recovery_window_days
+  password_version            = var.database_password_version
+  dagster_daemon_cpu          = var.dagster_daemon_cpu
+  dagster_daemon_memory       = var.dagster_daemon_memory
+  log_retention_days          = var.log_retention_days
 }
 
 # Images are built and pushed outside Terraform (see README); the repositories live here so the

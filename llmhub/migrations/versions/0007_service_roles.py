@@ -74,12 +74,13 @@ def upgrade() -> None:
     op.execute(f"grant usage, create on schema {', '.join(DBT_SCHEMAS)} to {DAGSTER}")
     op.execute(f"grant usage on schema marts_access to {DAGSTER}")
     op.execute(f"grant select on marts_access.current_tenants to {DAGSTER}")
-    # Handing a relation to a role takes membership in it, unless one is a superuser; the
-    # creator of a role holds its admin option (PostgreSQL 16+), enough to grant it to itself.
+    # Handing a relation to a role takes membership in it. The role that created llmhub_dagster
+    # holds its admin option (PostgreSQL 16+), enough to grant it to itself; in production the
+    # database setup makes the migration role a member already (infra/terraform).
     op.execute(
         f"""
         do $$ begin
-            if not (select rolsuper from pg_catalog.pg_roles where rolname = current_user) then
+            if not pg_catalog.pg_has_role(current_user, '{DAGSTER}', 'MEMBER') then
                 execute format('grant {DAGSTER} to %I', current_user);
             end if;
         end $$
