@@ -13,22 +13,22 @@ output "mlflow_tracking_uri" {
 
 output "database_secret_arn" {
   description = "Secret of the hub database's owner (url key): migrations and administration only; services use service_secret_arns."
-  value       = module.timescaledb.secret_arn
+  value       = module.credentials.owner_secret_arn
 }
 
 output "service_secret_arns" {
   description = "Per service (ingest, api, dagster, mlflow) the secret with its own database login; its url key is that service's LLMHUB_DATABASE_URL."
-  value       = module.timescaledb.service_secret_arns
+  value       = module.credentials.service_secret_arns
 }
 
 output "service_database_logins" {
   description = "Per service, its login role and the group role of migration 0007 it is a member of."
-  value       = module.timescaledb.service_logins
+  value       = { for key, service in local.database_services : key => { login = service.login, group = service.group } }
 }
 
 output "database_url_command" {
   description = "Prints the owner's LLMHUB_DATABASE_URL (needs secretsmanager:GetSecretValue on the secret)."
-  value       = "aws secretsmanager get-secret-value --region ${var.aws_region} --secret-id ${module.timescaledb.secret_arn} --query SecretString --output text | jq -r .url"
+  value       = "aws secretsmanager get-secret-value --region ${var.aws_region} --secret-id ${module.credentials.owner_secret_arn} --query SecretString --output text | jq -r .url"
 }
 
 output "dagster_url" {
@@ -43,7 +43,7 @@ output "ui_user_pool_id" {
 
 output "mlflow_auth_secret_arn" {
   description = "Secret with MLflow's administrator login (basic-auth app)."
-  value       = module.services.mlflow_auth_secret_arn
+  value       = module.credentials.mlflow_auth_secret_arn
 }
 
 output "migrate_task_definition" {

@@ -181,14 +181,18 @@ def terraform_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "TF_IN_AUTOMATION": "1", "TF_CLI_CONFIG_FILE": str(cli_config)}
 
 
-def test_terraform_validates_offline(tmp_path: Path, terraform_env: dict[str, str]) -> None:
+@pytest.fixture
+def terraform_workdir(tmp_path: Path, terraform_env: dict[str, str]) -> Path:
+    """infra/terraform (and the alert rules it loads from infra/prometheus) copied and
+    initialised offline from the provider mirror."""
     terraform = _terraform()
     if not (PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
         pytest.skip(f"no filesystem mirror of the AWS provider at {PLUGIN_DIR}")
-    workdir = tmp_path / "terraform"
+    workdir = tmp_path / "infra" / "terraform"
     shutil.copytree(
         TERRAFORM_DIR, workdir, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*")
     )
+    shutil.copytree(INFRA / "prometheus", tmp_path / "infra" / "prometheus")
     _run(
         [
             terraform,
@@ -202,8 +206,41 @@ def test_terraform_validates_offline(tmp_path: Path, terraform_env: dict[str, st
         workdir,
         terraform_env,
     )
-    result = _run([terraform, "validate", "-no-color"], workdir, terraform_env)
+    return workdir
+
+
+def test_terraform_validates_offline(
+    terraform_workdir: Path, terraform_env: dict[str, str]
+) -> None:
+    result = _run([_terraform(), "validate", "-no-color"], terraform_workdir, terraform_env)
     assert "The configuration is valid" in result.stdout
+
+
+def test_terraform_tests_pass_with_a_mocked_provider(
+    terraform_workdir: Path, terraform_env: dict[str, str]
+) -> None:
+    # tests/*.tftest.hcl: Cognito in front of Dagster, MLflow's basic-auth app, one database
+    # login per service (every AWS call mocked, no credentials).
+    result = _run([_terraform(), "test", "-no-color"], terraform_workdir, terraform_env)
+    assert re.search(r"Success! [1-9]\d* passed, 0 failed", result.stdout), result.stdout
+
+
+def test_terraform_loads_the_promtool_tested_alert_rules() -> None:
+    # The managed Prometheus must get the very files the promtool tests check.
+    monitoring = (TERRAFORM_DIR / "monitoring.tf").read_text()
+    assert 'fileset("${path.module}/../prometheus", "*.rules.yml")' in monitoring
+    assert list((INFRA / "prometheus").glob("*.rules.yml"))
+
+
+def test_terraform_gives_each_service_its_own_database_login() -> None:
+    main = (TERRAFORM_DIR / "main.tf").read_text()
+    logins = dict(re.findall(r'(\w+)\s*=\s*\{ login = "(\w+)", group = "llmhub_\1"', main))
+    assert logins == {
+        "ingest": "svc_ingest",
+        "api": "svc_api",
+        "dagster": "svc_dagster",
+        "mlflow": "svc_mlflow",
+    }
 
 
 def test_terraform_is_formatted(terraform_env: dict[str, str]) -> None:

@@ -54,31 +54,3 @@ resource "aws_cognito_user_pool_client" "dagster" {
   # The load balancer's fixed callback path.
   callback_urls = ["https://${var.dagster_host}/oauth2/idpresponse"]
 }
-
-# MLflow's administrator (also the account the hub's tasks log runs with) and the key that
-# signs its web sessions: generated at apply time, written only to the secret.
-resource "aws_secretsmanager_secret" "mlflow_auth" {
-  name                    = "${var.name}/mlflow-auth"
-  description             = "MLflow basic-auth administrator and Flask session key"
-  recovery_window_in_days = var.secret_recovery_window_days
-}
-
-ephemeral "aws_secretsmanager_random_password" "mlflow_admin" {
-  password_length     = 32
-  exclude_punctuation = true
-}
-
-ephemeral "aws_secretsmanager_random_password" "mlflow_session_key" {
-  password_length     = 48
-  exclude_punctuation = true
-}
-
-resource "aws_secretsmanager_secret_version" "mlflow_auth" {
-  secret_id                = aws_secretsmanager_secret.mlflow_auth.id
-  secret_string_wo_version = var.password_version
-  secret_string_wo = jsonencode({
-    admin_username   = "admin"
-    admin_password   = ephemeral.aws_secretsmanager_random_password.mlflow_admin.random_password
-    flask_secret_key = ephemeral.aws_secretsmanager_random_password.mlflow_session_key.random_password
-  })
-}

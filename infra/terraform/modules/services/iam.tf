@@ -44,7 +44,7 @@ data "aws_iam_policy_document" "execution" {
       var.migration_secret_arn,
       var.service_secret_arns["dagster"],
       var.service_secret_arns["mlflow"],
-      aws_secretsmanager_secret.mlflow_auth.arn,
+      var.mlflow_auth_secret_arn,
     ]
   }
 }

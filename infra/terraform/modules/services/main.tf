@@ -23,9 +23,9 @@ locals {
   ]
   hub_secrets = [
     { name = "LLMHUB_DATABASE_URL", valueFrom = "${var.service_secret_arns["dagster"]}:url::" },
-    { name = "LLMHUB_DAGSTER_STORAGE_URL", valueFrom = "${var.service_secret_arns["dagster"]}:storage_url::" },
-    { name = "MLFLOW_TRACKING_USERNAME", valueFrom = "${aws_secretsmanager_secret.mlflow_auth.arn}:admin_username::" },
-    { name = "MLFLOW_TRACKING_PASSWORD", valueFrom = "${aws_secretsmanager_secret.mlflow_auth.arn}:admin_password::" },
+    { name = "LLMHUB_DAGSTER_STORAGE_URL", valueFrom = "${var.service_secret_arns["dagster"]}:dagster_url::" },
+    { name = "MLFLOW_TRACKING_USERNAME", valueFrom = "${var.mlflow_auth_secret_arn}:admin_username::" },
+    { name = "MLFLOW_TRACKING_PASSWORD", valueFrom = "${var.mlflow_auth_secret_arn}:admin_password::" },
   ]
 }
 

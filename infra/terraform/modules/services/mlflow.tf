@@ -119,16 +119,14 @@ resource "aws_ecs_task_definition" "mlflow" {
     ]
     secrets = [
       { name = "MLFLOW_BACKEND_STORE_URI", valueFrom = "${var.service_secret_arns["mlflow"]}:url::" },
-      { name = "MLFLOW_AUTH_DATABASE_URI", valueFrom = "${var.service_secret_arns["mlflow"]}:auth_url::" },
-      { name = "MLFLOW_AUTH_ADMIN_USERNAME", valueFrom = "${aws_secretsmanager_secret.mlflow_auth.arn}:admin_username::" },
-      { name = "MLFLOW_AUTH_ADMIN_PASSWORD", valueFrom = "${aws_secretsmanager_secret.mlflow_auth.arn}:admin_password::" },
-      { name = "MLFLOW_FLASK_SERVER_SECRET_KEY", valueFrom = "${aws_secretsmanager_secret.mlflow_auth.arn}:flask_secret_key::" },
+      { name = "MLFLOW_AUTH_DATABASE_URI", valueFrom = "${var.service_secret_arns["mlflow"]}:mlflow_auth_url::" },
+      { name = "MLFLOW_AUTH_ADMIN_USERNAME", valueFrom = "${var.mlflow_auth_secret_arn}:admin_username::" },
+      { name = "MLFLOW_AUTH_ADMIN_PASSWORD", valueFrom = "${var.mlflow_auth_secret_arn}:admin_password::" },
+      { name = "MLFLOW_FLASK_SERVER_SECRET_KEY", valueFrom = "${var.mlflow_auth_secret_arn}:flask_secret_key::" },
     ]
     logConfiguration = local.log_configuration["mlflow"]
     portMappings     = [{ containerPort = 5000, protocol = "tcp" }]
   }])
-
-  depends_on = [aws_secretsmanager_secret_version.mlflow_auth]
 }
 
 resource "aws_ecs_service" "mlflow" {

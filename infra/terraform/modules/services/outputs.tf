@@ -33,11 +33,6 @@ output "migrate_task_definition" {
   value       = aws_ecs_task_definition.migrate.arn
 }
 
-output "mlflow_auth_secret_arn" {
-  description = "Secret with MLflow's administrator login (admin_username, admin_password)."
-  value       = aws_secretsmanager_secret.mlflow_auth.arn
-}
-
 output "ui_user_pool_id" {
   description = "Cognito user pool whose users may open the Dagster UI (create them there)."
   value       = aws_cognito_user_pool.ui.id

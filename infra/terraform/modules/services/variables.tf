@@ -54,7 +54,7 @@ variable "migration_secret_arn" {
 }
 
 variable "service_secret_arns" {
-  description = "Per service (dagster, mlflow, ...) the secret with its own database login (url, storage_url, auth_url keys)."
+  description = "Per service (dagster, mlflow, ...) the secret with its own database login (url and <database>_url keys)."
   type        = map(string)
 
   validation {
@@ -73,14 +73,9 @@ variable "ui_certificate_arn" {
   type        = string
 }
 
-variable "secret_recovery_window_days" {
-  description = "Days a deleted secret can be restored."
-  type        = number
-}
-
-variable "password_version" {
-  description = "Increment to generate new MLflow administrator credentials."
-  type        = number
+variable "mlflow_auth_secret_arn" {
+  description = "Secret with MLflow's admin_username, admin_password and flask_secret_key."
+  type        = string
 }
 
 variable "kafka_bootstrap" {
