@@ -9,6 +9,7 @@ loopback ports with their files under the test's temporary directory, and are st
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import urllib.parse
 import urllib.request
@@ -106,3 +107,52 @@ def test_prometheus_scrapes_the_live_ingester_and_the_dagster_textfile(
         groups = json.load(response)["data"]["groups"]
     alerts = {rule["name"] for group in groups for rule in group["rules"]}
     assert {"IngestConsumerLagHigh", "IngestDeadLetterRateHigh", "IngestConsumerStalled"} <= alerts
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_follow_mode_keeps_ingesting_and_serving_metrics(
+    stack: IsolatedStack, event: EventFactory
+) -> None:
+    port = _free_port()
+    proc = stack.start_cli(
+        "ingest", "--follow", "--interval", "0.5", "--metrics-port", str(port), name="follow"
+    )
+    try:
+        telemetry = stack.topic("llm.telemetry")
+        table = (("table", "llm_requests"), ("topic", telemetry))
+        rows = ("llmhub_ingest_records_out_total", table)
+
+        def rows_served(expected: float) -> bool:
+            try:
+                return _scrape(port).get(rows) == expected
+            except OSError:
+                return False
+
+        # Messages sent before and after the process started are both picked up.
+        stack.send("llm.telemetry", [json.dumps(event("telemetry")).encode() for _ in range(10)])
+        wait_for(lambda: rows_served(10.0), "the first messages in the metrics")
+        stack.send("llm.telemetry", [json.dumps(event("telemetry")).encode() for _ in range(7)])
+        stack.send("llm.telemetry", [b"\xff"])
+        wait_for(lambda: rows_served(17.0), "later messages in the metrics")
+        samples = _scrape(port)
+        dead = (("error_class", "not_utf8"), ("topic", telemetry))
+        assert samples[("llmhub_ingest_dead_letters_total", dead)] == 1
+        # A run drains the partitions until a poll comes back empty, then the next one starts.
+        runs = ("llmhub_ingest_runs_total", ())
+        wait_for(lambda: _scrape(port).get(runs, 0) >= 2, "two finished runs")
+        assert stack.count("llm_requests") == 17
+        assert proc.poll() is None, "the follow mode must keep running"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
