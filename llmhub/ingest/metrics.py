@@ -21,6 +21,7 @@ run's totals (prometheus-client cannot seed a histogram).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -41,6 +42,8 @@ from prometheus_client.core import (
 if TYPE_CHECKING:
     from llmhub.config import Settings
     from llmhub.ingest.engine import IngestReport
+
+log = logging.getLogger(__name__)
 
 PREFIX = "llmhub_ingest"
 # Seconds; a batch is one poll + normalise + one transaction, 50,000 messages at most.
@@ -306,9 +309,19 @@ class TextfileSink:
         return self.directory / STATE_NAME
 
     def load(self, settings: Settings) -> IngestMetrics:
+        """The totals so far; zero if there are none or they cannot be read (Prometheus sees
+        a counter reset, which ``rate()`` handles)."""
         totals = None
-        if self.state_file.exists():
+        try:
             totals = IngestTotals.from_json(self.state_file.read_text())
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning(
+                "ingestion metrics state %s unreadable (%s); starting from zero",
+                self.state_file,
+                exc,
+            )
         return IngestMetrics.for_settings(settings, totals)
 
     def save(self, metrics: IngestMetrics) -> None:

@@ -150,6 +150,16 @@ def test_textfile_keeps_counters_monotonic_across_runs(tmp_path: Path) -> None:
     assert set(sink.directory.iterdir()) == {sink.state_file, sink.textfile}
 
 
+def test_an_unreadable_state_starts_from_zero(tmp_path: Path) -> None:
+    # A truncated state file (disk full) must not stop the ingestion runs that read it.
+    sink = TextfileSink(tmp_path)
+    sink.state_file.write_text('{"records_in": {"llm.telemetry"')
+    metrics = sink.load(Settings(stack_dir=tmp_path))
+    assert metrics.totals == IngestTotals()
+    sink.save(metrics)
+    assert IngestTotals.from_json(sink.state_file.read_text()) == IngestTotals()
+
+
 def test_state_with_other_bucket_bounds_restarts_the_histogram() -> None:
     totals = IngestTotals(batch_buckets=[1, 2], batch_sum_s=9.0, runs=4)
     again = IngestTotals.from_json(totals.to_json())
