@@ -208,6 +208,9 @@ class PrometheusStack:
                 timeout_s,
             )
         if self.is_running():
+            # Pick up changed rules or targets without a restart (--web.enable-lifecycle).
+            self.configure()
+            self.reload()
             return False
         self.configure()
         prometheus = binary("prometheus")
@@ -229,6 +232,14 @@ class PrometheusStack:
             poll_s=0.2,
         )
         return True
+
+    def reload(self) -> None:
+        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            log.warning("Prometheus on %s did not reload its configuration: %s", self.url, exc)
 
     def stop(self) -> None:
         stop_daemon(self.run_dir, "prometheus", grace_s=10.0)
