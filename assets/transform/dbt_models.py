@@ -137,9 +137,8 @@ def dbt_model_assets(project: DbtProject) -> tuple[dg.AssetsDefinition, dg.Asset
         Driven by ``transform_hourly_schedule`` (minute 10 of every hour), not an eager automation
         condition: ingestion materialises the raw tables every minute, so eager would start a dbt
         build every minute (with its tests, some of which scan all of raw through the staging
-        views),
-        while an hour bucket closes once an hour; the 6-hour lookback folds in late events. A
-        schedule is also visible and pausable in Dagit, and skips a tick while the previous build
+        views), while an hour bucket closes once an hour; the 6-hour lookback folds in late events.
+        A schedule is also visible and pausable in Dagit, and skips a tick while the previous build
         still runs (two overlapping delete+insert builds of one bucket could both insert it).
         """
         yield from _build(context, config, dbt, hub)
