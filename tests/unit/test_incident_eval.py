@@ -8,26 +8,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmhub.cli.ml_incidents import window_events
 from ml.anomaly import DetectorResult
-from ml.evaluation.incidents import (
+from ml.evaluation.incidents.base import FitScore, IncidentEvaluationError, SeriesMap
+from ml.evaluation.incidents.detection import (
     DetectionReport,
     FeedbackEffect,
-    FitScore,
-    ForecastScore,
-    Incident,
-    IncidentEvaluationError,
-    SeriesMap,
-    align_series,
-    build_series,
     evaluate_detection,
     feedback_effect,
+    match_incidents,
+)
+from ml.evaluation.incidents.forecast import ForecastScore, poisson_floor_mape, summarise_forecasts
+from ml.evaluation.incidents.ground_truth import Incident, incidents_from_ground_truth
+from ml.evaluation.incidents.harness import window_events
+from ml.evaluation.incidents.hourly import (
+    align_series,
+    build_series,
     hourly_requests,
     hourly_security_alerts,
-    incidents_from_ground_truth,
-    match_incidents,
-    poisson_floor_mape,
-    summarise_forecasts,
 )
 from ml.features import SECURITY_ALERTS, SeriesKey, fill_idle_hours
 
