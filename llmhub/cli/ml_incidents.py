@@ -140,6 +140,7 @@ def eval_incidents(
     active series-hour and precision, and the forecaster's MAPE per tenant (the 12% target) and
     per route with the Poisson noise floor.
     """
+    # Most of the length is the option declarations; the body parses, loops seeds, prints.
     import pandas as pd
     import torch
 

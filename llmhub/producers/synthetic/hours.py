@@ -76,6 +76,8 @@ def _lognormal_tokens(
     return np.clip(np.rint(draw), 1, cap).astype(np.int64)
 
 
+# Long on purpose: every column of a chunk comes from one generator, and the order of the draws
+# is what makes a seed reproduce its messages byte for byte; one function keeps that order visible.
 def _telemetry_chunk(plan: _Plan, chunk: int, m0: int, m1: int) -> _TelemetryChunk:
     rng = np.random.default_rng([plan.seed, _STREAM_TELEMETRY, chunk])
     counts = plan.minute_counts[m0:m1]
@@ -293,6 +295,7 @@ def _model_asset_id(tenant_id: str, model: str) -> str:
 
 def _registry_messages(plan: _Plan) -> tuple[list[Message], list[Message]]:
     """Registrations at the window start, and a few version bumps mid-window."""
+    # One function for the same reason as _telemetry_chunk: one generator, one draw order.
     rng = np.random.default_rng([plan.seed, _STREAM_REGISTRY])
     initial: list[tuple[int, str, str, str, dict[str, Any]]] = []
     seen: set[tuple[str, str]] = set()
