@@ -14,7 +14,7 @@ def contract_export(
     check: Annotated[bool, typer.Option(help="Fail if generated files are stale.")] = False,
 ) -> None:
     """Regenerate the JSON Schemas and docs/event-contract.md from the models."""
-    from llmhub.contract.export import export
+    from llmhub.contract.schema_export import export
 
     stale = export(check=check)
     for path in stale:

@@ -39,8 +39,8 @@ def export_model(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from llmhub.db import connect
-    from llmhub.export import ExportError, PostgresCatalog, export, parse_time, plan_export
-    from llmhub.export import resolve_format as export_format
+    from llmhub.mart_export import ExportError, PostgresCatalog, export, parse_time, plan_export
+    from llmhub.mart_export import resolve_format as export_format
 
     try:
         chosen = export_format(out, fmt)

@@ -1,4 +1,4 @@
-"""Incident evaluation: the detector and the forecaster on synthetic traffic with ground truth.
+"""IncidentLabel evaluation: the detector and the forecaster on synthetic traffic with ground truth.
 
 The synthetic generator injects four kinds of incidents (``llmhub.producers.synthetic``): a
 model-wide latency regression, a cost spike, an error storm and a security-alert burst on one

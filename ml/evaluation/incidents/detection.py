@@ -20,7 +20,7 @@ from ml.evaluation.incidents.base import (
     IncidentEvaluationError,
     SeriesMap,
 )
-from ml.evaluation.incidents.ground_truth import Incident
+from ml.evaluation.incidents.ground_truth import IncidentLabel
 from ml.evaluation.incidents.hourly import require_columns
 from ml.features import (
     SECURITY_ALERTS,
@@ -221,7 +221,7 @@ class DetectionReport:
         return summary
 
 
-def _route_mask(frame: pd.DataFrame, incident: Incident, alerts: bool) -> pd.Series:
+def _route_mask(frame: pd.DataFrame, incident: IncidentLabel, alerts: bool) -> pd.Series:
     if alerts:
         mask = frame["request_model"] == SECURITY_ALERTS_MODEL
     else:
@@ -241,8 +241,8 @@ def _overlaps(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd
 
 def match_incidents(
     scored: pd.DataFrame,
-    incidents: Sequence[Incident],
-    bursts: Sequence[Incident] = (),
+    incidents: Sequence[IncidentLabel],
+    bursts: Sequence[IncidentLabel] = (),
     grace_hours: float = GRACE_HOURS,
 ) -> DetectionReport:
     """Match flagged hours to the ground truth (rules in the module docstring).
@@ -258,8 +258,8 @@ def match_incidents(
 
 def classify_flags(
     scored: pd.DataFrame,
-    incidents: Sequence[Incident],
-    bursts: Sequence[Incident] = (),
+    incidents: Sequence[IncidentLabel],
+    bursts: Sequence[IncidentLabel] = (),
     grace_hours: float = GRACE_HOURS,
 ) -> tuple[DetectionReport, pd.Series]:
     """``match_incidents``, and which rows of ``scored`` (index reset) are false positives."""
@@ -341,8 +341,8 @@ def _report(
 def evaluate_detection(
     train: SeriesMap,
     test: SeriesMap,
-    incidents: Sequence[Incident],
-    bursts: Sequence[Incident] = (),
+    incidents: Sequence[IncidentLabel],
+    bursts: Sequence[IncidentLabel] = (),
     fit_score: FitScore | None = None,
     grace_hours: float = GRACE_HOURS,
     feedback_split: pd.Timestamp | None = None,
@@ -350,8 +350,8 @@ def evaluate_detection(
 ) -> DetectionReport | tuple[DetectionReport, FeedbackEffect]:
     """Fit on the clean window, score the incident window, match the flags to the ground truth.
 
-    With ``feedback_split``, also the ``feedback_effect`` of marking the false positives before
-    it (``threshold``: the detector's), returned with the report.
+    With ``feedback_split``, also the ``feedback_effect_on_incidents`` of marking the false
+    positives before it (``threshold``: the detector's), returned with the report.
 
     Args:
         train: raw series of the training window (``build_series``).
@@ -388,7 +388,7 @@ def evaluate_detection(
     report = match_incidents(scored, incidents, bursts, grace_hours)
     if feedback_split is None:
         return report
-    return report, feedback_effect(
+    return report, feedback_effect_on_incidents(
         scored, incidents, bursts, feedback_split, threshold, grace_hours=grace_hours
     )
 
@@ -425,10 +425,10 @@ class FeedbackEffect:
         return FeedbackEffect(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
-def feedback_effect(
+def feedback_effect_on_incidents(
     scored: pd.DataFrame,
-    incidents: Sequence[Incident],
-    bursts: Sequence[Incident],
+    incidents: Sequence[IncidentLabel],
+    bursts: Sequence[IncidentLabel],
     split: pd.Timestamp,
     threshold: float,
     *,

@@ -13,8 +13,9 @@ from ml.evaluation.incidents.base import INCIDENT_METRICS
 
 
 @dataclass(frozen=True)
-class Incident:
-    """One ground-truth incident (or rate-limit burst) over ``[start, end)``, UTC.
+class IncidentLabel:
+    """One ground-truth incident (or rate-limit burst) over ``[start, end)``, UTC, as the
+    evaluation grades it (read from the JSON of the generator's ``Incident``).
 
     ``tenant_id``/``asset_id`` None: every application calling ``model``; ``model`` None: every
     model of the application.
@@ -29,7 +30,7 @@ class Incident:
     end: pd.Timestamp
 
     @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> Incident:
+    def from_dict(cls, record: Mapping[str, Any]) -> IncidentLabel:
         """Parse one entry of ``SyntheticTraffic.ground_truth()`` (ISO-8601 times)."""
         return cls(
             kind=str(record["kind"]),
@@ -53,10 +54,12 @@ class Incident:
             ) from None
 
 
-def incidents_from_ground_truth(truth: Mapping[str, Any]) -> tuple[list[Incident], list[Incident]]:
+def incidents_from_ground_truth(
+    truth: Mapping[str, Any],
+) -> tuple[list[IncidentLabel], list[IncidentLabel]]:
     """The graded incidents and the rate-limit bursts of a ``ground_truth()`` dict."""
-    incidents = [Incident.from_dict(r) for r in truth.get("incidents", [])]
-    bursts = [Incident.from_dict(r) for r in truth.get("rate_limit_bursts", [])]
+    incidents = [IncidentLabel.from_dict(r) for r in truth.get("incidents", [])]
+    bursts = [IncidentLabel.from_dict(r) for r in truth.get("rate_limit_bursts", [])]
     return incidents, bursts
 
 

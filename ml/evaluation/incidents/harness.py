@@ -158,7 +158,7 @@ def evaluate_windows(
     incidents, bursts = incidents_from_ground_truth(ground_truth)
     detect = tasks.add_task(f"{label}: detect", total=len(test_series))
     # Feedback: an analyst marks every false alarm of the first half of the test window; the
-    # thresholds tuned from them are applied to the second half (see feedback_effect).
+    # thresholds tuned from them are applied to the second half (see feedback_effect_on_incidents).
     split = pd.Timestamp(windows.train_end) + pd.Timedelta(days=windows.test_days / 2)
     report, feedback = evaluate_detection(
         train_series,
