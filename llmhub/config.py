@@ -15,7 +15,22 @@ from urllib.parse import urlsplit, urlunsplit
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5433/llmhub"
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_STACK_DIR = "/var/lib/llmhub"
+DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"
 DEFAULT_CONSUMER_GROUP = "llmhub-ingest"
+
+
+DEFAULT_MLFLOW_TRACKING_URI = "http://127.0.0.1:5000"
+
+
+def mlflow_tracking_uri() -> str:
+    """The MLflow tracking server (``MLFLOW_TRACKING_URI``, MLflow's own variable), else the
+    local stack's."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_MLFLOW_TRACKING_URI
+
+
+def prometheus_url() -> str:
+    """The Prometheus the local stack runs (``LLMHUB_PROMETHEUS_URL``), else its default."""
+    return os.environ.get("LLMHUB_PROMETHEUS_URL") or DEFAULT_PROMETHEUS_URL
 
 
 def _env_int(name: str, default: int) -> int:

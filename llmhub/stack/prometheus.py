@@ -15,7 +15,6 @@ them, and runs:
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
@@ -32,17 +31,12 @@ from llmhub.stack.timescale import StackError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "http://127.0.0.1:9090"
 INGEST_METRICS_PORT = 9464
 TEXTFILE_EXPORTER_PORT = 9465
 PACKAGES = ("prometheus", "prometheus-node-exporter")
 # infra/prometheus of the checkout (the stack is started from one).
 RULES_DIR = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
 SCRAPE_INTERVAL = "15s"
-
-
-def prometheus_url() -> str:
-    return os.environ.get("LLMHUB_PROMETHEUS_URL") or DEFAULT_URL
 
 
 def binary(name: str) -> str | None:
@@ -69,12 +63,9 @@ def install_packages() -> None:
         )
         policy.chmod(0o755)
     try:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-        ):
-            result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-qq"]
+        for cmd in ([*apt, "update"], [*apt, "install", "-y", "--no-install-recommends", *missing]):
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise StackError(f"{' '.join(cmd)} failed: {result.stderr.strip()[-2000:]}")
     finally:
