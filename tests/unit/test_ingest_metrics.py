@@ -184,3 +184,14 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_merged_worker_reports_keep_dead_letters_by_class() -> None:
+    # run_parallel merges the workers' reports: the per-class counts must add up too.
+    one = _report(1, 0, {("llm.telemetry", "schema"): 2}, 1)
+    two = _report(1, 0, {("llm.telemetry", "schema"): 1, ("llm.telemetry", "empty"): 4}, 1)
+    merged = one.merge(two)
+    assert merged.dead_letter_classes == {
+        ("llm.telemetry", "schema"): 3,
+        ("llm.telemetry", "empty"): 4,
+    }
