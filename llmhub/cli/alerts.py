@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from llmhub.cli.output import out
 from llmhub.config import load_settings
 
 alerts_app = typer.Typer(help="Alert routing, silences, the notification outbox and its sender.")
@@ -20,8 +20,6 @@ alerts_app.add_typer(route_app, name="route")
 alerts_app.add_typer(silence_app, name="silence")
 alerts_app.add_typer(quiet_app, name="quiet")
 
-out = Console()
-err = Console(stderr=True)
 CHANNELS = ("slack", "pagerduty", "teams", "webhook", "email")
 
 
