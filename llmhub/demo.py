@@ -1,5 +1,6 @@
 """``make demo``: synthetic traffic -> Kafka -> Dagster ingestion -> TimescaleDB -> dbt marts ->
-ML training (MLflow) -> anomalies, forecasts and budget projections -> alerts (local receivers), summarised.
+ML training (MLflow) -> anomalies, forecasts and budget projections -> alerts to five channels
+(local receivers), summarised.
 
 Runs the same jobs the schedules run, in-process against the PostgreSQL-backed Dagster instance
 (``$DAGSTER_HOME``), so the runs and their metadata show in Dagit afterwards (``make dev``). The
