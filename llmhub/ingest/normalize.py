@@ -40,6 +40,9 @@ class ErrorClass(StrEnum):
     naive_timestamp = "naive_timestamp"
     timestamp_out_of_range = "timestamp_out_of_range"
     database = "database"
+    # Anything unforeseen that one message triggered (a bug, not the producer's fault): the
+    # message is kept and the batch goes on; the reason names the exception.
+    internal = "internal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,11 @@ def describe_validation_error(exc: ValidationError) -> tuple[ErrorClass, str]:
     return ErrorClass.schema, "; ".join(parts)
 
 
+def internal_rejection(exc: BaseException) -> Rejection:
+    """An unforeseen exception raised while handling one message, as that message's reason."""
+    return Rejection(ErrorClass.internal, f"{type(exc).__name__}: {exc}"[:1000])
+
+
 class Normalizer:
     """Validates and normalises the messages of one topic into rows of its raw table.
 
@@ -90,7 +98,8 @@ class Normalizer:
     def normalize(
         self, value: bytes | None, partition: int, offset: int, now: datetime
     ) -> tuple[Any, ...] | Rejection:
-        """Return the raw-table row for ``value`` or the reason it was rejected.
+        """Return the raw-table row for ``value`` or the reason it was rejected; never raises
+        for anything a message contains (an unforeseen exception is an ``internal`` rejection).
 
         Args:
             value: the message value as sent.
@@ -98,6 +107,14 @@ class Normalizer:
             now: the reference time for the accepted ``occurred_at`` range; pass the same object
                 for a whole batch (the range is computed once per distinct ``now``).
         """
+        try:
+            return self._normalize(value, partition, offset, now)
+        except Exception as exc:  # one message must never stop the partition
+            return internal_rejection(exc)
+
+    def _normalize(
+        self, value: bytes | None, partition: int, offset: int, now: datetime
+    ) -> tuple[Any, ...] | Rejection:
         if not value:
             return Rejection(ErrorClass.empty, "message has no value (empty or tombstone)")
         if len(value) > self._max_bytes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -270,3 +272,35 @@ def test_unrepresentable_time_is_rejected_not_raised(event: EventFactory, occurr
     )
     assert isinstance(outcome, Rejection)
     assert outcome.error_class in (ErrorClass.schema, ErrorClass.timestamp_out_of_range)
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [10**399, -(10**399), "9" * 400, 2**1024],
+    ids=["400-digit-int", "400-digit-negative-int", "400-digit-string", "beyond-float"],
+)
+def test_integer_beyond_float_range_is_rejected_not_raised(
+    event: EventFactory, occurred_at: Any
+) -> None:
+    # Regression: an integer of 400 digits raised OverflowError (int to float) inside the
+    # contract, outside the dead-letter path, and stopped the partition for good.
+    value = json.dumps(event("telemetry", occurred_at=occurred_at)).encode()
+    outcome = Normalizer(TELEMETRY, Settings()).normalize(value, 0, 0, NOW)
+    assert isinstance(outcome, Rejection)
+    assert outcome.error_class is ErrorClass.schema
+    assert outcome.error.startswith("occurred_at")
+
+
+def test_an_unexpected_exception_is_an_internal_rejection(
+    event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    normalizer = Normalizer(TELEMETRY, Settings())
+
+    def explode(*args: Any) -> Any:
+        raise KeyError("a bug in the normaliser")
+
+    monkeypatch.setattr(normalizer, "table", SimpleNamespace(row=explode))
+    outcome = normalizer.normalize(_dumps(event("telemetry")), 0, 0, NOW)
+    assert isinstance(outcome, Rejection)
+    assert outcome.error_class is ErrorClass.internal
+    assert "KeyError" in outcome.error and "a bug in the normaliser" in outcome.error
