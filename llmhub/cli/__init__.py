@@ -48,6 +48,15 @@ def _register_ml() -> None:
 
 _register_ml()
 
+
+def _register_dead_letter() -> None:
+    from llmhub.cli.dead_letter import dead_letter_app
+
+    app.add_typer(dead_letter_app, name="dead-letter")
+
+
+_register_dead_letter()
+
 console = Console(stderr=True)
 out = Console()
 

@@ -223,20 +223,30 @@ class RawWriter:
         return cursor.rowcount
 
     def _insert_row_by_row(self, table: str, rows: TableRows) -> tuple[int, int, list[DeadLetter]]:
+        inserted = duplicates = 0
+        rejected: list[DeadLetter] = []
+        for outcome in self.insert_each(table, rows):
+            if isinstance(outcome, DeadLetter):
+                rejected.append(outcome)
+            else:
+                inserted += outcome
+                duplicates += 1 - outcome
+        return inserted, duplicates, rejected
+
+    def insert_each(self, table: str, rows: TableRows) -> list[int | DeadLetter]:
+        """Insert ``rows`` one by one, each in a savepoint: per row 1 (stored), 0 (already
+        stored: same event key) or the dead letter saying why the database refused it."""
         spec = TABLES[table]
         statement = sql.SQL("insert into {} ({}) values ({}) on conflict do nothing").format(
             sql.Identifier("raw", table),
             sql.SQL(", ").join(map(sql.Identifier, spec.columns)),
             sql.SQL(", ").join(sql.Placeholder() * len(spec.columns)),
         )
-        inserted = duplicates = 0
-        rejected: list[DeadLetter] = []
+        outcomes: list[int | DeadLetter] = []
         for row, source in zip(rows.rows, rows.sources, strict=True):
             try:
                 with self.conn.transaction():
-                    count = self.conn.execute(statement, row).rowcount
-                inserted += count
-                duplicates += 1 - count
+                    outcomes.append(self.conn.execute(statement, row).rowcount)
             except Exception as exc:
                 if self._not_about_rows(exc):
                     raise
@@ -246,8 +256,8 @@ class RawWriter:
                 else:  # the row formatter or the adapter raised: a bug, kept with the message
                     error_class = ErrorClass.internal
                     message = f"row could not be written: {type(exc).__name__}: {exc}"
-                rejected.append(DeadLetter(self._as_message(source), error_class, message[:1000]))
-        return inserted, duplicates, rejected
+                outcomes.append(DeadLetter(self._as_message(source), error_class, message[:1000]))
+        return outcomes
 
     def _write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> int:
         if not dead_letters:
