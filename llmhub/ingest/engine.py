@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
-from kafka import TopicPartition
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from llmhub.config import Settings
 from llmhub.contract.topics import BY_TOPIC, TOPICS
 from llmhub.db import connect
 from llmhub.ingest.normalize import ErrorClass, Normalizer, Rejection
-from llmhub.ingest.reader import PartitionReader, as_message
+from llmhub.ingest.reader import PartitionReader, TopicPartition, as_message
 from llmhub.ingest.writer import (
     Batch,
     ConcurrentIngestionError,
