@@ -216,7 +216,8 @@ def main() -> None:
         "peak_rss_mb": round(peak_mb, 1),
         "stored_rows": stored,
         # Seconds per stage, summed over the ingester's batches (and workers, which overlap):
-        # fetch, decode (JSON + contract + row tuples), copy (COPY incl. row formatting), commit.
+        # fetch, decode (JSON + contract + row tuples), format (COPY text), copy (send + server),
+        # commit.
         "stages_s": {stage: round(s, 2) for stage, s in report.get("stage_s", {}).items()},
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }

@@ -57,7 +57,7 @@ MAX_DAYS_PER_BATCH = 32
 # (exponential backoff) before the batch is split in halves to find the message behind it.
 WRITE_ATTEMPTS = 3
 RETRY_WAIT_S = (0.2, 5.0)
-STAGES = ("fetch", "decode", "copy", "commit")
+STAGES = ("fetch", "decode", "format", "copy", "commit")
 
 Polled = dict[TopicPartition, list]
 
@@ -80,8 +80,8 @@ class IngestReport:
     lag: dict[str, int] = field(default_factory=dict)
     skipped_partitions: list[str] = field(default_factory=list)
     # Seconds per stage, summed over batches: fetch (broker polls), decode (JSON, contract,
-    # normalisation into row tuples), copy (COPY with its row formatting, fallbacks, dead
-    # letters, offsets), commit.
+    # normalisation into row tuples), format (rendering rows as COPY text), copy (sending them
+    # until the server acknowledged the COPY, fallbacks, dead letters, offsets), commit.
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     # Batches the database refused as a whole, retried or split to isolate a message.
     batches_split: int = 0
@@ -292,6 +292,7 @@ class Ingestor:
         def account(batch: Batch, result: WriteResult) -> None:
             report.batches += 1
             report.messages += batch.message_count
+            report.add_stage("format", result.format_s)
             report.add_stage("copy", result.copy_s)
             report.add_stage("commit", result.commit_s)
             for table, count in result.inserted.items():
