@@ -7,14 +7,12 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from llmhub.cli.output import console, hub_settings, out
 
 dead_letter_app = typer.Typer(
     help="Dead letters: messages kept with the reason they were not stored.", no_args_is_help=True
 )
-
-console = Console(stderr=True)
-out = Console()
 
 
 @dead_letter_app.command("replay")
@@ -38,7 +36,6 @@ def replay(
 ) -> None:
     """Re-ingest dead letters through the current contract (after a fix). Idempotent: replayed
     dead letters are marked, not deleted, and never stored twice. Prints a JSON summary."""
-    from llmhub.config import load_settings
     from llmhub.contract.topics import BY_TOPIC
     from llmhub.db import connect
     from llmhub.ingest.replay import ReplayFilter, replay_dead_letters
@@ -46,7 +43,7 @@ def replay(
     unknown = [t for t in topic or () if t not in BY_TOPIC]
     if unknown:
         raise typer.BadParameter(f"unknown topics {unknown}; the contract has {sorted(BY_TOPIC)}")
-    settings = load_settings()
+    settings = hub_settings()
     selection = ReplayFilter(tuple(error_class or ()), tuple(topic or ()), since, until)
     with connect(settings, autocommit=True) as conn:
         summary = replay_dead_letters(

@@ -73,6 +73,8 @@ class IngestReport:
     rows_written: dict[str, int] = field(default_factory=dict)
     duplicates_skipped: dict[str, int] = field(default_factory=dict)
     dead_lettered: dict[str, int] = field(default_factory=dict)
+    # (topic, error class) -> dead letters: what the Prometheus metrics break down by.
+    dead_letter_classes: dict[tuple[str, str], int] = field(default_factory=dict)
     messages: int = 0
     batches: int = 0
     duration_s: float = 0.0
@@ -104,7 +106,13 @@ class IngestReport:
             skipped_partitions=self.skipped_partitions + other.skipped_partitions,
             batches_split=self.batches_split + other.batches_split,
         )
-        for name in ("rows_written", "duplicates_skipped", "dead_lettered", "stage_s"):
+        for name in (
+            "rows_written",
+            "duplicates_skipped",
+            "dead_lettered",
+            "dead_letter_classes",
+            "stage_s",
+        ):
             total = dict(getattr(self, name))
             for key, value in getattr(other, name).items():
                 total[key] = total.get(key, 0) + value
@@ -302,6 +310,8 @@ class Ingestor:
             for dead in result.dead_letters:
                 topic = dead.source.topic
                 report.dead_lettered[topic] = report.dead_lettered.get(topic, 0) + 1
+                key = (topic, dead.error_class)
+                report.dead_letter_classes[key] = report.dead_letter_classes.get(key, 0) + 1
             if on_batch is not None:
                 on_batch(report)
 
