@@ -1,0 +1,133 @@
+"""Cost impact analysis: excess cost over the forecast upper bound, split by what drove it.
+
+Excess cost of an incident = for each member series, observed cost over the incident window
+minus the forecast upper bound summed over the same hours, floored at zero, summed over series.
+The forecast is ``analytics.forecasts`` where it has ``cost_usd`` rows for the series-hour;
+elsewhere a seasonal baseline from the series' own history before the window: per hour of day,
+the median of the previous ``HISTORY_DAYS`` days, with an upper bound ``median + Z_UPPER *
+1.4826 * MAD`` (an 80% one-sided bound: spend between the typical day and the upper bound is
+normal variation, not incident cost).
+
+The change in cost against the forecast, ``C1 - C0`` with ``C = R * T * P`` (requests, tokens per
+request, price per token), is split exactly with the logarithmic mean Divisia index:
+``part_X = L(C1, C0) * ln(X1 / X0)``, ``L(a, b) = (a - b) / ln(a / b)``. The excess is split in
+the same proportions, so volume + tokens-per-request + price/mix = excess.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ml.correlation.model import SERIES_KEY, CostImpact
+
+HISTORY_DAYS = 7
+Z_UPPER = 1.2816
+
+
+def seasonal_baseline(
+    series: pd.DataFrame, keys: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
+) -> pd.DataFrame:
+    """Window rows of the ``keys`` series with ``*_expected`` medians and ``cost_upper``.
+
+    Args:
+        series: hourly series (``bucket_at``, the series key, ``request_count``, ``tokens``,
+            ``cost_usd``).
+        keys: distinct ``tenant_id, asset_id, request_model`` of the member series.
+        start, end: the incident window ``[start, end)``.
+    """
+    rows = series.merge(keys, on=SERIES_KEY, how="inner")
+    history = rows[
+        (rows["bucket_at"] < start) & (rows["bucket_at"] >= start - pd.Timedelta(days=HISTORY_DAYS))
+    ]
+    window = rows[(rows["bucket_at"] >= start) & (rows["bucket_at"] < end)].copy()
+    window["hod"] = window["bucket_at"].dt.hour
+    history = history.assign(hod=history["bucket_at"].dt.hour)
+    metrics = ["request_count", "tokens", "cost_usd"]
+    grouped = history.groupby([*SERIES_KEY, "hod"])[metrics]
+    med = grouped.median().add_suffix("_expected")
+    mad = (
+        history.merge(med.reset_index(), on=[*SERIES_KEY, "hod"])
+        .assign(dev=lambda f: (f["cost_usd"] - f["cost_usd_expected"]).abs())
+        .groupby([*SERIES_KEY, "hod"])["dev"]
+        .median()
+        .rename("cost_mad")
+    )
+    window = window.merge(med.reset_index(), on=[*SERIES_KEY, "hod"], how="left")
+    window = window.merge(mad.reset_index(), on=[*SERIES_KEY, "hod"], how="left")
+    window["cost_upper"] = window["cost_usd_expected"] + Z_UPPER * 1.4826 * window["cost_mad"]
+    return window
+
+
+def _log_mean(a: float, b: float) -> float:
+    if a <= 0 or b <= 0:
+        return 0.0
+    return a if math.isclose(a, b) else (a - b) / math.log(a / b)
+
+
+def decompose(
+    r0: float, t0: float, c0: float, r1: float, t1: float, c1: float
+) -> tuple[float, float, float]:
+    """LMDI parts (volume, tokens per request, price/mix) of ``c1 - c0``.
+
+    ``r`` requests, ``t`` tokens, ``c`` cost; tokens per request = t / r, price = c / t. The
+    parts sum to ``c1 - c0`` whenever all inputs are positive (else everything is volume)."""
+    if min(r0, t0, c0, r1, t1, c1) <= 0:
+        return c1 - c0, 0.0, 0.0
+    weight = _log_mean(c1, c0)
+    volume = weight * math.log(r1 / r0)
+    per_request = weight * math.log((t1 / r1) / (t0 / r0))
+    price = weight * math.log((c1 / t1) / (c0 / t0))
+    return volume, per_request, price
+
+
+def excess_cost(
+    series: pd.DataFrame | None,
+    keys: pd.DataFrame,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    forecasts: pd.DataFrame | None = None,
+) -> CostImpact:
+    """Excess cost of the ``keys`` series over ``[start, end)`` (see the module docstring)."""
+    if series is None or series.empty or keys.empty:
+        return CostImpact.zero()
+    window = seasonal_baseline(series, keys, start, end)
+    window = window.dropna(subset=["cost_usd_expected", "cost_upper"])
+    baseline = "seasonal"
+    if forecasts is not None and not forecasts.empty:
+        cost_fc = forecasts[forecasts["metric"] == "cost_usd"].rename(
+            columns={"target_at": "bucket_at"}
+        )
+        if not cost_fc.empty:
+            window = window.merge(
+                cost_fc[[*SERIES_KEY, "bucket_at", "yhat", "yhat_upper"]],
+                on=[*SERIES_KEY, "bucket_at"],
+                how="left",
+            )
+            has = window["yhat"].notna()
+            window.loc[has, "cost_usd_expected"] = window.loc[has, "yhat"]
+            window.loc[has, "cost_upper"] = window.loc[has, "yhat_upper"]
+            baseline = "forecast" if has.all() else "forecast+seasonal"
+    if window.empty:
+        return CostImpact.zero("no history")
+    per_series = window.groupby(SERIES_KEY)[["cost_usd", "cost_upper"]].sum()
+    excess = float(np.maximum(per_series["cost_usd"] - per_series["cost_upper"], 0.0).sum())
+    c1, c0 = float(window["cost_usd"].sum()), float(window["cost_usd_expected"].sum())
+    r1, r0 = float(window["request_count"].sum()), float(window["request_count_expected"].sum())
+    t1, t0 = float(window["tokens"].sum()), float(window["tokens_expected"].sum())
+    parts = decompose(r0, t0, c0, r1, t1, c1)
+    delta = c1 - c0
+    shares = [p / delta for p in parts] if abs(delta) > 1e-12 else [1.0, 0.0, 0.0]
+    volume, per_request, price = (round(excess * s, 6) for s in shares)
+    return CostImpact(
+        observed_usd=round(c1, 6),
+        expected_usd=round(c0, 6),
+        upper_usd=round(float(window["cost_upper"].sum()), 6),
+        excess_usd=round(excess, 6),
+        volume_usd=volume,
+        tokens_per_request_usd=per_request,
+        price_mix_usd=price,
+        baseline=baseline,
+    )
