@@ -38,11 +38,13 @@ def _register_ml() -> None:
     # The commands live in their own modules; their heavy imports (torch, prophet) happen only
     # when a command runs.
     from llmhub.cli.ml import ml_app
+    from llmhub.cli.ml_correlation import eval_correlation
     from llmhub.cli.ml_forecast import eval_forecast
     from llmhub.cli.ml_incidents import eval_incidents
 
     ml_app.command("eval-forecast")(eval_forecast)
     ml_app.command("eval-incidents")(eval_incidents)
+    ml_app.command("eval-correlation")(eval_correlation)
     app.add_typer(ml_app, name="ml")
 
 

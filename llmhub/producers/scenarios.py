@@ -664,7 +664,7 @@ def request_forecasts(series: pd.DataFrame, since: pd.Timestamp) -> pd.DataFrame
 
 
 def detect_anomalies(
-    series: pd.DataFrame, since: pd.Timestamp, threshold: float = 6.0
+    series: pd.DataFrame, since: pd.Timestamp, threshold: float = 8.0
 ) -> pd.DataFrame:
     """Seasonal robust z-score detector (a stand-in for the champion detector).
 

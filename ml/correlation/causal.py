@@ -57,16 +57,18 @@ def _best_shift(rows: pd.DataFrame, hour: pd.Timestamp) -> tuple[float, str]:
         return 0.0, "no series around the change"
     metrics = list(TESTED_METRICS)
     keys = ["tenant_id", "asset_id", "request_model"]
-    a = pre.groupby(keys)[metrics].agg(["mean", "var", "count"])
-    b = post.groupby(keys)[metrics].agg(["mean", "var", "count"])
-    common = a.index.intersection(b.index)
+    # Separate cythonised reductions: .agg([...]) costs ten times more per call.
+    g1, g2 = pre.groupby(keys)[metrics], post.groupby(keys)[metrics]
+    mean1, var1, count1 = g1.mean(), g1.var(), g1.count()
+    common = mean1.index.intersection(g2.size().index)
     if common.empty:
         return 0.0, "no series around the change"
-    a, b = a.loc[common], b.loc[common]
+    mean2, var2, count2 = (x.reindex(common) for x in (g2.mean(), g2.var(), g2.count()))
+    mean1, var1, count1 = (x.reindex(common) for x in (mean1, var1, count1))
     best, text = 0.0, "no shift"
     for metric in metrics:
-        m1, v1, n1 = (a[(metric, s)].to_numpy(float) for s in ("mean", "var", "count"))
-        m2, v2, n2 = (b[(metric, s)].to_numpy(float) for s in ("mean", "var", "count"))
+        m1, v1, n1 = (x[metric].to_numpy(float) for x in (mean1, var1, count1))
+        m2, v2, n2 = (x[metric].to_numpy(float) for x in (mean2, var2, count2))
         ok = (n1 >= 3) & (n2 >= 2)
         if not ok.any():
             continue

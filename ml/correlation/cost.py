@@ -17,6 +17,7 @@ the same proportions, so volume + tokens-per-request + price/mix = excess.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -27,38 +28,48 @@ HISTORY_DAYS = 7
 Z_UPPER = 1.2816
 
 
-def seasonal_baseline(
-    series: pd.DataFrame, keys: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
-) -> pd.DataFrame:
-    """Window rows of the ``keys`` series with ``*_expected`` medians and ``cost_upper``.
+@dataclass
+class Baseline:
+    """Series-hours from ``history_end`` on with their expected values and cost upper bound."""
 
-    Args:
-        series: hourly series (``bucket_at``, the series key, ``request_count``, ``tokens``,
-            ``cost_usd``).
-        keys: distinct ``tenant_id, asset_id, request_model`` of the member series.
-        start, end: the incident window ``[start, end)``.
-    """
-    rows = series.merge(keys, on=SERIES_KEY, how="inner")
-    history = rows[
-        (rows["bucket_at"] < start) & (rows["bucket_at"] >= start - pd.Timedelta(days=HISTORY_DAYS))
+    window: pd.DataFrame
+    source: str
+
+
+def build_baseline(
+    series: pd.DataFrame, history_end: pd.Timestamp, forecasts: pd.DataFrame | None = None
+) -> Baseline:
+    """Expected requests, tokens and cost, and the cost upper bound, of every series-hour from
+    ``history_end`` on: forecast rows where there are ``cost_usd`` forecasts, else the seasonal
+    baseline of the ``HISTORY_DAYS`` days before ``history_end`` (built once per pass)."""
+    history = series[
+        (series["bucket_at"] < history_end)
+        & (series["bucket_at"] >= history_end - pd.Timedelta(days=HISTORY_DAYS))
     ]
-    window = rows[(rows["bucket_at"] >= start) & (rows["bucket_at"] < end)].copy()
+    window = series[series["bucket_at"] >= history_end].copy()
     window["hod"] = window["bucket_at"].dt.hour
     history = history.assign(hod=history["bucket_at"].dt.hour)
-    metrics = ["request_count", "tokens", "cost_usd"]
-    grouped = history.groupby([*SERIES_KEY, "hod"])[metrics]
+    grouped = history.groupby([*SERIES_KEY, "hod"])[["request_count", "tokens", "cost_usd"]]
     med = grouped.median().add_suffix("_expected")
-    mad = (
-        history.merge(med.reset_index(), on=[*SERIES_KEY, "hod"])
-        .assign(dev=lambda f: (f["cost_usd"] - f["cost_usd_expected"]).abs())
-        .groupby([*SERIES_KEY, "hod"])["dev"]
-        .median()
-        .rename("cost_mad")
-    )
-    window = window.merge(med.reset_index(), on=[*SERIES_KEY, "hod"], how="left")
-    window = window.merge(mad.reset_index(), on=[*SERIES_KEY, "hod"], how="left")
+    dev = history.join(med["cost_usd_expected"], on=[*SERIES_KEY, "hod"])
+    dev = (dev["cost_usd"] - dev["cost_usd_expected"]).abs()
+    mad = dev.groupby([history[k] for k in [*SERIES_KEY, "hod"]]).median().rename("cost_mad")
+    window = window.join(med, on=[*SERIES_KEY, "hod"]).join(mad, on=[*SERIES_KEY, "hod"])
     window["cost_upper"] = window["cost_usd_expected"] + Z_UPPER * 1.4826 * window["cost_mad"]
-    return window
+    source = "seasonal"
+    if forecasts is not None and not forecasts.empty:
+        cost_fc = forecasts[forecasts["metric"] == "cost_usd"]
+        if not cost_fc.empty:
+            cost_fc = cost_fc.rename(columns={"target_at": "bucket_at"}).set_index(
+                [*SERIES_KEY, "bucket_at"]
+            )[["yhat", "yhat_upper"]]
+            window = window.join(cost_fc, on=[*SERIES_KEY, "bucket_at"])
+            has = window["yhat"].notna()
+            window.loc[has, "cost_usd_expected"] = window.loc[has, "yhat"]
+            window.loc[has, "cost_upper"] = window.loc[has, "yhat_upper"]
+            source = "forecast" if has.all() else "forecast+seasonal"
+    window = window.dropna(subset=["cost_usd_expected", "cost_upper"])
+    return Baseline(window.set_index(SERIES_KEY).sort_index(), source)
 
 
 def _log_mean(a: float, b: float) -> float:
@@ -84,35 +95,17 @@ def decompose(
 
 
 def excess_cost(
-    series: pd.DataFrame | None,
-    keys: pd.DataFrame,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    forecasts: pd.DataFrame | None = None,
+    baseline: Baseline | None, keys: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
 ) -> CostImpact:
     """Excess cost of the ``keys`` series over ``[start, end)`` (see the module docstring)."""
-    if series is None or series.empty or keys.empty:
+    if baseline is None or keys.empty or baseline.window.empty:
         return CostImpact.zero()
-    window = seasonal_baseline(series, keys, start, end)
-    window = window.dropna(subset=["cost_usd_expected", "cost_upper"])
-    baseline = "seasonal"
-    if forecasts is not None and not forecasts.empty:
-        cost_fc = forecasts[forecasts["metric"] == "cost_usd"].rename(
-            columns={"target_at": "bucket_at"}
-        )
-        if not cost_fc.empty:
-            window = window.merge(
-                cost_fc[[*SERIES_KEY, "bucket_at", "yhat", "yhat_upper"]],
-                on=[*SERIES_KEY, "bucket_at"],
-                how="left",
-            )
-            has = window["yhat"].notna()
-            window.loc[has, "cost_usd_expected"] = window.loc[has, "yhat"]
-            window.loc[has, "cost_upper"] = window.loc[has, "yhat_upper"]
-            baseline = "forecast" if has.all() else "forecast+seasonal"
+    index = pd.MultiIndex.from_frame(keys[SERIES_KEY])
+    rows = baseline.window[baseline.window.index.isin(index)]
+    window = rows[(rows["bucket_at"] >= start) & (rows["bucket_at"] < end)]
     if window.empty:
         return CostImpact.zero("no history")
-    per_series = window.groupby(SERIES_KEY)[["cost_usd", "cost_upper"]].sum()
+    per_series = window.groupby(level=[0, 1, 2])[["cost_usd", "cost_upper"]].sum()
     excess = float(np.maximum(per_series["cost_usd"] - per_series["cost_upper"], 0.0).sum())
     c1, c0 = float(window["cost_usd"].sum()), float(window["cost_usd_expected"].sum())
     r1, r0 = float(window["request_count"].sum()), float(window["request_count_expected"].sum())
@@ -129,5 +122,5 @@ def excess_cost(
         volume_usd=volume,
         tokens_per_request_usd=per_request,
         price_mix_usd=price,
-        baseline=baseline,
+        baseline=baseline.source,
     )

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ml.correlation import causal, compliance, graph, lifecycle, patterns, security
-from ml.correlation.cost import excess_cost
+from ml.correlation.cost import Baseline, build_baseline, excess_cost
 from ml.correlation.impact import impact_score
 from ml.correlation.model import (
     ALL_TENANTS,
@@ -205,6 +205,9 @@ def correlate(
         *security.security_causes(events),
         *graph.upstream_causes(kept, providers, UPSTREAM_HORIZON),
     ]
+    baseline = None
+    if series is not None and not series.empty and len(kept):
+        baseline = build_baseline(series, kept["bucket_at"].min(), forecasts)
     scores = _scores(kept, causes)
     best = scores.argmax(axis=1) if causes else np.zeros(len(kept), dtype=int)
     best_score = scores.max(axis=1) if causes else np.zeros(len(kept))
@@ -266,8 +269,7 @@ def correlate(
                 member_rows,
                 group,
                 ev,
-                series,
-                forecasts,
+                baseline,
                 now,
                 existing,
                 library,
@@ -294,8 +296,7 @@ def _incident(
     member_rows: np.ndarray,
     group: pd.DataFrame,
     ev: pd.DataFrame,
-    series: pd.DataFrame | None,
-    forecasts: pd.DataFrame | None,
+    baseline: Baseline | None,
     now: pd.Timestamp,
     existing: pd.DataFrame | None,
     library: Iterable[patterns.PastIncident],
@@ -318,9 +319,9 @@ def _incident(
                     other.evidence,
                 )
             )
-    times = [*group["bucket_at"]]
+    times = [group["bucket_at"].min(), group["bucket_at"].max()] if len(group) else []
     if len(ev):
-        times += [t.floor("h") for t in ev["occurred_at"]]
+        times += [ev["occurred_at"].min().floor("h"), ev["occurred_at"].max().floor("h")]
     opened, last = min(times), max(times)
     tenants = sorted(
         set(group["tenant_id"]) | set(ev["tenant_id"].dropna())
@@ -331,10 +332,10 @@ def _incident(
     tenant = tenants[0] if len(tenants) == 1 else ALL_TENANTS
     keys = group[SERIES_KEY].drop_duplicates()
     window_end = last + pd.Timedelta(hours=1)
-    cost = excess_cost(series, keys, opened, window_end, forecasts)
+    cost = excess_cost(baseline, keys, opened, window_end)
     affected = 0.0
-    if series is not None and len(keys):
-        rows = series.merge(keys, on=SERIES_KEY)
+    if baseline is not None and len(keys):
+        rows = baseline.window[baseline.window.index.isin(pd.MultiIndex.from_frame(keys))]
         rows = rows[(rows["bucket_at"] >= opened) & (rows["bucket_at"] < window_end)]
         affected = float(rows["request_count"].sum())
     elif len(ev):

@@ -3,6 +3,11 @@
 A flagged anomaly whose series-hour has a forecast row for the same metric, with the observed
 value inside ``[yhat_lower, yhat_upper]``, was expected (a daily peak, a known batch) and is
 dropped before correlation. Anomalies without a forecast row are kept.
+
+Forecasts cover request counts; the tokens and cost of an expected volume spike rise with it.
+A spend anomaly (``tokens``, ``cost_usd``) in a series-hour whose request count was expected is
+suppressed too when its observed/expected ratio is at most ``SPEND_SLACK`` times the request
+count's: the extra spend is the expected extra volume, not dearer requests.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ml.correlation.model import SERIES_KEY
+
+SPEND_SLACK = 1.25
 
 
 def suppress_expected(
@@ -27,4 +34,18 @@ def suppress_expected(
         & (merged["observed"] >= merged["yhat_lower"])
         & (merged["observed"] <= merged["yhat_upper"])
     ).to_numpy()
+    expected_volume = merged.loc[inside & (merged["metric"] == "request_count").to_numpy()]
+    if not expected_volume.empty:
+        ratio = (
+            expected_volume["observed"]
+            / expected_volume["expected"].where(expected_volume["expected"] > 0)
+        ).rename("volume_ratio")
+        volume = expected_volume[[*SERIES_KEY, "bucket_at"]].assign(volume_ratio=ratio.to_numpy())
+        spend = anomalies.merge(volume, on=[*SERIES_KEY, "bucket_at"], how="left")
+        spend_ratio = spend["observed"] / spend["expected"].where(spend["expected"] > 0)
+        inside |= (
+            spend["metric"].isin(["tokens", "cost_usd"])
+            & spend["volume_ratio"].notna()
+            & (spend_ratio <= SPEND_SLACK * spend["volume_ratio"])
+        ).to_numpy()
     return anomalies[~inside], anomalies[inside]
