@@ -66,6 +66,10 @@ select incident_id, root_cause_type, root_cause_entity, tenant_id, opened_at, la
     status, signature
 from analytics.incidents where last_seen_at >= %(since)s - interval '1 day'
 """
+PROVIDERS = """
+select distinct request_model, provider from marts.fct_llm_requests_hourly
+where request_hour_at >= %(since)s - interval '8 days'
+"""
 LIBRARY = """
 select incident_id, signature, root_cause_entity, last_seen_at
 from analytics.incidents where status = 'resolved'
@@ -127,13 +131,31 @@ class Inputs:
     forecasts: pd.DataFrame
     existing: pd.DataFrame
     library: pd.DataFrame
+    providers: dict[str, str]
 
 
 def read_inputs(conn: psycopg.Connection, since: datetime) -> Inputs:
     """The inputs of a pass over the anomalies flagged from ``since`` on."""
     params = {"since": since}
+    has_mart = conn.execute(
+        "select to_regclass('marts.fct_llm_requests_hourly') is not null"
+    ).fetchone()[0]
     frames = {
         name: _frame(conn, query, params)
+        if has_mart or name != "series"
+        else pd.DataFrame(
+            columns=[
+                "bucket_at",
+                "tenant_id",
+                "asset_id",
+                "request_model",
+                "request_count",
+                "tokens",
+                "cost_usd",
+                "error_rate",
+                "latency_p95_ms",
+            ]
+        )
         for name, query in (
             ("anomalies", ANOMALIES),
             ("events", EVENTS),
@@ -156,7 +178,8 @@ def read_inputs(conn: psycopg.Connection, since: datetime) -> Inputs:
     ):
         for column in columns:
             frames[name][column] = pd.to_datetime(frames[name][column], utc=True)
-    return Inputs(**frames)
+    providers = dict(conn.execute(PROVIDERS, params).fetchall()) if has_mart else {}
+    return Inputs(**frames, providers=providers)
 
 
 @dataclass

@@ -1,0 +1,7 @@
+"""Incident assets: the correlation engine over anomalies, events and forecasts."""
+
+from assets.incidents.incidents import INCIDENTS_KEY, incident_integrity, incidents
+
+INCIDENTS_GROUP = "incidents"
+
+__all__ = ["INCIDENTS_GROUP", "INCIDENTS_KEY", "incident_integrity", "incidents"]
