@@ -100,9 +100,11 @@ def change_point_confidence(
 
     Returns the confidence in [0, 1] and a one-line description of the strongest shift.
     """
+    hour = at.floor("h")
+    near = (series["bucket_at"] >= hour - PRE_WINDOW) & (series["bucket_at"] <= hour + POST_WINDOW)
+    series = series[near.to_numpy()]
     inside = scope.mask(series.assign(family=""))
     rows = series[inside]
-    hour = at.floor("h")
     confidence, text = _best_shift(rows, hour)
     if confidence <= 0:
         return confidence, text

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ml.correlation.model import SERIES_KEY, CostImpact
+from ml.correlation.temporal import naive_ns
 
 HISTORY_DAYS = 7
 Z_UPPER = 1.2816
@@ -30,10 +31,26 @@ Z_UPPER = 1.2816
 
 @dataclass
 class Baseline:
-    """Series-hours from ``history_end`` on with their expected values and cost upper bound."""
+    """Series-hours from ``history_end`` on with their expected values and cost upper bound,
+    as flat arrays (one pass prices every incident with numpy, no per-incident frames)."""
 
-    window: pd.DataFrame
+    keys: pd.MultiIndex
+    code: np.ndarray
+    hour: np.ndarray
+    cost: np.ndarray
+    upper: np.ndarray
+    cost_expected: np.ndarray
+    requests: np.ndarray
+    requests_expected: np.ndarray
+    tokens: np.ndarray
+    tokens_expected: np.ndarray
     source: str
+
+    def codes_for(self, frame: pd.DataFrame) -> np.ndarray:
+        """Series code of each row of ``frame`` (-1 for a series without baseline)."""
+        if frame.empty:
+            return np.zeros(0, dtype=np.int64)
+        return self.keys.get_indexer(pd.MultiIndex.from_frame(frame[SERIES_KEY]))
 
 
 def build_baseline(
@@ -69,7 +86,34 @@ def build_baseline(
             window.loc[has, "cost_upper"] = window.loc[has, "yhat_upper"]
             source = "forecast" if has.all() else "forecast+seasonal"
     window = window.dropna(subset=["cost_usd_expected", "cost_upper"])
-    return Baseline(window.set_index(SERIES_KEY).sort_index(), source)
+    index = pd.MultiIndex.from_frame(window[SERIES_KEY])
+    code, keys = pd.factorize(index)
+
+    def col(name: str) -> np.ndarray:
+        return window[name].to_numpy(dtype=float)
+
+    return Baseline(
+        keys=pd.MultiIndex.from_tuples(keys, names=SERIES_KEY) if len(keys) else index[:0],
+        code=np.asarray(code, dtype=np.int64),
+        hour=naive_ns(window["bucket_at"]),
+        cost=col("cost_usd"),
+        upper=col("cost_upper"),
+        cost_expected=col("cost_usd_expected"),
+        requests=col("request_count"),
+        requests_expected=col("request_count_expected"),
+        tokens=col("tokens"),
+        tokens_expected=col("tokens_expected"),
+        source=source,
+    )
+
+
+def window_mask(
+    baseline: Baseline, codes: np.ndarray, start: pd.Timestamp, end: pd.Timestamp
+) -> np.ndarray:
+    """Rows of ``baseline`` of the series ``codes`` in ``[start, end)``."""
+    lo = np.datetime64(start.tz_convert(None), "ns")
+    hi = np.datetime64(end.tz_convert(None), "ns")
+    return np.isin(baseline.code, codes[codes >= 0]) & (baseline.hour >= lo) & (baseline.hour < hi)
 
 
 def _log_mean(a: float, b: float) -> float:
@@ -95,21 +139,20 @@ def decompose(
 
 
 def excess_cost(
-    baseline: Baseline | None, keys: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
+    baseline: Baseline | None, codes: np.ndarray, start: pd.Timestamp, end: pd.Timestamp
 ) -> CostImpact:
-    """Excess cost of the ``keys`` series over ``[start, end)`` (see the module docstring)."""
-    if baseline is None or keys.empty or baseline.window.empty:
+    """Excess cost of the series ``codes`` (``Baseline.codes_for``) over ``[start, end)``."""
+    if baseline is None or not len(codes) or not len(baseline.code):
         return CostImpact.zero()
-    index = pd.MultiIndex.from_frame(keys[SERIES_KEY])
-    rows = baseline.window[baseline.window.index.isin(index)]
-    window = rows[(rows["bucket_at"] >= start) & (rows["bucket_at"] < end)]
-    if window.empty:
+    sel = window_mask(baseline, np.asarray(codes), start, end)
+    if not sel.any():
         return CostImpact.zero("no history")
-    per_series = window.groupby(level=[0, 1, 2])[["cost_usd", "cost_upper"]].sum()
-    excess = float(np.maximum(per_series["cost_usd"] - per_series["cost_upper"], 0.0).sum())
-    c1, c0 = float(window["cost_usd"].sum()), float(window["cost_usd_expected"].sum())
-    r1, r0 = float(window["request_count"].sum()), float(window["request_count_expected"].sum())
-    t1, t0 = float(window["tokens"].sum()), float(window["tokens_expected"].sum())
+    code = baseline.code[sel]
+    over = np.bincount(code, baseline.cost[sel] - baseline.upper[sel], len(baseline.keys))
+    excess = float(np.maximum(over, 0.0).sum())
+    c1, c0 = float(baseline.cost[sel].sum()), float(baseline.cost_expected[sel].sum())
+    r1, r0 = float(baseline.requests[sel].sum()), float(baseline.requests_expected[sel].sum())
+    t1, t0 = float(baseline.tokens[sel].sum()), float(baseline.tokens_expected[sel].sum())
     parts = decompose(r0, t0, c0, r1, t1, c1)
     delta = c1 - c0
     shares = [p / delta for p in parts] if abs(delta) > 1e-12 else [1.0, 0.0, 0.0]
@@ -117,7 +160,7 @@ def excess_cost(
     return CostImpact(
         observed_usd=round(c1, 6),
         expected_usd=round(c0, 6),
-        upper_usd=round(float(window["cost_upper"].sum()), 6),
+        upper_usd=round(float(baseline.upper[sel].sum()), 6),
         excess_usd=round(excess, 6),
         volume_usd=volume,
         tokens_per_request_usd=per_request,

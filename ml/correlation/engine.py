@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -27,12 +28,11 @@ import numpy as np
 import pandas as pd
 
 from ml.correlation import causal, compliance, graph, lifecycle, patterns, security
-from ml.correlation.cost import Baseline, build_baseline, excess_cost
+from ml.correlation.cost import Baseline, build_baseline, excess_cost, window_mask
 from ml.correlation.impact import impact_score
 from ml.correlation.model import (
     ALL_TENANTS,
     EVENT_COLUMNS,
-    SERIES_KEY,
     SEVERITIES,
     Candidate,
     Cause,
@@ -143,15 +143,17 @@ def _explain(
 ) -> str:
     parts = [f"{cause.cause_type.replace('_', ' ')} {cause.entity}: {cause.evidence}."]
     if len(anomalies):
-        apps = anomalies["tenant_id"].str.removeprefix("tenant-") + "/" + anomalies["asset_id"]
+        apps = len(
+            set(zip(anomalies["tenant_id"].tolist(), anomalies["asset_id"].tolist(), strict=True))
+        )
         parts.append(
-            f"{len(anomalies)} anomalies ({', '.join(sorted(set(anomalies['metric'])))}) on "
-            f"{apps.nunique()} application(s), {anomalies['bucket_at'].min():%H:%M}-"
+            f"{len(anomalies)} anomalies ({', '.join(sorted(set(anomalies['metric'].tolist())))})"
+            f" on {apps} application(s), {anomalies['bucket_at'].min():%H:%M}-"
             f"{anomalies['bucket_at'].max() + pd.Timedelta(hours=1):%H:%M}Z."
         )
     if len(events):
-        counts = events["family"].value_counts()
-        parts.append("Events: " + ", ".join(f"{n} {family}" for family, n in counts.items()) + ".")
+        counts = Counter(events["family"].tolist()).most_common()
+        parts.append("Events: " + ", ".join(f"{n} {family}" for family, n in counts) + ".")
     if is_chain:
         parts.append("Degradation chain: " + " -> ".join(chain) + ".")
     if excess > 0:
@@ -208,6 +210,7 @@ def correlate(
     baseline = None
     if series is not None and not series.empty and len(kept):
         baseline = build_baseline(series, kept["bucket_at"].min(), forecasts)
+    kept["series_code"] = baseline.codes_for(kept) if baseline is not None else -1
     scores = _scores(kept, causes)
     best = scores.argmax(axis=1) if causes else np.zeros(len(kept), dtype=int)
     best_score = scores.max(axis=1) if causes else np.zeros(len(kept))
@@ -323,21 +326,15 @@ def _incident(
     if len(ev):
         times += [ev["occurred_at"].min().floor("h"), ev["occurred_at"].max().floor("h")]
     opened, last = min(times), max(times)
-    tenants = sorted(
-        set(group["tenant_id"]) | set(ev["tenant_id"].dropna())
-        if len(ev)
-        else set(group["tenant_id"])
-    )
-    assets = sorted(set(group["asset_id"]) | (set(ev["asset_id"].dropna()) if len(ev) else set()))
+    tenants = sorted(set(group["tenant_id"].tolist()) | set(ev["tenant_id"].dropna().tolist()))
+    assets = sorted(set(group["asset_id"].tolist()) | set(ev["asset_id"].dropna().tolist()))
     tenant = tenants[0] if len(tenants) == 1 else ALL_TENANTS
-    keys = group[SERIES_KEY].drop_duplicates()
+    codes = np.unique(group["series_code"].to_numpy()) if len(group) else np.zeros(0, int)
     window_end = last + pd.Timedelta(hours=1)
-    cost = excess_cost(baseline, keys, opened, window_end)
+    cost = excess_cost(baseline, codes, opened, window_end)
     affected = 0.0
-    if baseline is not None and len(keys):
-        rows = baseline.window[baseline.window.index.isin(pd.MultiIndex.from_frame(keys))]
-        rows = rows[(rows["bucket_at"] >= opened) & (rows["bucket_at"] < window_end)]
-        affected = float(rows["request_count"].sum())
+    if baseline is not None and len(codes):
+        affected = float(baseline.requests[window_mask(baseline, codes, opened, window_end)].sum())
     elif len(ev):
         affected = float(len(ev))
     chain, is_chain = degradation_chain(group)
@@ -355,25 +352,29 @@ def _incident(
     ) or lifecycle.stable_id(cause.cause_type, cause.entity, tenant, opened)
     status, resolved_at = lifecycle.status_at(last, now)
     members = [
-        Member(
-            "anomaly",
-            r.anomaly_key,
-            r.bucket_at,
-            r.tenant_id,
-            r.asset_id,
-            f"{r.metric} {r.observed:.4g} vs {r.expected:.4g}",
+        Member("anomaly", key, at, t, a, f"{metric} {obs:.4g} vs {exp:.4g}")
+        for key, at, t, a, metric, obs, exp in zip(
+            group["anomaly_key"].tolist(),
+            group["bucket_at"].tolist(),
+            group["tenant_id"].tolist(),
+            group["asset_id"].tolist(),
+            group["metric"].tolist(),
+            group["observed"].tolist(),
+            group["expected"].tolist(),
+            strict=True,
         )
-        for r in group.itertuples(index=False)
     ] + [
-        Member(
-            "event",
-            r.event_id,
-            r.occurred_at,
-            r.tenant_id,
-            r.asset_id,
-            f"{r.family} {r.event_type} {r.name}",
+        Member("event", key, at, t, a, f"{family} {etype} {name}")
+        for key, at, t, a, family, etype, name in zip(
+            ev["event_id"].tolist(),
+            ev["occurred_at"].tolist(),
+            ev["tenant_id"].tolist(),
+            ev["asset_id"].tolist(),
+            ev["family"].tolist(),
+            ev["event_type"].tolist(),
+            ev["name"].tolist(),
+            strict=True,
         )
-        for r in ev.itertuples(index=False)
     ]
     rules = tuple(
         sorted(

@@ -18,9 +18,10 @@ def degradation_chain(anomalies: pd.DataFrame) -> tuple[tuple[str, ...], bool]:
     and whether they form a latency -> errors -> cost chain (ties ordered as ``ORDER``)."""
     if anomalies.empty:
         return (), False
-    first = anomalies.groupby("family")["bucket_at"].min()
-    first = first[first.index.isin(ORDER)]
-    chain = tuple(sorted(first.index, key=lambda f: (first[f], ORDER.index(f))))
+    families = anomalies["family"].to_numpy()
+    hours = anomalies["bucket_at"].to_numpy()
+    first = {f: hours[families == f].min() for f in ORDER if (families == f).any()}
+    chain = tuple(sorted(first, key=lambda f: (first[f], ORDER.index(f))))
     ranks = [ORDER.index(f) for f in chain]
     is_chain = len(chain) >= 2 and chain[0] in ("latency", "errors") and ranks == sorted(ranks)
     return chain, is_chain

@@ -278,7 +278,8 @@ def test_doubled_tokens_per_request_is_priced_as_tokens_not_volume() -> None:
     extra = series.loc[hit, "cost_usd"].sum()
     series.loc[hit, ["tokens", "cost_usd"]] *= 2
     keys = series[["tenant_id", "asset_id", "request_model"]].drop_duplicates()
-    cost = excess_cost(build_baseline(series, T0 + pd.Timedelta(days=7)), keys, start, end)
+    baseline = build_baseline(series, T0 + pd.Timedelta(days=7))
+    cost = excess_cost(baseline, baseline.codes_for(keys), start, end)
     assert cost.excess_usd == pytest.approx(extra, rel=0.15)
     assert cost.tokens_per_request_usd > 0.8 * cost.excess_usd
     assert cost.volume_usd + cost.tokens_per_request_usd + cost.price_mix_usd == pytest.approx(
@@ -296,9 +297,8 @@ def test_cost_forecast_upper_bound_is_used_when_present() -> None:
         .assign(metric="cost_usd", yhat=0.0, yhat_lower=0.0, yhat_upper=0.0)
     )
     keys = series[["tenant_id", "asset_id", "request_model"]].drop_duplicates()
-    cost = excess_cost(
-        build_baseline(series, start, forecasts), keys, start, start + pd.Timedelta(hours=2)
-    )
+    baseline = build_baseline(series, start, forecasts)
+    cost = excess_cost(baseline, baseline.codes_for(keys), start, start + pd.Timedelta(hours=2))
     assert cost.baseline == "forecast"
     assert cost.excess_usd == pytest.approx(window["cost_usd"].iloc[:2].sum(), rel=1e-6)
 
