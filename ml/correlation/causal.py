@@ -50,22 +50,25 @@ def with_intensive_metrics(series: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _best_shift(rows: pd.DataFrame, hour: pd.Timestamp) -> tuple[float, str]:
+def _best_shift(
+    rows: pd.DataFrame, hour: pd.Timestamp, only: str | None = None
+) -> tuple[float, str, str, float]:
+    """Strongest shift: (confidence, description, metric, post/pre ratio)."""
     pre = rows[(rows["bucket_at"] >= hour - PRE_WINDOW) & (rows["bucket_at"] < hour)]
     post = rows[(rows["bucket_at"] > hour) & (rows["bucket_at"] <= hour + POST_WINDOW)]
     if pre.empty or post.empty:
-        return 0.0, "no series around the change"
-    metrics = list(TESTED_METRICS)
+        return 0.0, "no series around the change", "", 1.0
+    metrics = [only] if only else list(TESTED_METRICS)
     keys = ["tenant_id", "asset_id", "request_model"]
     # Separate cythonised reductions: .agg([...]) costs ten times more per call.
     g1, g2 = pre.groupby(keys)[metrics], post.groupby(keys)[metrics]
     mean1, var1, count1 = g1.mean(), g1.var(), g1.count()
     common = mean1.index.intersection(g2.size().index)
     if common.empty:
-        return 0.0, "no series around the change"
+        return 0.0, "no series around the change", "", 1.0
     mean2, var2, count2 = (x.reindex(common) for x in (g2.mean(), g2.var(), g2.count()))
     mean1, var1, count1 = (x.reindex(common) for x in (mean1, var1, count1))
-    best, text = 0.0, "no shift"
+    best, text, best_metric, best_ratio = 0.0, "no shift", "", 1.0
     for metric in metrics:
         m1, v1, n1 = (x[metric].to_numpy(float) for x in (mean1, var1, count1))
         m2, v2, n2 = (x[metric].to_numpy(float) for x in (mean2, var2, count2))
@@ -86,7 +89,8 @@ def _best_shift(rows: pd.DataFrame, hour: pd.Timestamp) -> tuple[float, str]:
             ratio = m2[i] / m1[i] if m1[i] else float("inf")
             name = "/".join(map(str, common[i]))
             text = f"{metric} x{ratio:.2f} on {name} (p={p[i]:.1g}, {effect[i]:.1f} sd)"
-    return best, text
+            best_metric, best_ratio = metric, float(ratio)
+    return best, text, best_metric, best_ratio
 
 
 def change_point_confidence(
@@ -94,9 +98,11 @@ def change_point_confidence(
 ) -> tuple[float, str]:
     """Level-shift evidence at ``at`` in the scope's series, net of the same shift elsewhere.
 
-    The control series (pooled) are those outside the scope calling the same models: when they shift
-    at the same hour too (a provider outage that happens to follow a deploy), the change did not
-    cause it, so the confidence is ``shift(scope) * (1 - shift(control))``.
+    The control series (pooled) are those outside the scope calling the same models: when they
+    shift the same way at the same hour (a provider outage that happens to follow a deploy), the
+    change did not cause it. The confidence is ``shift(scope) * (1 - shift(control) * share)``,
+    ``share`` = the control's relative move in the same metric as a fraction of the scope's
+    (clipped to [0, 1]), so a control that barely moves does not discount a real shift.
 
     Returns the confidence in [0, 1] and a one-line description of the strongest shift.
     """
@@ -105,23 +111,26 @@ def change_point_confidence(
     series = series[near.to_numpy()]
     inside = scope.mask(series.assign(family=""))
     rows = series[inside]
-    confidence, text = _best_shift(rows, hour)
-    if confidence <= 0:
+    confidence, text, metric, ratio = _best_shift(rows, hour)
+    if confidence <= 0 or not metric:
         return confidence, text
     control = series[~inside & series["request_model"].isin(set(rows["request_model"]))]
     if not control.empty:
         # One pooled control series: the max over many control series would find a "shift" in
         # noise alone (multiple comparisons).
         pooled = (
-            control.groupby("bucket_at")[list(TESTED_METRICS)]
+            control.groupby("bucket_at")[[metric]]
             .mean()
             .reset_index()
             .assign(tenant_id="control", asset_id="control", request_model="control")
         )
-        shared, _ = _best_shift(pooled, hour)
-        if shared > 0.5:
-            text += f"; the same models shifted outside the change too ({shared:.2f})"
-        confidence *= 1.0 - shared
+        shared, _, _, control_ratio = _best_shift(pooled, hour, only=metric)
+        share = 0.0
+        if abs(ratio - 1.0) > 1e-9:
+            share = float(np.clip((control_ratio - 1.0) / (ratio - 1.0), 0.0, 1.0))
+        if shared * share > 0.5:
+            text += f"; the same models shifted outside the change too (x{control_ratio:.2f})"
+        confidence *= 1.0 - shared * share
     return confidence, text
 
 

@@ -78,7 +78,13 @@ def upstream_causes(
                     tenant_id=ALL_TENANTS,
                     start=touched["bucket_at"].min() - pd.Timedelta(hours=1),
                     end=touched["bucket_at"].max() + horizon,
-                    scope=Scope(models=frozenset(models)),
+                    # The touched series only: their volume/spend anomalies are the retries'
+                    # cost; another application's spend spike on the same model is not.
+                    scope=Scope(
+                        tenants=frozenset(tenants),
+                        assets=frozenset(touched["asset_id"]),
+                        models=frozenset(models),
+                    ),
                     confidence=confidence,
                     rule="graph",
                     evidence=f"{len(touched)} latency/error anomalies on {', '.join(models)} "
