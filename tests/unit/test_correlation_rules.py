@@ -90,13 +90,15 @@ def test_change_point_confident_when_the_series_shifts_at_the_change() -> None:
     series.loc[shifted, "latency_p95_ms"] *= 2.5
     prepared = causal.with_intensive_metrics(series)
     scope = Scope(tenants=frozenset({"t1"}), assets=frozenset({"app-a"}))
-    confidence, text = causal.change_point_confidence(prepared, scope, at)
+    confidence, text = causal.change_point_confidence(causal.Panel.build(prepared), scope, at)
     assert confidence > 0.9
     assert "latency_p95_ms" in text
 
 
 def test_change_point_low_when_nothing_moves() -> None:
-    series = causal.with_intensive_metrics(make_series([("t1", "app-a", "gpt-4o")]))
+    series = causal.Panel.build(
+        causal.with_intensive_metrics(make_series([("t1", "app-a", "gpt-4o")]))
+    )
     scope = Scope(tenants=frozenset({"t1"}), assets=frozenset({"app-a"}))
     confidence, _ = causal.change_point_confidence(series, scope, T0 + pd.Timedelta(hours=48))
     assert confidence < causal.MIN_CONFIDENCE
@@ -109,7 +111,7 @@ def test_change_point_discounted_when_control_series_shift_too() -> None:
     series.loc[series["bucket_at"] >= at, "latency_p95_ms"] *= 3
     scope = Scope(tenants=frozenset({"t1"}), assets=frozenset({"app-a"}))
     confidence, text = causal.change_point_confidence(
-        causal.with_intensive_metrics(series), scope, at
+        causal.Panel.build(causal.with_intensive_metrics(series)), scope, at
     )
     assert confidence < 0.2
     assert "outside the change" in text
