@@ -251,18 +251,23 @@ def correlate(
     for j in sorted(range(len(all_causes)), key=lambda k: all_causes[k].confidence):
         for event_id in all_causes[j].event_ids:
             event_owner[event_id] = j
-    events_by_id = events.set_index("event_id", drop=False)
+    position = pd.Series(np.arange(len(events)), index=events["event_id"].to_numpy())
+    position = position[~position.index.duplicated()]
+    owned: dict[int, list[str]] = {}
+    for event_id, j in event_owner.items():
+        owned.setdefault(j, []).append(event_id)
 
     incidents: list[Incident] = []
     for j, cause in enumerate(all_causes):
         member_rows = np.flatnonzero(owner == j)
-        member_events = [e for e, k in event_owner.items() if k == j]
+        member_events = owned.get(j, [])
         if not len(member_rows) and cause.rule in ("causal", "graph"):
             continue
         if not len(member_rows) and not member_events:
             continue
         group = kept.iloc[member_rows]
-        ev = events_by_id.loc[[e for e in member_events if e in events_by_id.index]]
+        rows = position.reindex(member_events).dropna().astype(int).to_numpy()
+        ev = events.iloc[np.sort(rows)]
         incidents.append(
             _incident(
                 cause,
