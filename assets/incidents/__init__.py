@@ -2,6 +2,4 @@
 
 from assets.incidents.incidents import INCIDENTS_KEY, incident_integrity, incidents
 
-INCIDENTS_GROUP = "incidents"
-
-__all__ = ["INCIDENTS_GROUP", "INCIDENTS_KEY", "incident_integrity", "incidents"]
+__all__ = ["INCIDENTS_KEY", "incident_integrity", "incidents"]

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets import groups
 from assets.resources import HubResource
 from llmhub.incidents import store
 
@@ -50,7 +51,7 @@ class IncidentsConfig(dg.Config):
             "incident.",
         ),
     ],
-    group_name="incidents",
+    group_name=groups.INCIDENTS,
     can_subset=False,
 )
 def incidents(

@@ -31,6 +31,8 @@ GENERATION = (
 
 _console = Console(stderr=True)
 
+ml_correlation_app = typer.Typer()
+
 
 def parse_seed_list(text: str) -> list[int]:
     """``"0,1,2"`` or ``"0-4"`` (or a mix) as a sorted list of distinct non-negative seeds."""
@@ -48,6 +50,7 @@ def parse_seed_list(text: str) -> list[int]:
     return sorted(seeds)
 
 
+@ml_correlation_app.command("eval-correlation")
 def eval_correlation(
     seeds: Annotated[str, typer.Option(help="Seeds: '0-9' or '0,3,5'.")] = "0-9",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,

@@ -12,15 +12,16 @@ RECENT = """
 select incident_id, status, severity, root_cause_type, root_cause_entity, confidence,
     member_count, excess_cost_usd, impact_score, opened_at, explanation
 from analytics.incidents
-where last_seen_at >= %s
+where updated_at >= %s
 order by impact_score desc, opened_at
 limit %s
 """
 
 
 def incidents_table(conn: psycopg.Connection, since: datetime, limit: int = 10) -> Table:
-    """The ``limit`` most impactful incidents seen since ``since``, as a rich table."""
-    table = Table(title="Incidents (analytics.incidents)")
+    """The ``limit`` most impactful incidents written or updated since ``since`` (a run's start),
+    as a rich table."""
+    table = Table(title="incidents of this run (analytics.incidents)")
     for column in ("id", "status", "root cause", "conf", "members", "excess $", "impact"):
         table.add_column(column)
     for row in conn.execute(RECENT, (since, limit)).fetchall():
@@ -52,7 +53,7 @@ def incidents_table(conn: psycopg.Connection, since: datetime, limit: int = 10) 
 def print_incidents(
     conn: psycopg.Connection, since: datetime, console: Console | None = None, limit: int = 10
 ) -> int:
-    """Print the incidents seen since ``since`` with the top one's explanation; returns how
+    """Print the incidents written since ``since`` with the top one's explanation; returns how
     many rows the table shows."""
     console = console or Console()
     table = incidents_table(conn, since, limit)

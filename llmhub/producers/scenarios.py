@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from llmhub.producers import synthetic
-from llmhub.producers.synthetic import MODEL_INDEX, MODELS
+from llmhub.producers.synthetic.catalog import MODEL_INDEX, MODELS
 
 METRICS = ["request_count", "tokens", "cost_usd", "error_rate", "latency_p95_ms"]
 REQUESTS_PER_HOUR = 40_000

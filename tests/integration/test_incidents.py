@@ -11,12 +11,14 @@ import pandas as pd
 import psycopg
 import pytest
 from psycopg import sql
+from rich.console import Console
 
 from assets.incidents import incidents as incidents_asset
 from assets.resources import HubResource
 from llmhub.config import Settings
 from llmhub.db import connect
 from llmhub.incidents import store
+from llmhub.incidents.report import print_incidents
 from llmhub.producers.scenarios import detect_anomalies, generate_scenarios
 from ml.correlation.engine import CorrelationResult, correlate
 
@@ -135,3 +137,14 @@ def test_asset_writes_incidents_from_stored_anomalies(test_settings, conn, scena
     metadata = outcome.asset_materializations_for_node("incidents")[0].metadata
     stored = conn.execute("select count(*) from analytics.incidents").fetchone()[0]
     assert metadata["opened"].value == 0 and metadata["updated"].value == stored > 0
+
+
+def test_demo_report_prints_the_run_incidents(conn, scenario) -> None:
+    _, result, since = scenario
+    before = conn.execute("select now()").fetchone()[0]
+    store.upsert_incidents(conn, result.incidents, since.to_pydatetime())
+    console = Console(record=True, width=200)
+    shown = print_incidents(conn, before, console)
+    text = console.export_text()
+    assert shown == min(10, len(result.incidents))
+    assert result.incidents[0].root_cause_type in text
