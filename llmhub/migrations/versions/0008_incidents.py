@@ -18,17 +18,18 @@ Row-level security as on the marts (0004 and the dbt macro ``apply_row_level_sec
 its tenants only, and the feedback on incidents it can read. On ``incidents`` it is granted the
 columns that name no other tenant: not ``tenant_ids``, ``asset_ids`` or ``candidates`` (a
 cross-tenant incident's alternatives may be other tenants' changes). Both roles may record
-feedback on the incidents they can read.
+feedback on the incidents they can read. The Dagster service role (0007) writes incidents and
+members through policies of its own.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-11-29
 """
 
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -131,6 +132,21 @@ def upgrade() -> None:
             f"create policy tenant_analyst_granted_tenants on analytics.{table} "
             f"for select to tenant_analyst using ({using})"
         )
+    # The Dagster service role (0007) writes incidents and members; with row-level security
+    # on, a role without a policy would see and write nothing.
+    op.execute(
+        "do $$ begin if exists (select from pg_roles where rolname = 'llmhub_dagster') then "
+        "create policy dagster_writes on analytics.incidents for all to llmhub_dagster "
+        "using (true) with check (true); "
+        "create policy dagster_writes on analytics.incident_members for all to llmhub_dagster "
+        "using (true) with check (true); "
+        "create policy dagster_reads on analytics.incident_feedback for select to llmhub_dagster "
+        "using (true); "
+        "grant select, insert, update, delete on analytics.incidents, "
+        "analytics.incident_members to llmhub_dagster; "
+        "grant select on analytics.incident_feedback to llmhub_dagster; "
+        "end if; end $$"
+    )
     op.execute(
         "create policy tenant_analyst_feedback_write on analytics.incident_feedback "
         "for insert to tenant_analyst with check "
