@@ -18,6 +18,7 @@ from llmhub.cli.dead_letter import dead_letter_app
 from llmhub.cli.export import export_app
 from llmhub.cli.ingest import ingest_app
 from llmhub.cli.ml import ml_app
+from llmhub.cli.ml_correlation import ml_correlation_app
 from llmhub.cli.ml_forecast import ml_forecast_app
 from llmhub.cli.ml_incidents import ml_incidents_app
 from llmhub.cli.offsets import offsets_app
@@ -42,9 +43,11 @@ app.add_typer(contract_app, name="contract")
 app.add_typer(offsets_app, name="offsets")
 app.add_typer(dead_letter_app, name="dead-letter")
 app.add_typer(ml_app, name="ml")
-# The ml group's commands in their own modules: `llmhub ml eval-forecast`, `eval-incidents`.
+# The ml group's commands in their own modules: `llmhub ml eval-forecast`, `eval-incidents`,
+# `eval-correlation`.
 ml_app.add_typer(ml_forecast_app)
 ml_app.add_typer(ml_incidents_app)
+ml_app.add_typer(ml_correlation_app)
 
 
 @app.callback()
