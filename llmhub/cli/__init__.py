@@ -48,6 +48,18 @@ def _register_ml() -> None:
 
 _register_ml()
 
+
+def _register_api() -> None:
+    # FastAPI and uvicorn are imported by the commands, not here.
+    from llmhub.cli.keys import keys_app
+    from llmhub.cli.serve import serve
+
+    app.command("serve")(serve)
+    app.add_typer(keys_app, name="keys")
+
+
+_register_api()
+
 console = Console(stderr=True)
 out = Console()
 

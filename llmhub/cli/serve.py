@@ -1,0 +1,32 @@
+"""``llmhub serve``: the HTTP API on uvicorn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (LLMHUB_API_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (LLMHUB_API_PORT, 8080)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (LLMHUB_API_WORKERS, 1)")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (OTLP + events in, metrics/anomalies/forecasts/budgets out)."""
+    import uvicorn
+
+    from llmhub.config import load_api_settings
+
+    api = load_api_settings()
+    uvicorn.run(
+        "llmhub.api.app:factory",
+        factory=True,
+        host=host or api.host,
+        port=port or api.port,
+        workers=workers or api.workers,
+        log_level="info",
+        access_log=False,
+        proxy_headers=True,
+    )
