@@ -22,6 +22,7 @@ locals {
   zone_name     = "${local.name}.internal"
   database_host = "timescaledb.${local.zone_name}"
   dagster_host  = "dagster.${local.zone_name}"
+  api_host      = "api.${local.zone_name}"
   mlflow_host   = "mlflow.${local.zone_name}"
 }
 
@@ -78,6 +79,11 @@ module "services" {
   database_secret_arn        = module.timescaledb.secret_arn
   kafka_bootstrap            = module.kafka.bootstrap_brokers
   mlflow_host                = local.mlflow_host
+  api_security_group_ids     = [aws_security_group.this["api"].id, aws_security_group.this["kafka_client"].id]
+  api_host                   = local.api_host
+  api_jwks_url               = var.api_jwks_url
+  api_jwt_issuer             = var.api_jwt_issuer
+  api_jwt_audience           = var.api_jwt_audience
   dagster_daemon_cpu         = var.dagster_daemon_cpu
   dagster_daemon_memory      = var.dagster_daemon_memory
   log_retention_days         = var.log_retention_days

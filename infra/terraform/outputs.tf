@@ -75,3 +75,13 @@ output "task_security_group_ids" {
   description = "Security groups for one-off hub tasks (database, Kafka and MLflow access)."
   value       = [aws_security_group.this["dagster"].id, aws_security_group.this["kafka_client"].id]
 }
+
+output "api_url" {
+  description = "The HTTP API on the internal load balancer (OpenAPI at /docs)."
+  value       = "http://${local.api_host}"
+}
+
+output "api_database_secret_arn" {
+  description = "Secret to fill with the API's database URL as role llmhub_api (see README)."
+  value       = module.services.api_database_secret_arn
+}

@@ -90,6 +90,7 @@ def stack_up() -> None:
         console.print(f"[yellow]{note}")
     console.print(
         f"[green]stack up[/] database={report.database} kafka={report.kafka} mlflow={report.mlflow}"
+        f" api={report.api}"
     )
 
 

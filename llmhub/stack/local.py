@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from llmhub.config import Settings, redact
+from llmhub.config import Settings, load_api_settings, redact
 from llmhub.db import connect, migrate
+from llmhub.stack.api_server import ApiStack
 from llmhub.stack.broker import BrokerStack, ensure_topics
 from llmhub.stack.mlflow_server import MlflowStack, tracking_uri
 from llmhub.stack.timescale import TimescaleStack
@@ -20,6 +21,7 @@ class StackReport:
     kafka: str
     mlflow: str
     notes: list[str]
+    api: str = ""
 
 
 def is_loopback(host: str) -> bool:
@@ -65,11 +67,17 @@ def up(settings: Settings) -> StackReport:
         notes.append(f"MLflow on {mlflow.host}: using it, not starting a tracking server")
     else:
         mlflow.start()
-    return StackReport(redact(settings.database_url), settings.kafka_bootstrap, mlflow.url, notes)
+    # After the migration: the API connects as role llmhub_api, which migration 0010 creates.
+    api = ApiStack.for_settings(settings.stack_dir, load_api_settings(settings))
+    api.start()
+    return StackReport(
+        redact(settings.database_url), settings.kafka_bootstrap, mlflow.url, notes, api.url
+    )
 
 
 def down(settings: Settings) -> None:
     timescale, broker, mlflow = _services(settings)
+    ApiStack.for_settings(settings.stack_dir, load_api_settings(settings)).stop()
     if is_loopback(mlflow.host):
         mlflow.stop()
     if is_loopback(broker.host):

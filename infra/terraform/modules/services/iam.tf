@@ -40,7 +40,7 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "DatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.database_secret_arn]
+    resources = [var.database_secret_arn, aws_secretsmanager_secret.api_database.arn]
   }
 }
 

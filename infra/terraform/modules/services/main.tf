@@ -7,6 +7,7 @@ locals {
     dagster-webserver = { cpu = 1024, memory = 2048 }
     dagster-daemon    = { cpu = var.dagster_daemon_cpu, memory = var.dagster_daemon_memory }
     mlflow            = { cpu = 1024, memory = 2048 }
+    api               = { cpu = 1024, memory = 2048 }
   }
 
   mlflow_tracking_uri = "http://${var.mlflow_host}"

@@ -27,3 +27,8 @@ output "dagster_daemon_task_definition" {
   description = "Task definition of the daemon (reused for one-off hub commands such as migrations)."
   value       = aws_ecs_task_definition.dagster["dagster-daemon"].arn
 }
+
+output "api_database_secret_arn" {
+  description = "Secret to fill with LLMHUB_API_DATABASE_URL (role llmhub_api)."
+  value       = aws_secretsmanager_secret.api_database.arn
+}
