@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +50,8 @@ SYNONYMS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("gen_ai.response.time_to_first_chunk", "gen_ai.client.operation.time_to_first_chunk"),
     ),
 )
+_CANONICAL = {name: canonical for canonical, names in SYNONYMS for name in names}
+_RANK = {name: rank for rank, name in enumerate(_CANONICAL)}
 CONTENT_PREFIXES = (
     "gen_ai.prompt",
     "gen_ai.completion",
@@ -131,6 +132,10 @@ class SpanView:
 
 def _pb_value(v: Any) -> Any:
     kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return v.int_value
     if kind is None:
         return None
     if kind == "array_value":
@@ -143,7 +148,19 @@ def _pb_value(v: Any) -> Any:
 
 
 def _pb_attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _pb_value(kv.value) for kv in kvs}
+    # The hot loop of OTLP ingestion (one call per span): strings and ints, by far the most
+    # common kinds, are read without a second lookup.
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        v = kv.value
+        kind = v.WhichOneof("value")
+        if kind == "string_value":
+            out[kv.key] = v.string_value
+        elif kind == "int_value":
+            out[kv.key] = v.int_value
+        else:
+            out[kv.key] = _pb_value(v)
+    return out
 
 
 def _pb_spans(body: bytes) -> Iterator[SpanView]:
@@ -248,18 +265,23 @@ def is_llm_request(attributes: dict[str, Any]) -> bool:
 
 
 def fold_synonyms(attributes: dict[str, Any]) -> dict[str, Any]:
-    """Keep the GenAI attributes under their newest names (first name present wins)."""
-    out = {
-        key: value
-        for key, value in attributes.items()
-        if (key.startswith("gen_ai.") and not key.startswith(CONTENT_PREFIXES))
-        or key in KEPT_ATTRIBUTES
-    }
-    for canonical, older in SYNONYMS:
-        for name in older:
-            if name in out:
-                value = out.pop(name)
-                out.setdefault(canonical, value)
+    """Keep the GenAI attributes under their newest names (the newest name present wins, then
+    the older ones in ``SYNONYMS`` order)."""
+    out: dict[str, Any] = {}
+    older: list[tuple[int, str, Any]] = []
+    for key, value in attributes.items():
+        if key.startswith("gen_ai."):
+            if key.startswith(CONTENT_PREFIXES):
+                continue
+            canonical = _CANONICAL.get(key)
+            if canonical is not None:
+                older.append((_RANK[key], canonical, value))
+                continue
+        elif key not in KEPT_ATTRIBUTES:
+            continue
+        out[key] = value
+    for _, canonical, value in sorted(older, key=lambda item: item[0]) if older else ():
+        out.setdefault(canonical, value)
     return out
 
 
@@ -268,7 +290,8 @@ def event_id(trace_id: bytes, span_id: bytes) -> str:
     digest = bytearray(hashlib.blake2b(trace_id + span_id, digest_size=16).digest())
     digest[6] = (digest[6] & 0x0F) | 0x80  # version 8 (custom), RFC 9562
     digest[8] = (digest[8] & 0x3F) | 0x80
-    return str(uuid.UUID(bytes=bytes(digest)))
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def span_event(span: SpanView, tenant_id: str) -> dict[str, Any]:
