@@ -203,6 +203,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
                 ("a_expired", A, ("read",), "viewer", timedelta(seconds=-1)),
                 ("b_editor", B, ("ingest", "read"), "editor", None),
                 ("c_editor", "tenant-c", ("ingest", "read"), "editor", None),
+                ("a_admin", A, ("admin",), "admin", None),
             ):
                 keys[name], _ = create_key(conn, tenant, name, scopes, role, expires)
         private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -445,6 +446,31 @@ def test_oidc_tokens_carry_tenant_and_role(api: Api) -> None:
         _problem(client.get("/api/v1/whoami"), 401)
     with api.client(token=api.jwt(A, "superuser")) as client:
         _problem(client.get("/api/v1/whoami"), 403)
+
+
+def test_tenant_admin_manages_own_keys_only(api: Api) -> None:
+    b_key_id = api.keys["b_editor"].split("_")[1]
+    with api.client("a_admin") as admin:
+        response = admin.post(
+            "/api/v1/keys", json={"name": "ci", "scopes": ["read"], "role": "viewer"}
+        )
+        assert response.status_code == 201, response.text
+        issued = response.json()
+        listed = admin.get("/api/v1/keys").json()["data"]
+        # Revoking another tenant's key is refused as if it did not exist.
+        _problem(admin.delete(f"/api/v1/keys/{b_key_id}"), 404)
+        assert admin.delete(f"/api/v1/keys/{issued['key_id']}").json()["revoked"] is True
+    assert issued["key_id"] in {k["key_id"] for k in listed}
+    assert b_key_id not in {k["key_id"] for k in listed}
+    with api.owner() as conn:
+        tenant, revoked = conn.execute(
+            "select tenant_id, revoked_at from api.api_keys where key_id = %s", (b_key_id,)
+        ).fetchone()
+    assert tenant == B and revoked is None
+    with api.client("a_viewer") as viewer:
+        _problem(viewer.get("/api/v1/keys"), 403)
+    with api.client("a_editor") as editor:
+        _problem(editor.post("/api/v1/keys", json={"name": "x", "scopes": ["read"]}), 403)
 
 
 # --- quotas ---------------------------------------------------------------------------------

@@ -167,7 +167,25 @@ def upgrade() -> None:
     )
     op.execute(f"grant select, insert on api.genai_metric_points to {API_ROLE}")
     op.execute(f"grant usage on schema api to {API_ROLE}")
-    op.execute(f"grant select on api.api_keys to {API_ROLE}")
+    op.execute(f"grant select, insert, update on api.api_keys to {API_ROLE}")
+    # Authentication looks a key up before the tenant is known, so the API role reads every
+    # key row (hashes only); it issues and revokes keys of the caller's tenant only.
+    op.execute("alter table api.api_keys enable row level security")
+    op.execute(
+        "create policy others_unrestricted on api.api_keys for all to public "
+        f"using (not {IS_API}) with check (not {IS_API})"
+    )
+    op.execute(
+        f"create policy {API_ROLE}_lookup on api.api_keys for select to {API_ROLE} using (true)"
+    )
+    op.execute(
+        f"create policy {API_ROLE}_issue on api.api_keys for insert to {API_ROLE} "
+        f"with check (tenant_id = {TENANT})"
+    )
+    op.execute(
+        f"create policy {API_ROLE}_revoke on api.api_keys for update to {API_ROLE} "
+        f"using (tenant_id = {TENANT}) with check (tenant_id = {TENANT})"
+    )
     op.execute(f"grant select, insert, update on api.quota_buckets, api.quota_months to {API_ROLE}")
     op.execute(f"grant execute on all functions in schema api to {API_ROLE}")
 
