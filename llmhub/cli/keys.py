@@ -5,20 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
+import psycopg
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from llmhub.cli.output import console, hub_settings, out
+from llmhub.db import connect
+
 keys_app = typer.Typer(help="Per-tenant API keys of the HTTP API.", no_args_is_help=True)
-console = Console(stderr=True)
-out = Console()
 
 
-def _conn():
-    from llmhub.config import load_settings
-    from llmhub.db import connect
-
-    return connect(load_settings(), autocommit=True)
+def _conn() -> psycopg.Connection:
+    return connect(hub_settings(), autocommit=True)
 
 
 @keys_app.command("create")

@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
+serve_app = typer.Typer()
 
+
+@serve_app.command("serve")
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (LLMHUB_API_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (LLMHUB_API_PORT, 8080)")] = None,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from llmhub.config import Settings, load_api_settings, redact
+from llmhub.config import Settings, load_api_settings, mlflow_tracking_uri, redact
 from llmhub.db import connect, migrate
 from llmhub.stack.api_server import ApiStack
 from llmhub.stack.broker import BrokerStack, ensure_topics
-from llmhub.stack.mlflow_server import MlflowStack, tracking_uri
+from llmhub.stack.mlflow_server import MlflowStack
 from llmhub.stack.timescale import TimescaleStack
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def _services(settings: Settings) -> tuple[TimescaleStack, BrokerStack, MlflowSt
     return (
         TimescaleStack.for_url(settings.stack_dir, settings.database_url),
         BrokerStack.for_bootstrap(settings.stack_dir, settings.kafka_bootstrap),
-        MlflowStack.for_settings(settings.stack_dir, settings.database_url, tracking_uri()),
+        MlflowStack.for_settings(settings.stack_dir, settings.database_url, mlflow_tracking_uri()),
     )
 
 
