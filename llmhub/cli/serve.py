@@ -32,4 +32,6 @@ def serve(
         log_level="info",
         access_log=False,
         proxy_headers=True,
+        # Worker health pings: the 5 s default kills workers still importing on a loaded host.
+        timeout_worker_healthcheck=60,
     )
