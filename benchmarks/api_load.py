@@ -282,16 +282,20 @@ def main() -> None:
     parser.add_argument(
         "--think", type=float, default=0.0, help="seconds between a client's requests"
     )
-    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument(
+        "--reuse", action="store_true", help="use the database a --keep run left (no refill)"
+    )
     args = parser.parse_args()
 
     base = load_settings()
     admin = with_database(base.database_url, "postgres")
     url = with_database(base.database_url, DATABASE)
     drop = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(DATABASE))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(drop)
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(DATABASE)))
+    if not args.reuse:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(drop)
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(DATABASE)))
     run = uuid.uuid4().hex[:8]
     settings = replace(base, database_url=url, topic_prefix=f"bench{run}.")
     workdir = Path(tempfile.mkdtemp(prefix="api_load_"))
@@ -300,14 +304,24 @@ def main() -> None:
     try:
         migrate(settings)
         ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-        console.print("[cyan]creating the marts (dbt, empty) ...")
-        build_marts(url, workdir)
-        console.print(
-            f"[cyan]filling {args.tenants * args.apps * args.models} series x {args.days} days ..."
-        )
-        t0 = time.perf_counter()
-        rows = fill_marts(url, args.tenants, args.apps, args.models, args.days)
-        console.print(f"  {rows} in {time.perf_counter() - t0:.0f} s")
+        if args.reuse:
+            with psycopg.connect(url) as conn:
+                rows = {
+                    table: conn.execute(
+                        sql.SQL("select count(*) from marts.{}").format(sql.Identifier(table))
+                    ).fetchone()[0]
+                    for table in ("fct_llm_requests_hourly", "fct_llm_requests_daily")
+                }
+        else:
+            console.print("[cyan]creating the marts (dbt, empty) ...")
+            build_marts(url, workdir)
+            console.print(
+                f"[cyan]filling {args.tenants * args.apps * args.models} series x "
+                f"{args.days} days ..."
+            )
+            t0 = time.perf_counter()
+            rows = fill_marts(url, args.tenants, args.apps, args.models, args.days)
+            console.print(f"  {rows} in {time.perf_counter() - t0:.0f} s")
         with psycopg.connect(url, autocommit=True) as conn:
             keys = [
                 create_key(conn, f"tenant-{t}", "bench", ("read",), "viewer")[0]
