@@ -15,14 +15,14 @@
   (dbt_project/macros/row_level_security.sql), since dbt recreates them.
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0007
 Create Date: 2026-11-29
 """
 
 from alembic import op
 
 revision = "0010"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,13 +1,7 @@
 # The HTTP API (`llmhub serve`): OTLP and contract events in, marts and analytics out. Two tasks
 # or more: quota state lives in PostgreSQL (api.quota_buckets), so every task enforces the same
-# per-tenant limits. It connects as role llmhub_api (migration 0010), never as the owner: its
-# URL is a secret of its own, filled in after `alter role llmhub_api password ...` (README).
-resource "aws_secretsmanager_secret" "api_database" {
-  name_prefix             = "${var.name}-api-database-"
-  description             = "LLMHUB_API_DATABASE_URL: the llmhub database as role llmhub_api (value set out of band)"
-  recovery_window_in_days = 7
-}
-
+# per-tenant limits. It logs in as its own service login (svc_api, member of llmhub_api:
+# migrations 0007 and 0010), never as the owner; row-level security does the tenant filtering.
 resource "aws_ecs_task_definition" "api" {
   family                   = "${var.name}-api"
   requires_compatibilities = ["FARGATE"]
@@ -31,9 +25,10 @@ resource "aws_ecs_task_definition" "api" {
       { name = "LLMHUB_API_JWT_ISSUER", value = var.api_jwt_issuer },
       { name = "LLMHUB_API_JWT_AUDIENCE", value = var.api_jwt_audience },
     ])
-    secrets = concat(local.hub_secrets, [
-      { name = "LLMHUB_API_DATABASE_URL", valueFrom = aws_secretsmanager_secret.api_database.arn },
-    ])
+    secrets = [
+      { name = "LLMHUB_DATABASE_URL", valueFrom = "${var.service_secret_arns["api"]}:url::" },
+      { name = "LLMHUB_API_DATABASE_URL", valueFrom = "${var.service_secret_arns["api"]}:url::" },
+    ]
     logConfiguration = local.log_configuration["api"]
     portMappings     = [{ containerPort = 8080, protocol = "tcp" }]
   }])
@@ -54,7 +49,7 @@ resource "aws_lb_target_group" "api" {
 }
 
 resource "aws_lb_listener_rule" "api" {
-  listener_arn = aws_lb_listener.http.arn
+  listener_arn = aws_lb_listener.https.arn
   priority     = 20
 
   action {

@@ -28,7 +28,12 @@ output "dagster_daemon_task_definition" {
   value       = aws_ecs_task_definition.dagster["dagster-daemon"].arn
 }
 
-output "api_database_secret_arn" {
-  description = "Secret to fill with LLMHUB_API_DATABASE_URL (role llmhub_api)."
-  value       = aws_secretsmanager_secret.api_database.arn
+output "migrate_task_definition" {
+  description = "Task definition that runs `llmhub db migrate` as the hub database's owner."
+  value       = aws_ecs_task_definition.migrate.arn
+}
+
+output "ui_user_pool_id" {
+  description = "Cognito user pool whose users may open the Dagster UI (create them there)."
+  value       = aws_cognito_user_pool.ui.id
 }
