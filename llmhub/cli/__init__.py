@@ -17,6 +17,7 @@ from llmhub.cli.db import db_app
 from llmhub.cli.dead_letter import dead_letter_app
 from llmhub.cli.export import export_app
 from llmhub.cli.ingest import ingest_app
+from llmhub.cli.keys import keys_app
 from llmhub.cli.ml import ml_app
 from llmhub.cli.ml_correlation import ml_correlation_app
 from llmhub.cli.ml_forecast import ml_forecast_app
@@ -25,13 +26,15 @@ from llmhub.cli.offsets import offsets_app
 from llmhub.cli.output import console
 from llmhub.cli.produce import produce_app
 from llmhub.cli.retention import retention_app
+from llmhub.cli.serve import serve_app
 from llmhub.cli.stack import stack_app
 from llmhub.cli.status import status_app
 
 app = typer.Typer(help="LLM Analytics Hub", no_args_is_help=True, add_completion=False)
 
-# Top-level commands: `llmhub ingest`, `status`, `retention`, `export`.
+# Top-level commands: `llmhub ingest`, `status`, `retention`, `export`, `serve`.
 app.add_typer(ingest_app)
+app.add_typer(serve_app)
 app.add_typer(status_app)
 app.add_typer(retention_app)
 app.add_typer(export_app)
@@ -45,6 +48,8 @@ app.add_typer(dead_letter_app, name="dead-letter")
 app.add_typer(ml_app, name="ml")
 # The ml group's commands in their own modules: `llmhub ml eval-forecast`, `eval-incidents`,
 # `eval-correlation`.
+app.add_typer(keys_app, name="keys")
+# The ml group's commands in their own modules: `llmhub ml eval-forecast`, `eval-incidents`.
 ml_app.add_typer(ml_forecast_app)
 ml_app.add_typer(ml_incidents_app)
 ml_app.add_typer(ml_correlation_app)
