@@ -147,3 +147,18 @@ def default_ensemble(
         ),
         combination="median",
     )
+
+
+def daily_ensemble(level: float = 0.95, *, with_lstm: bool = False) -> Ensemble:
+    """The daily-grain forecaster (weekly season), optionally with the LSTM as a fourth member.
+
+    The LSTM is not a published member: on the daily backtest (``llmhub ml eval-daily``) it has
+    to beat the three-member median beyond the noise first (see ``ml.evaluation.daily``).
+    """
+    from ml.forecast.lstm import LstmForecaster
+
+    base = default_ensemble(7, level)
+    if not with_lstm:
+        return base
+    lstm = Fallback((LstmForecaster(level=level), SeasonalNaive(season=7, level=level)), "lstm")
+    return Ensemble(members=(*base.members, lstm), label="ensemble_lstm")
