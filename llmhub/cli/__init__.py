@@ -38,15 +38,25 @@ def _register_ml() -> None:
     # The commands live in their own modules; their heavy imports (torch, prophet) happen only
     # when a command runs.
     from llmhub.cli.ml import ml_app
-    from llmhub.cli.ml_forecast import eval_forecast
+    from llmhub.cli.ml_forecast import eval_daily, eval_forecast
     from llmhub.cli.ml_incidents import eval_incidents
 
     ml_app.command("eval-forecast")(eval_forecast)
+    ml_app.command("eval-daily")(eval_daily)
     ml_app.command("eval-incidents")(eval_incidents)
     app.add_typer(ml_app, name="ml")
 
 
 _register_ml()
+
+
+def _register_forecast() -> None:
+    from llmhub.cli.forecast import forecast_app
+
+    app.add_typer(forecast_app, name="forecast")
+
+
+_register_forecast()
 
 console = Console(stderr=True)
 out = Console()
