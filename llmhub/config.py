@@ -15,7 +15,22 @@ from urllib.parse import urlsplit, urlunsplit
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5433/llmhub"
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_STACK_DIR = "/var/lib/llmhub"
+DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"
 DEFAULT_CONSUMER_GROUP = "llmhub-ingest"
+
+
+DEFAULT_MLFLOW_TRACKING_URI = "http://127.0.0.1:5000"
+
+
+def mlflow_tracking_uri() -> str:
+    """The MLflow tracking server (``MLFLOW_TRACKING_URI``, MLflow's own variable), else the
+    local stack's."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_MLFLOW_TRACKING_URI
+
+
+def prometheus_url() -> str:
+    """The Prometheus the local stack runs (``LLMHUB_PROMETHEUS_URL``), else its default."""
+    return os.environ.get("LLMHUB_PROMETHEUS_URL") or DEFAULT_PROMETHEUS_URL
 
 
 def _env_int(name: str, default: int) -> int:
@@ -79,6 +94,12 @@ class Settings:
     def topic(self, name: str) -> str:
         """The physical Kafka topic of contract topic ``name``."""
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where each Dagster ingestion run writes its Prometheus textfile (node_exporter's
+        textfile collector serves the directory)."""
+        return Path(os.environ.get("LLMHUB_METRICS_DIR") or self.stack_dir / "metrics")
 
     @property
     def dagster_storage_url(self) -> str:

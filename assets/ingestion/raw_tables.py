@@ -7,11 +7,12 @@ same transaction as the rows; it materialises each raw table it wrote and ``raw.
 import dagster as dg
 from pydantic import Field
 
+from assets import groups
 from assets.resources import HubResource
 from llmhub.contract.topics import TOPICS
 from llmhub.ingest.engine import Ingestor, IngestReport
+from llmhub.ingest.metrics import TextfileSink
 
-GROUP = "ingestion"
 KINDS = {"kafka", "timescaledb"}
 DEAD_LETTER_KEY = dg.AssetKey(["raw", "dead_letter"])
 DEAD_LETTER_RATE_CHECK = "dead_letter_rate"
@@ -41,7 +42,7 @@ RAW_SPECS = [
         description=f"Raw `{spec.family}` events from Kafka topic `{spec.topic}` "
         f"({spec.source_module}); one row per accepted event, grain event_id, TimescaleDB "
         "hypertable partitioned on occurred_at in 1-day chunks.",
-        group_name=GROUP,
+        group_name=groups.INGESTION,
         kinds=KINDS,
         metadata={"topic": spec.topic, "table": f"raw.{spec.table}"},
         skippable=True,
@@ -52,7 +53,7 @@ DEAD_LETTER_SPEC = dg.AssetSpec(
     DEAD_LETTER_KEY,
     description="Messages that could not be stored, byte for byte, with the error class and "
     "reason; grain (topic, partition, offset).",
-    group_name=GROUP,
+    group_name=groups.INGESTION,
     kinds=KINDS,
     skippable=True,
 )
@@ -99,14 +100,26 @@ def kafka_ingestion(context: dg.AssetExecutionContext, config: IngestionConfig, 
 
     Exactly once: rows, dead letters and the next offsets commit in one transaction per batch;
     partitions are claimed with advisory locks so overlapping runs skip what another reads.
+    The run's figures are also added to the Prometheus textfile in ``LLMHUB_METRICS_DIR``.
     """
     settings = hub.settings()
     ingestor = Ingestor(settings, batch_max_records=config.batch_max_records)
+    sink = TextfileSink(settings.metrics_dir)
+    metrics = sink.load(settings)
+    observe = metrics.start_run()
 
     def log_batch(report: IngestReport) -> None:
+        observe(report)
         context.log.info(f"batch {report.batches}: {report.messages} messages so far")
 
     report = ingestor.run(until_caught_up=True, max_batches=config.max_batches, on_batch=log_batch)
+    observe.finish(report)
+    try:
+        sink.save(metrics)
+    except OSError as exc:
+        # The batches are committed: a metrics directory that cannot be written must not fail
+        # the run (the IngestNotRunning alert notices the missing updates).
+        context.log.warning(f"Prometheus textfile not written to {sink.directory}: {exc}")
     for spec in TOPICS:
         topic = settings.topic(spec.topic)
         written = report.rows_written.get(spec.table, 0) + report.duplicates_skipped.get(
@@ -148,8 +161,12 @@ def kafka_ingestion(context: dg.AssetExecutionContext, config: IngestionConfig, 
         metadata={
             "rows_dead_lettered": sum(report.dead_lettered.values()),
             "by_topic": dg.MetadataValue.json(report.dead_lettered),
+            "by_class": dg.MetadataValue.json(
+                {f"{topic} {cls}": n for (topic, cls), n in report.dead_letter_classes.items()}
+            ),
             "messages_read": report.messages,
             "partitions_claimed": len(report.partitions),
             "partitions_held_elsewhere": dg.MetadataValue.json(report.skipped_partitions),
+            "prometheus_textfile": dg.MetadataValue.path(str(sink.textfile)),
         },
     )

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from assets import groups
 from assets.ml_models import DETECTOR_KEY
 from assets.ml_models.data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
 from assets.ml_models.detector import DETECTOR_METRICS
@@ -61,11 +62,11 @@ def apply_feedback(scores: pd.DataFrame, false_positives: pd.DataFrame) -> tuple
 
 @dg.asset(
     key=["analytics", "anomalies"],
-    group_name="publish",
+    group_name=groups.PUBLISH,
     kinds={"mlflow", "timescaledb"},
     deps=[HOURLY_MART, DETECTOR_KEY],
 )
-def anomaly_scores(
+def anomalies(
     context: dg.AssetExecutionContext,
     config: AnomalyScoresConfig,
     hub: HubResource,

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from assets import groups
 from assets.ml_models import FORECASTER_KEY
 from assets.ml_models.data import HOURLY_MART, busiest_series, read_hourly_mart
 from assets.resources import HubResource
@@ -38,7 +39,7 @@ class ForecastsConfig(dg.Config):
 
 @dg.asset(
     key=["analytics", "forecasts"],
-    group_name="publish",
+    group_name=groups.PUBLISH,
     kinds={"mlflow", "timescaledb"},
     deps=[HOURLY_MART, FORECASTER_KEY],
 )

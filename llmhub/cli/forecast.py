@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from llmhub.cli.output import hub_settings, out
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,8 +28,6 @@ forecast_app = typer.Typer(
 
 PRICE_SEED = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds" / "model_prices.csv"
 HISTORY_DAYS = 120
-
-_out = Console()
 
 _USAGE_QUERY = """
 select tenant_id, asset_id, provider, model, usage_date, request_count, input_tokens,
@@ -41,10 +40,9 @@ where usage_date > %(since)s and usage_date <= %(as_of)s
 def _usage_from_database(as_of: date | None) -> pd.DataFrame:
     import pandas as pd
 
-    from llmhub.config import load_settings
     from llmhub.db import connect
 
-    with connect(load_settings()) as conn, conn.cursor() as cur:
+    with connect(hub_settings()) as conn, conn.cursor() as cur:
         if as_of is None:
             cur.execute("select max(usage_date) from marts.fct_llm_cost_daily")
             newest = cur.fetchone()
@@ -169,7 +167,7 @@ def what_if_command(
             _money(row.scenario_usd, row.scenario_lower_usd, row.scenario_upper_usd),
             f"{row.change_usd:+,.2f}",
         )
-    _out.print(table)
+    out.print(table)
     if output is not None:
         if output.suffix == ".json":
             output.write_text(

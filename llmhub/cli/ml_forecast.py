@@ -1,6 +1,7 @@
 """``llmhub ml eval-forecast``: score the forecasters on M4-format data (sMAPE, MASE, OWA).
 
-``forecast_app`` is the Typer app holding the command; the CLI mounts it under ``llmhub ml``.
+``ml_forecast_app`` holds the commands (``eval-forecast``, ``eval-daily``);
+``llmhub/cli/__init__.py`` mounts it in the ml group.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,16 +22,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from llmhub.cli.output import console, out
+
 if TYPE_CHECKING:
     from ml.evaluation.m4 import M4Evaluation
     from ml.forecast.base import Forecaster
 
-forecast_app = typer.Typer(help="Forecasting models.", no_args_is_help=True, add_completion=False)
+ml_forecast_app = typer.Typer()
 
 MODEL_NAMES = ("seasonal_naive", "naive2", "sarima", "prophet", "ensemble")
-
-_console = Console(stderr=True)
-_out = Console()
 
 
 def build_forecasters(
@@ -92,7 +91,7 @@ def _table(evaluation: M4Evaluation) -> Table:
     return table
 
 
-@forecast_app.command("eval-forecast")
+@ml_forecast_app.command("eval-forecast")
 def eval_forecast(
     train: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="M4 train CSV.")],
     test: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="M4 test CSV.")],
@@ -184,7 +183,7 @@ def eval_forecast(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=_console,
+        console=console,
         disable=not sys.stderr.isatty(),
     ) as bar:
         task = bar.add_task("series", total=len(dataset))
@@ -204,23 +203,23 @@ def eval_forecast(
             "model_season": fit_season,
             **evaluation.to_dict(),
         }
-        _out.print_json(json.dumps(summary))
+        out.print_json(json.dumps(summary))
     else:
-        _out.print(_table(evaluation))
+        out.print(_table(evaluation))
         for failure in evaluation.failures[:20]:
-            _console.print(
+            console.print(
                 f"[yellow]{failure['model']} failed on {failure['series_id']}: "
                 f"{failure['error']}[/yellow]"
             )
     worst = max(score.failures for score in evaluation.scores) / evaluation.n_series
     if worst > max_failed:
-        _console.print(
+        console.print(
             f"[red]a model failed on {worst:.1%} of series (allowed {max_failed:.1%})[/red]"
         )
         raise typer.Exit(1)
 
 
-@forecast_app.command("eval-daily")
+@ml_forecast_app.command("eval-daily")
 def eval_daily(
     csv: Annotated[
         Path | None,
@@ -266,7 +265,7 @@ def eval_daily(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=_console,
+        console=console,
         disable=not sys.stderr.isatty(),
     ) as bar:
         task = bar.add_task("series", total=len(series))
@@ -282,7 +281,7 @@ def eval_daily(
     summary = {"source": str(csv) if csv else f"generated apps={apps} days={days} seed={seed}"}
     summary |= evaluation.to_dict()
     if as_json:
-        _out.print_json(json.dumps(summary))
+        out.print_json(json.dumps(summary))
         return
     table = Table(
         title=f"{evaluation.n_series} daily series, {origins} origins: {summary['source']}"
@@ -298,6 +297,6 @@ def eval_daily(
             f"{score.coverage:.3f}",
             str(score.forecasts),
         )
-    _out.print(table)
+    out.print(table)
     if evaluation.member_verdict:
-        _out.print(f"LSTM member: {json.dumps(evaluation.member_verdict)}")
+        out.print(f"LSTM member: {json.dumps(evaluation.member_verdict)}")

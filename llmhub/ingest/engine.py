@@ -59,6 +59,8 @@ class IngestReport:
     rows_written: dict[str, int] = field(default_factory=dict)
     duplicates_skipped: dict[str, int] = field(default_factory=dict)
     dead_lettered: dict[str, int] = field(default_factory=dict)
+    # (topic, error class) -> dead letters: what the Prometheus metrics break down by.
+    dead_letter_classes: dict[tuple[str, str], int] = field(default_factory=dict)
     messages: int = 0
     batches: int = 0
     duration_s: float = 0.0
@@ -80,7 +82,7 @@ class IngestReport:
             lag={**self.lag, **other.lag},
             skipped_partitions=self.skipped_partitions + other.skipped_partitions,
         )
-        for name in ("rows_written", "duplicates_skipped", "dead_lettered"):
+        for name in ("rows_written", "duplicates_skipped", "dead_lettered", "dead_letter_classes"):
             total = dict(getattr(self, name))
             for key, value in getattr(other, name).items():
                 total[key] = total.get(key, 0) + value
@@ -275,6 +277,8 @@ class Ingestor:
             for dead in batch.dead_letters:
                 topic = dead.source.topic
                 report.dead_lettered[topic] = report.dead_lettered.get(topic, 0) + 1
+                key = (topic, dead.error_class)
+                report.dead_letter_classes[key] = report.dead_letter_classes.get(key, 0) + 1
             if on_batch is not None:
                 on_batch(report)
 

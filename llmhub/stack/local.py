@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from llmhub.config import Settings, redact
+from llmhub.config import Settings, mlflow_tracking_uri, prometheus_url, redact
 from llmhub.db import connect, migrate
 from llmhub.stack.broker import BrokerStack, ensure_topics
-from llmhub.stack.mlflow_server import MlflowStack, tracking_uri
+from llmhub.stack.mlflow_server import MlflowStack
+from llmhub.stack.prometheus import PrometheusStack
 from llmhub.stack.timescale import TimescaleStack
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ class StackReport:
     kafka: str
     mlflow: str
     notes: list[str]
+    prometheus: str = ""
 
 
 def is_loopback(host: str) -> bool:
@@ -31,7 +33,7 @@ def _services(settings: Settings) -> tuple[TimescaleStack, BrokerStack, MlflowSt
     return (
         TimescaleStack.for_url(settings.stack_dir, settings.database_url),
         BrokerStack.for_bootstrap(settings.stack_dir, settings.kafka_bootstrap),
-        MlflowStack.for_settings(settings.stack_dir, settings.database_url, tracking_uri()),
+        MlflowStack.for_settings(settings.stack_dir, settings.database_url, mlflow_tracking_uri()),
     )
 
 
@@ -65,11 +67,25 @@ def up(settings: Settings) -> StackReport:
         notes.append(f"MLflow on {mlflow.host}: using it, not starting a tracking server")
     else:
         mlflow.start()
-    return StackReport(redact(settings.database_url), settings.kafka_bootstrap, mlflow.url, notes)
+    prometheus = _prometheus(settings)
+    if not is_loopback(prometheus.host):
+        notes.append(f"Prometheus on {prometheus.host}: using it, not starting one")
+    else:
+        prometheus.start()
+    return StackReport(
+        redact(settings.database_url), settings.kafka_bootstrap, mlflow.url, notes, prometheus.url
+    )
+
+
+def _prometheus(settings: Settings) -> PrometheusStack:
+    return PrometheusStack.for_settings(settings.stack_dir, settings.metrics_dir, prometheus_url())
 
 
 def down(settings: Settings) -> None:
     timescale, broker, mlflow = _services(settings)
+    prometheus = _prometheus(settings)
+    if is_loopback(prometheus.host):
+        prometheus.stop()
     if is_loopback(mlflow.host):
         mlflow.stop()
     if is_loopback(broker.host):

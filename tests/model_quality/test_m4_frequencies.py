@@ -17,7 +17,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from llmhub.cli.ml_forecast import forecast_app
+from llmhub.cli.ml_forecast import ml_forecast_app
 from ml.evaluation.m4 import M4Series, evaluate_m4, load_m4
 from ml.forecast import Sarima, SeasonalNaive, default_ensemble
 from ml.forecast.base import Forecast
@@ -65,7 +65,7 @@ def test_eval_forecast_runs_on_every_m4_frequency(
 ) -> None:
     train = _generate(tmp_path, name, season, lengths)
     root = typer.Typer()
-    root.add_typer(forecast_app, name="ml")
+    root.add_typer(ml_forecast_app, name="ml")
     result = CliRunner().invoke(
         root,
         [
@@ -123,7 +123,7 @@ def test_short_series_falls_back_to_simpler_members() -> None:
     y = pd.Series(
         200.0 + rng.normal(0.0, 5.0, 80), index=pd.date_range("2020-01-06", periods=80, freq="W")
     )
-    naive, sarima, prophet = default_ensemble(52).members
+    naive, sarima, _prophet = default_ensemble(52).members
     assert sarima.forecast(y, 13).fitted_by == "arima"
     assert naive.forecast(y[:40], 13).fitted_by == "naive"
     forecast = default_ensemble(52).forecast(y[:10], 13)

@@ -38,9 +38,14 @@ data "aws_iam_policy_document" "execution" {
   }
 
   statement {
-    sid       = "DatabaseSecret"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.database_secret_arn]
+    sid     = "ServiceSecrets"
+    actions = ["secretsmanager:GetSecretValue"]
+    resources = [
+      var.migration_secret_arn,
+      var.service_secret_arns["dagster"],
+      var.service_secret_arns["mlflow"],
+      var.mlflow_auth_secret_arn,
+    ]
   }
 }
 

@@ -48,8 +48,33 @@ variable "ecr_repository_arns" {
   type        = list(string)
 }
 
-variable "database_secret_arn" {
-  description = "Secret with the url, dagster_url and mlflow_url keys."
+variable "migration_secret_arn" {
+  description = "Secret of the hub database's owner (url key), for the one-off migration task only."
+  type        = string
+}
+
+variable "service_secret_arns" {
+  description = "Per service (dagster, mlflow, ...) the secret with its own database login (url and <database>_url keys)."
+  type        = map(string)
+
+  validation {
+    condition     = alltrue([for key in ["dagster", "mlflow"] : contains(keys(var.service_secret_arns), key)])
+    error_message = "service_secret_arns needs the dagster and mlflow secrets."
+  }
+}
+
+variable "dagster_host" {
+  description = "Host name of the Dagster UI (the Cognito callback URL names it)."
+  type        = string
+}
+
+variable "ui_certificate_arn" {
+  description = "ACM certificate for the UI host names, on the load balancer's HTTPS listener."
+  type        = string
+}
+
+variable "mlflow_auth_secret_arn" {
+  description = "Secret with MLflow's admin_username, admin_password and flask_secret_key."
   type        = string
 }
 
