@@ -40,3 +40,25 @@ def test_a_string_that_is_not_a_three_part_key_is_refused(text: str) -> None:
 def test_parts_must_be_strings() -> None:
     with pytest.raises(TypeError):
         encode_key("a", None)  # type: ignore[arg-type]
+
+
+def test_tenant_totals_keep_tenants_whose_ids_contain_separators_apart() -> None:
+    # Tenant totals split the route id at "/": "acme/eu"'s traffic was added to "acme".
+    import pandas as pd
+
+    from ml.evaluation.incidents.forecast import request_rate_series
+
+    index = pd.date_range("2026-01-05", periods=4, freq="h", tz="UTC")
+    train, test = {}, {}
+    for tenant, app, model, level in (
+        ("acme/eu", "chat", "m", 10.0),
+        ("acme", "eu/chat", "m", 1.0),
+    ):
+        key = SeriesKey(tenant, app, model, "request_count")
+        train[key] = pd.Series(level, index=index[:2])
+        test[key] = pd.Series(level, index=index[2:])
+    tenants, routes = request_rate_series(train, test)
+
+    assert sorted(tenants) == ["acme", "acme/eu"]
+    assert tenants["acme"].sum() == 4.0
+    assert len(routes) == 2
