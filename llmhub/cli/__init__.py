@@ -16,6 +16,7 @@ from llmhub.cli.contract import contract_app
 from llmhub.cli.db import db_app
 from llmhub.cli.dead_letter import dead_letter_app
 from llmhub.cli.export import export_app
+from llmhub.cli.forecast import forecast_app
 from llmhub.cli.ingest import ingest_app
 from llmhub.cli.keys import keys_app
 from llmhub.cli.ml import ml_app
@@ -45,11 +46,11 @@ app.add_typer(produce_app, name="produce")
 app.add_typer(contract_app, name="contract")
 app.add_typer(offsets_app, name="offsets")
 app.add_typer(dead_letter_app, name="dead-letter")
-app.add_typer(ml_app, name="ml")
-# The ml group's commands in their own modules: `llmhub ml eval-forecast`, `eval-incidents`,
-# `eval-correlation`.
 app.add_typer(keys_app, name="keys")
-# The ml group's commands in their own modules: `llmhub ml eval-forecast`, `eval-incidents`.
+app.add_typer(forecast_app, name="forecast")
+app.add_typer(ml_app, name="ml")
+# The ml group's commands in their own modules: `llmhub ml eval-forecast`, `eval-daily`,
+# `eval-incidents`, `eval-correlation`.
 ml_app.add_typer(ml_forecast_app)
 ml_app.add_typer(ml_incidents_app)
 ml_app.add_typer(ml_correlation_app)
