@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.alerts import alert_deliveries, alert_outbox, notifications_delivered
+from assets.incidents import incident_integrity, incidents
 from assets.ingestion import RAW_FRESHNESS_CHECKS, kafka_ingestion, retention_runs
 from assets.ml_models import anomaly_detector, request_rate_forecaster
 from assets.publish import anomalies, budget_projections, forecasts
@@ -16,6 +17,7 @@ from orchestration.jobs import (
     alert_delivery_job,
     alerts_job,
     budget_projections_job,
+    incidents_job,
     ingestion_job,
     ml_scoring_job,
     ml_training_job,
@@ -27,6 +29,7 @@ from orchestration.jobs import (
 from orchestration.schedules import (
     alert_delivery_schedule,
     budget_projections_schedule,
+    incidents_schedule,
     ingestion_schedule,
     ml_scoring_schedule,
     ml_training_schedule,
@@ -54,12 +57,14 @@ defs = dg.Definitions(
         budget_projections,
         alert_outbox,
         alert_deliveries,
+        incidents,
     ],
     asset_checks=[
         *RAW_FRESHNESS_CHECKS,
         raw_quality_checks,
         mart_quality_checks,
         notifications_delivered,
+        incident_integrity,
     ],
     jobs=[
         ingestion_job,
@@ -72,6 +77,7 @@ defs = dg.Definitions(
         alerts_job,
         alert_delivery_job,
         slo_burn_rate_job,
+        incidents_job,
     ],
     schedules=[
         ingestion_schedule,
@@ -83,6 +89,7 @@ defs = dg.Definitions(
         budget_projections_schedule,
         alert_delivery_schedule,
         slo_burn_rate_schedule,
+        incidents_schedule,
     ],
     sensors=[alerts_sensor],
     resources={

@@ -76,7 +76,7 @@ budget_projections_job = dg.define_asset_job(
 )
 alerts_job = dg.define_asset_job(
     "alerts_job",
-    selection=dg.AssetSelection.groups("alerts"),
+    selection=dg.AssetSelection.groups(groups.ALERTS),
     description="Evaluate the alert sources into the outbox and send what is due.",
 )
 alert_delivery_job = dg.define_asset_job(
@@ -88,4 +88,10 @@ slo_burn_rate_job = dg.define_asset_job(
     "slo_burn_rate_job",
     selection=dg.AssetSelection.assets(["marts", "fct_slo_burn_rate_alerts"]),
     description="Rebuild the SLO burn-rate mart (its windows are 5 minutes to 6 hours).",
+)
+incidents_job = dg.define_asset_job(
+    "incidents_job",
+    selection=dg.AssetSelection.groups(groups.INCIDENTS),
+    description="Correlate the newest anomalies with registry, security and policy events and "
+    "the forecasts into incidents (root cause, members, excess cost).",
 )

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 from orchestration.jobs import (
     alert_delivery_job,
     budget_projections_job,
+    incidents_job,
     ingestion_job,
     ml_scoring_job,
     ml_training_job,
@@ -161,4 +162,11 @@ slo_burn_rate_schedule = dg.ScheduleDefinition(
     cron_schedule="*/5 * * * *",
     job=slo_burn_rate_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+incidents_schedule = exclusive_schedule(
+    "incidents_schedule",
+    "55 * * * *",
+    incidents_job,
+    "Minute 55: after the minute-40 scoring run has published the hour's anomalies and "
+    "forecasts; the 48 h lookback recomputes recent incidents with late data.",
 )

@@ -5,6 +5,7 @@ import time
 import dagster as dg
 from pydantic import Field
 
+from assets import groups
 from assets.alerts.outbox import alert_outbox
 from assets.resources import HubResource
 from llmhub.alerts.sender import Sender
@@ -31,7 +32,7 @@ class AlertDeliveryConfig(dg.Config):
 
 @dg.asset(
     key=["alerting", "delivery_attempts"],
-    group_name="alerts",
+    group_name=groups.ALERTS,
     kinds={"python", "timescaledb"},
     deps=[alert_outbox],
 )

@@ -4,6 +4,7 @@ import time
 
 import dagster as dg
 
+from assets import groups
 from assets.resources import HubResource
 from llmhub.alerts.sources import default_sources
 from llmhub.alerts.store import evaluate
@@ -21,7 +22,7 @@ INCIDENTS_KEY = dg.AssetKey(["analytics", "incidents"])
 
 @dg.asset(
     key=["alerting", "outbox"],
-    group_name="alerts",
+    group_name=groups.ALERTS,
     kinds={"python", "timescaledb"},
     deps=list(ALERT_SOURCE_KEYS),
 )

@@ -21,14 +21,14 @@ Analysts read every table; tenant analysts only their tenants' rows (row-level s
 the marts' ``marts_access.current_tenants``).
 
 Revision ID: 0009
-Revises: 0007 (0005 on the branch; re-chained after merging main)
+Revises: 0011 (0005 on the branch; re-chained after the migrations merged into main)
 Create Date: 2026-11-29
 """
 
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
