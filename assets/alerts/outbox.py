@@ -11,13 +11,11 @@ from llmhub.alerts.store import evaluate
 
 # What the alertables are made from; the alerts sensor watches these for new materialisations.
 ALERT_SOURCE_KEYS = (
+    dg.AssetKey(["analytics", "incidents"]),
     dg.AssetKey(["analytics", "anomalies"]),
     dg.AssetKey(["analytics", "budget_projections"]),
     dg.AssetKey(["marts", "fct_slo_burn_rate_alerts"]),
 )
-# Written by the correlation work (analytics/incidents); watched once it exists, read by
-# llmhub.alerts.sources.IncidentSource.
-INCIDENTS_KEY = dg.AssetKey(["analytics", "incidents"])
 
 
 @dg.asset(
@@ -29,8 +27,8 @@ INCIDENTS_KEY = dg.AssetKey(["analytics", "incidents"])
 def alert_outbox(context: dg.AssetExecutionContext, hub: HubResource) -> dg.MaterializeResult:
     """Notifications to send, one row per (alert, route, event) in ``alerting.outbox``.
 
-    Reads the alertables of every source (anomalous series, projected budget breaches, spend
-    burn rates, SLO burn rates), records their state in ``alerting.alert_state`` and writes the
+    Reads the alertables of every source (incidents, registry deploys, anomalous series,
+    projected budget breaches, spend burn rates, SLO burn rates), records their state in ``alerting.alert_state`` and writes the
     notifications the routes, silences, quiet hours, group wait and repeat interval call for.
     Idempotent: a notification's key is its dedup key, so re-running enqueues nothing twice.
     """

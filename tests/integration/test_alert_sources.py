@@ -159,62 +159,48 @@ def test_alert_assets_report_sends_per_channel_and_warn_on_failures(db, hook, te
     assert check.metadata["failed_per_channel"].value == {"webhook": 1}
 
 
-INCIDENTS_DDL = """
-create table analytics.incidents (
-    incident_id text primary key, tenant_id text not null, asset_ids text[] not null,
-    opened_at timestamptz not null, resolved_at timestamptz, status text not null,
-    severity text not null, root_cause_type text not null, root_cause_entity text not null,
-    explanation text not null, impact_score double precision not null,
-    affected_requests double precision not null, excess_cost_usd double precision not null
+INSERT_INCIDENT = """
+insert into analytics.incidents (
+    incident_id, tenant_id, tenant_ids, asset_ids, opened_at, last_seen_at, status, severity,
+    root_cause_type, root_cause_entity, confidence, candidates, impact_score, affected_requests,
+    excess_cost_usd, excess_volume_usd, excess_tokens_per_request_usd, excess_price_mix_usd,
+    cost_baseline, explanation, rules, signature, member_count
+) values (
+    'inc-42', 'acme', '{acme}', '{app-chat}', %(opened)s, %(opened)s, 'open', 'high', 'model',
+    'gpt-4o', 0.9, '[]', 71, 1200, 3.5, 0, 3.5, 0, 'flat', 'gpt-4o latency 4x', '{}', 'sig', 3
 )
 """
 
 
 def test_incident_lifecycle_reaches_pagerduty_with_the_incident_id(db, test_settings, monkeypatch):
-    # analytics.incidents comes from the correlation work (migration 0008); until it is merged
-    # the test creates the columns the source reads.
+    monkeypatch.setenv("TEST_PD", "rk")
     now = datetime.now(UTC)  # the sender sends what is due by the clock
-    created = db.execute("select to_regclass('analytics.incidents') is null").fetchone()[0]
-    if created:
-        db.execute(INCIDENTS_DDL)
-    try:
-        with RecordingHTTPServer() as http:
-            db.execute(
-                "insert into alerting.routes (tenant_id, channel, channel_config, group_wait_s) "
-                "values ('acme', 'pagerduty', %s, 0)",
-                (Jsonb({"events_url": http.url("/pd")}),),
-            )
-            db.execute(
-                "insert into analytics.incidents (incident_id, tenant_id, asset_ids, opened_at, "
-                "status, severity, root_cause_type, root_cause_entity, explanation, "
-                "impact_score, affected_requests, excess_cost_usd) values ('inc-42', 'acme', "
-                "'{app-chat}', %s, 'open', 'high', 'model', 'gpt-4o', 'gpt-4o latency 4x', 71, "
-                "1200, 3.5)",
-                (now - timedelta(minutes=20),),
-            )
-            source = [IncidentSource()]
-            evaluate(db, source, now=now)
-            db.execute("update analytics.incidents set impact_score = 80")  # not news
-            evaluate(db, source, now=now + timedelta(seconds=1))
-            db.execute(
-                "update analytics.incidents set status = 'resolved', resolved_at = %s",
-                (now + timedelta(seconds=2),),
-            )
-            evaluate(db, source, now=now + timedelta(seconds=3))
-            monkeypatch.setenv("TEST_PD", "rk")
-            db.execute("update alerting.routes set secret_ref = 'env:TEST_PD'")
-            sender = Sender(test_settings.database_url)
-            sender.drain(wait_up_to_s=5)
-            sender.close()
-            events = [(r.body["event_action"], r.body["dedup_key"]) for r in http.accepted("/pd")]
-            assert events == [
-                ("trigger", "llmhub:incident:inc-42"),
-                ("resolve", "llmhub:incident:inc-42"),
-            ]
-            assert http.accepted("/pd")[0].body["payload"]["severity"] == "error"
-    finally:
-        if created:
-            db.execute("drop table analytics.incidents")
+    with RecordingHTTPServer() as http:
+        db.execute(
+            "insert into alerting.routes (tenant_id, channel, channel_config, secret_ref, "
+            "group_wait_s) values ('acme', 'pagerduty', %s, 'env:TEST_PD', 0)",
+            (Jsonb({"events_url": http.url("/pd")}),),
+        )
+        db.execute(INSERT_INCIDENT, {"opened": now - timedelta(minutes=20)})
+        source = [IncidentSource()]
+        evaluate(db, source, now=now)
+        db.execute("update analytics.incidents set impact_score = 80")  # not news
+        evaluate(db, source, now=now + timedelta(seconds=1))
+        db.execute(
+            "update analytics.incidents set status = 'resolved', resolved_at = %s",
+            (now + timedelta(seconds=2),),
+        )
+        evaluate(db, source, now=now + timedelta(seconds=3))
+        sender = Sender(test_settings.database_url)
+        sender.drain(wait_up_to_s=5)
+        sender.close()
+        events = [(r.body["event_action"], r.body["dedup_key"]) for r in http.accepted("/pd")]
+        assert events == [
+            ("trigger", "llmhub:incident:inc-42"),
+            ("resolve", "llmhub:incident:inc-42"),
+        ]
+        assert http.accepted("/pd")[0].body["payload"]["severity"] == "error"
+    db.execute("delete from analytics.incidents where incident_id = 'inc-42'")
 
 
 def test_registry_deploy_is_a_pagerduty_change_event(db, test_settings, monkeypatch):
