@@ -28,8 +28,9 @@ def alert_outbox(context: dg.AssetExecutionContext, hub: HubResource) -> dg.Mate
     """Notifications to send, one row per (alert, route, event) in ``alerting.outbox``.
 
     Reads the alertables of every source (incidents, registry deploys, anomalous series,
-    projected budget breaches, spend burn rates, SLO burn rates), records their state in ``alerting.alert_state`` and writes the
-    notifications the routes, silences, quiet hours, group wait and repeat interval call for.
+    projected budget breaches, spend burn rates, SLO burn rates), records their state in
+    ``alerting.alert_state`` and writes the notifications the routes, silences, quiet hours,
+    group wait and repeat interval call for.
     Idempotent: a notification's key is its dedup key, so re-running enqueues nothing twice.
     """
     started = time.monotonic()
