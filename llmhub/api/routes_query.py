@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from psycopg import sql
 from pydantic import BaseModel, Field
 
@@ -76,6 +76,12 @@ AGGREGATES = {
 Metric = StrEnum("Metric", {name: name for name in (*AGGREGATES, *PERCENTILES)})  # type: ignore[misc]
 
 
+def json_response(payload: dict[str, Any]) -> Response:
+    """The body serialised by orjson directly: FastAPI's own path (jsonable_encoder, then json)
+    walks every value in Python, most of a 1,000-row answer's time (measured under load)."""
+    return Response(orjson.dumps(payload, default=float), media_type="application/json")
+
+
 def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values, default=str)).decode().rstrip("=")
 
@@ -123,7 +129,7 @@ async def get_metrics(
     provider: Annotated[list[str] | None, Query(description="Filter (repeatable)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
     cursor: str | None = None,
-) -> dict[str, Any]:
+) -> Response:
     """Buckets of ``granularity`` grouped by ``group_by``, from
     ``marts.fct_llm_requests_hourly`` / ``_daily``. Percentiles are exact where an output row
     is one mart row (group by all five dimensions) and null otherwise (see ``mart_rows``)."""
@@ -201,16 +207,18 @@ async def get_metrics(
     more = len(rows) > limit
     rows = rows[:limit]
     data = [_row_json(names, row, bucket) for row in rows]
-    return {
-        "granularity": granularity,
-        "group_by": [str(d) for d in dims],
-        "start": lo.isoformat(),
-        "end": hi.isoformat(),
-        "percentiles": "exact per mart row; null where a row spans several mart rows "
-        "(group by all of tenant, application, version, model, provider for exact ones)",
-        "data": data,
-        "next_cursor": encode_cursor(list(rows[-1][: len(keys)])) if more else None,
-    }
+    return json_response(
+        {
+            "granularity": granularity,
+            "group_by": [str(d) for d in dims],
+            "start": lo.isoformat(),
+            "end": hi.isoformat(),
+            "percentiles": "exact per mart row; null where a row spans several mart rows "
+            "(group by all of tenant, application, version, model, provider for exact ones)",
+            "data": data,
+            "next_cursor": encode_cursor(list(rows[-1][: len(keys)])) if more else None,
+        }
+    )
 
 
 def _ceil_day(value: datetime) -> date:
