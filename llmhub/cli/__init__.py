@@ -14,10 +14,13 @@ from rich.logging import RichHandler
 
 from llmhub.cli.contract import contract_app
 from llmhub.cli.db import db_app
+from llmhub.cli.dead_letter import dead_letter_app
 from llmhub.cli.export import export_app
+from llmhub.cli.forecast import forecast_app
 from llmhub.cli.ingest import ingest_app
 from llmhub.cli.keys import keys_app
 from llmhub.cli.ml import ml_app
+from llmhub.cli.ml_correlation import ml_correlation_app
 from llmhub.cli.ml_forecast import ml_forecast_app
 from llmhub.cli.ml_incidents import ml_incidents_app
 from llmhub.cli.offsets import offsets_app
@@ -42,11 +45,15 @@ app.add_typer(db_app, name="db")
 app.add_typer(produce_app, name="produce")
 app.add_typer(contract_app, name="contract")
 app.add_typer(offsets_app, name="offsets")
-app.add_typer(ml_app, name="ml")
+app.add_typer(dead_letter_app, name="dead-letter")
 app.add_typer(keys_app, name="keys")
-# The ml group's commands in their own modules: `llmhub ml eval-forecast`, `eval-incidents`.
+app.add_typer(forecast_app, name="forecast")
+app.add_typer(ml_app, name="ml")
+# The ml group's commands in their own modules: `llmhub ml eval-forecast`, `eval-daily`,
+# `eval-incidents`, `eval-correlation`.
 ml_app.add_typer(ml_forecast_app)
 ml_app.add_typer(ml_incidents_app)
+ml_app.add_typer(ml_correlation_app)
 
 
 @app.callback()
