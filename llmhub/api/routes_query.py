@@ -538,3 +538,74 @@ async def get_budgets(
         "month": month.isoformat(),
         "data": [{k: _jsonable(v) for k, v in zip(keys, r, strict=True)} for r in rows],
     }
+
+
+# --- incidents ------------------------------------------------------------------------------
+
+_INCIDENT_COLUMNS = (
+    "incident_id",
+    "status",
+    "severity",
+    "opened_at",
+    "last_seen_at",
+    "resolved_at",
+    "asset_ids",
+    "root_cause_type",
+    "root_cause_entity",
+    "confidence",
+    "impact_score",
+    "affected_requests",
+    "excess_cost_usd",
+    "explanation",
+    "rules",
+    "member_count",
+)
+
+
+@router.get("/incidents", tags=["query"], summary="Correlated incidents, newest first")
+async def get_incidents(
+    request: Request,
+    principal: Reader,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    status: Literal["open", "resolved"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    cursor: str | None = None,
+) -> Response:
+    """``analytics.incidents`` (migration 0008) opened in the window, with root cause, impact
+    and explanation."""
+    svc = services(request)
+    await svc.quotas.query(principal.tenant_id)
+    lo, hi = _window(start or datetime.now(UTC) - timedelta(days=30), end)
+    params: dict[str, Any] = {
+        "lo": lo,
+        "hi": hi,
+        "status": status,
+        "limit": limit + 1,
+        "c0": None,
+        "c1": None,
+    }
+    if cursor:
+        c = decode_cursor(cursor, 2)
+        params.update(c0=datetime.fromisoformat(c[0]), c1=c[1])
+    async with tenant_transaction(svc, principal) as conn:
+        cur = await conn.execute(
+            sql.SQL(
+                "select {} from analytics.incidents "
+                "where opened_at >= %(lo)s and opened_at < %(hi)s "
+                "and (%(status)s::text is null or status = %(status)s) "
+                "and (%(c0)s::timestamptz is null or (opened_at, incident_id) < (%(c0)s, %(c1)s)) "
+                "order by opened_at desc, incident_id desc limit %(limit)s"
+            ).format(sql.SQL(", ").join(map(sql.Identifier, _INCIDENT_COLUMNS))),
+            params,
+        )
+        rows = await cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    return json_response(
+        {
+            "data": [dict(zip(_INCIDENT_COLUMNS, r, strict=True)) for r in rows],
+            "next_cursor": encode_cursor([last[3].isoformat(), last[0]]) if last else None,
+        }
+    )
