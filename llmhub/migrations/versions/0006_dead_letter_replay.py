@@ -5,15 +5,14 @@ a replayed dead letter is marked (``replayed_at``), never deleted, so the histor
 producer sent wrong stays queryable, and a second replay skips it.
 
 Revision ID: 0006
-Revises: 0007 (written against 0005; main's 0007 also follows 0005, so after merging main this
-revision is chained after it to keep a single head)
+Revises: 0005
 Create Date: 2026-11-29
 """
 
 from alembic import op
 
 revision = "0006"
-down_revision = "0007"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
