@@ -596,7 +596,15 @@ async def get_incidents(
                 "and (%(status)s::text is null or status = %(status)s) "
                 "and (%(c0)s::timestamptz is null or (opened_at, incident_id) < (%(c0)s, %(c1)s)) "
                 "order by opened_at desc, incident_id desc limit %(limit)s"
-            ).format(sql.SQL(", ").join(map(sql.Identifier, _INCIDENT_COLUMNS))),
+            ).format(
+                sql.SQL(", ").join(
+                    # A cross-tenant incident's applications may be other tenants'.
+                    sql.SQL("case when tenant_id = '*' then null else asset_ids end")
+                    if column == "asset_ids"
+                    else sql.Identifier(column)
+                    for column in _INCIDENT_COLUMNS
+                )
+            ),
             params,
         )
         rows = await cur.fetchall()

@@ -144,6 +144,19 @@ def _analytics_rows(conn: psycopg.Connection, tenant: str, now: datetime) -> Non
         "array['latency'], 'sig', 3)",
         (f"inc-{tenant}", tenant, tenant, hour - timedelta(hours=2), hour),
     )
+    if tenant == A:
+        # A provider incident touching A and a third tenant: A sees it, B does not, and A is
+        # not told which applications it spans.
+        conn.execute(
+            "insert into analytics.incidents select 'inc-provider', '*', "
+            "array[%s, 'tenant-z'], array['z-app'], opened_at - interval '1 hour', "
+            "last_seen_at, resolved_at, status, severity, 'provider', 'openai', confidence, "
+            "candidates, impact_score, affected_requests, excess_cost_usd, excess_volume_usd, "
+            "excess_tokens_per_request_usd, excess_price_mix_usd, cost_baseline, explanation, "
+            "rules, 'sig2', seen_before, member_count from analytics.incidents "
+            "where incident_id = %s",
+            (A, f"inc-{tenant}"),
+        )
     conn.execute(
         "insert into analytics.budgets (tenant_id, asset_id, monthly_budget_usd) "
         "values (%s, '*', 1000)",
@@ -314,7 +327,9 @@ def test_each_tenant_reads_only_its_own_rows_through_every_endpoint(
             elif path == "/api/v1/anomalies":
                 assert len(data) == 2, data
             elif path == "/api/v1/incidents":
-                assert [row["incident_id"] for row in data] == [f"inc-{tenant}"]
+                expected = [f"inc-{tenant}"] + (["inc-provider"] if tenant == A else [])
+                assert [row["incident_id"] for row in data] == expected
+                assert data[-1]["asset_ids"] == (None if tenant == A else ["app-chat"])
         # The tenant filter is the database's, not a parameter: asking for the other tenant's
         # application name (both use app-chat) still returns own rows only.
         body = client.get(

@@ -37,6 +37,10 @@ ANALYTICS_TABLES = (
     "incidents",
 )
 TENANT = "current_setting('llmhub.tenant_id', true)"
+OWN = f"tenant_id = {TENANT}"
+# A cross-tenant incident (tenant_id '*', 0008) is shown to each tenant it touches; the API
+# leaves out the columns that name the others.
+VISIBLE = {"incidents": f"{OWN} or (tenant_id = '*' and {TENANT} = any(tenant_ids))"}
 
 
 def upgrade() -> None:
@@ -201,7 +205,7 @@ def upgrade() -> None:
                 alter table {qualified} enable row level security;
                 drop policy if exists {API_ROLE}_own_tenant on {qualified};
                 create policy {API_ROLE}_own_tenant on {qualified} for all to {API_ROLE}
-                    using (tenant_id = {TENANT}) with check (tenant_id = {TENANT});
+                    using ({VISIBLE.get(table, OWN)}) with check (tenant_id = {TENANT});
                 grant select on {qualified} to {API_ROLE};
             end if;
             end $$
