@@ -390,7 +390,8 @@ class IncidentSource:
             return []
         rows = conn.execute(
             """
-            select incident_id, tenant_id, asset_ids, status, severity, opened_at, resolved_at,
+            select incident_id, tenant_id, tenant_ids, asset_ids, status, severity, opened_at,
+                   resolved_at,
                    root_cause_type, root_cause_entity, explanation, impact_score,
                    affected_requests, excess_cost_usd
             from analytics.incidents
@@ -399,35 +400,38 @@ class IncidentSource:
             (now - self.resolved_lookback,),
         ).fetchall()
         alerts = []
-        for (incident_id, tenant, assets, status, severity, opened, resolved, cause_type,
+        for (incident_id, owner, tenants, assets, status, severity, opened, resolved, cause_type,
              cause, explanation, impact, requests, excess_cost) in rows:  # fmt: skip
-            key = f"incident:{incident_id}"
-            if status == "resolved" and key not in state:
-                continue  # opened and resolved between two evaluations: nobody was told
-            alerts.append(
-                Alertable(
-                    key=key,
-                    tenant_id=tenant,
-                    source=self.name,
-                    severity=INCIDENT_SEVERITY.get(severity, "warning"),
-                    status="resolved" if status == "resolved" else "firing",
-                    title=f"Incident: {cause_type} {cause}",
-                    summary=explanation,
-                    occurred_at=opened,
-                    resolved_at=resolved,
-                    application=assets[0] if len(assets or []) == 1 else None,
-                    details={
-                        "incident_id": incident_id,
-                        "root_cause_type": cause_type,
-                        "root_cause_entity": cause,
-                        "impact_score": impact,
-                        "affected_requests": requests,
-                        "excess_cost_usd": excess_cost,
-                    },
-                    # Impact and cost figures move with every pass; the cause and severity are news.
-                    change_basis=f"{severity}|{cause_type}|{cause}",
+            # A cross-tenant incident (tenant '*', e.g. a provider outage) is each touched
+            # tenant's incident: every tenant's routes hear of it, under its own key.
+            for tenant in tenants if owner == "*" else [owner]:
+                key = f"incident:{incident_id}" + (f":{tenant}" if owner == "*" else "")
+                if status == "resolved" and key not in state:
+                    continue  # opened and resolved between two evaluations: nobody was told
+                alerts.append(
+                    Alertable(
+                        key=key,
+                        tenant_id=tenant,
+                        source=self.name,
+                        severity=INCIDENT_SEVERITY.get(severity, "warning"),
+                        status="resolved" if status == "resolved" else "firing",
+                        title=f"Incident: {cause_type} {cause}",
+                        summary=explanation,
+                        occurred_at=opened,
+                        resolved_at=resolved,
+                        application=assets[0] if len(assets or []) == 1 else None,
+                        details={
+                            "incident_id": incident_id,
+                            "root_cause_type": cause_type,
+                            "root_cause_entity": cause,
+                            "impact_score": impact,
+                            "affected_requests": requests,
+                            "excess_cost_usd": excess_cost,
+                        },
+                        # Impact and cost figures move with every pass; cause and severity are news.
+                        change_basis=f"{severity}|{cause_type}|{cause}",
+                    )
                 )
-            )
         return alerts
 
 

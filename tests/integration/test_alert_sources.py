@@ -203,6 +203,24 @@ def test_incident_lifecycle_reaches_pagerduty_with_the_incident_id(db, test_sett
     db.execute("delete from analytics.incidents where incident_id = 'inc-42'")
 
 
+def test_cross_tenant_incident_reaches_each_touched_tenant(db):
+    # A provider outage (tenant '*') touching acme and globex: acme's route hears of it under
+    # a key of its own; tenant 'other', untouched, does not.
+    db.execute(
+        "insert into alerting.routes (tenant_id, channel, channel_config, group_wait_s) "
+        "values ('acme', 'webhook', %s, 0), ('other', 'webhook', %s, 0)",
+        (Jsonb({"endpoint": "http://127.0.0.1:9/a"}), Jsonb({"endpoint": "http://127.0.0.1:9/o"})),
+    )
+    db.execute(
+        INSERT_INCIDENT.replace("'inc-42', 'acme', '{acme}'", "'inc-43', '*', '{acme,globex}'"),
+        {"opened": NOW - timedelta(minutes=20)},
+    )
+    evaluate(db, [IncidentSource()], now=NOW)
+    rows = db.execute("select tenant_id, alert_key from alerting.outbox").fetchall()
+    assert rows == [("acme", "incident:inc-43:acme")]
+    db.execute("delete from analytics.incidents where incident_id = 'inc-43'")
+
+
 def test_registry_deploy_is_a_pagerduty_change_event(db, test_settings, monkeypatch):
     monkeypatch.setenv("TEST_PD", "rk")
     now = datetime.now(UTC)
