@@ -28,7 +28,7 @@ Create Date: 2026-11-29
 from alembic import op
 
 revision = "0009"
-down_revision = "0011"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

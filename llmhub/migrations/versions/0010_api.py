@@ -23,7 +23,7 @@ Create Date: 2026-11-29
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
