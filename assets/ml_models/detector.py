@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from mlflow.models import infer_signature
 from pydantic import Field
 
-from assets.ml_models.data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
+from llmhub.ml_data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
 from assets.ml_models.promotion import (
     BEATS_CHAMPION_AND_BASELINE,
     CHAMPION,

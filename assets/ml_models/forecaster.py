@@ -13,7 +13,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from pydantic import Field
 
-from assets.ml_models.data import HOURLY_MART, busiest_series, read_hourly_mart
+from llmhub.ml_data import HOURLY_MART, busiest_series, read_hourly_mart
 from assets.ml_models.promotion import (
     BEATS_CHAMPION_AND_BASELINE,
     CHAMPION,

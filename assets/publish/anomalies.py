@@ -8,7 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.ml_models import DETECTOR_KEY
-from assets.ml_models.data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
+from llmhub.ml_data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
 from assets.ml_models.detector import DETECTOR_METRICS
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource

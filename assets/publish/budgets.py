@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.ml_models.data import COST_DAILY_MART, read_frame
+from llmhub.ml_data import COST_DAILY_MART, read_frame
 from assets.resources import HubResource
 from ml.budget import budgets_from_frame, daily_cost_forecasts, project_budgets
 

@@ -8,7 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.ml_models import FORECASTER_KEY
-from assets.ml_models.data import HOURLY_MART, busiest_series, read_hourly_mart
+from llmhub.ml_data import HOURLY_MART, busiest_series, read_hourly_mart
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
 
