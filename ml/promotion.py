@@ -143,7 +143,9 @@ def choose_best(
         noise = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.inf
         margin = noise_multiple * noise
         replaced = advantage > margin and advantage > 0
-        comparisons.append(Comparison(challenger.name, holder.name, advantage, noise, margin, replaced))
+        comparisons.append(
+            Comparison(challenger.name, holder.name, advantage, noise, margin, replaced)
+        )
         if replaced:
             holder = challenger
     steps = "; ".join(c.describe(metric) for c in comparisons)

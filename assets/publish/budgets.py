@@ -8,8 +8,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from llmhub.ml_data import COST_DAILY_MART, read_frame
 from assets.resources import HubResource
+from llmhub.ml_data import COST_DAILY_MART, read_frame
 from ml.budget import budgets_from_frame, daily_cost_forecasts, project_budgets
 
 TENANT_WIDE = "*"

@@ -121,7 +121,8 @@ class Evaluated:
 
 
 def evaluate(
-    fitted: Detector, held_out: pd.Series, positions: np.ndarray, height: float) -> Evaluated:
+    fitted: Detector, held_out: pd.Series, positions: np.ndarray, height: float
+) -> Evaluated:
     """Score ``held_out`` with spikes of ``height`` added at ``positions`` (``fitted`` was fitted
     on the hours before it; scoring leaves it unchanged, so one fit serves every height).
 
@@ -189,9 +190,7 @@ class FleetEvaluation:
                 counts[index[key]] += evaluated.confusion(self.fleet.threshold(key)).as_array()
         return counts
 
-    def replicates(
-        self, metric: str, units: Sequence[SeriesId], weights: np.ndarray
-    ) -> np.ndarray:
+    def replicates(self, metric: str, units: Sequence[SeriesId], weights: np.ndarray) -> np.ndarray:
         """``metric`` on each row of ``weights`` (series multiplicities over ``units``)."""
         if metric == "auc":
             index = {key: i for i, key in enumerate(units)}
@@ -350,9 +349,7 @@ def evaluate_candidates(
         evaluations[name] = FleetEvaluation(
             fleet,
             {
-                (key, height): evaluate(
-                    detector, held_out[key], positions, height * sigmas[key]
-                )
+                (key, height): evaluate(detector, held_out[key], positions, height * sigmas[key])
                 for key, detector in fleet.detectors.items()
                 for height in evaluation.spike_sigmas
             },

@@ -14,6 +14,9 @@ from pathlib import Path
 #: Model version tag prefix: ``sha256/<path inside the model directory>`` = hex digest.
 TAG_PREFIX = "sha256/"
 _CHUNK = 1 << 20
+#: Written by the MLflow client into a downloaded registered model (its name and version);
+#: not part of the model, and never read when loading it.
+CLIENT_FILES = frozenset({"registered_model_meta"})
 
 
 class ArtifactIntegrityError(RuntimeError):
@@ -30,11 +33,12 @@ def file_digest(path: Path) -> str:
 
 
 def digest_tree(root: Path) -> dict[str, str]:
-    """Hex SHA-256 of every file under ``root``, keyed by its POSIX path relative to ``root``."""
+    """Hex SHA-256 of every file under ``root``, keyed by its POSIX path relative to ``root``
+    (``CLIENT_FILES`` at the top level left out)."""
     return {
         path.relative_to(root).as_posix(): file_digest(path)
         for path in sorted(root.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.relative_to(root).as_posix() not in CLIENT_FILES
     }
 
 
