@@ -363,7 +363,7 @@ def test_a_tampered_model_is_refused(ml_stack: MlStack) -> None:
     resource = ml_stack.resources()["mlflow_tracking"]
     resource.load_champion(ml_stack.forecaster_name)
     version = ml_stack.client.get_model_version(ml_stack.forecaster_name, "1")
-    location = ml_stack.client.get_logged_model(version.model_id).artifact_location
+    location = ml_stack.client.get_model_version_download_uri(ml_stack.forecaster_name, "1")
     # Whoever can write to the artifact store swaps the configuration the model loads.
     with tempfile.TemporaryDirectory() as tmp:
         tampered = Path(tmp) / "forecaster.json"
