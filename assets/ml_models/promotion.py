@@ -22,7 +22,8 @@ CHAMPION = "champion"
 
 
 def finite(metrics: Mapping[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+    """The finite values, as Python floats (Dagster metadata does not take numpy scalars)."""
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
 
 
 def prefixed(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -138,10 +139,12 @@ def promote(
                 metadata={
                     "winner": str(decision.winner),
                     "model_version": version,
-                    **{
-                        f"{candidate}_{decision.metric}": value
-                        for candidate, value in decision.values.items()
-                    },
+                    **finite(
+                        {
+                            f"{candidate}_{decision.metric}": value
+                            for candidate, value in decision.values.items()
+                        }
+                    ),
                     **finite({"noise_sd": decision.noise}),
                 },
             )

@@ -82,7 +82,7 @@ class Confusion:
         )
 
     def metrics(self) -> dict[str, float]:
-        tp, fn, fp, tn = self.as_array()
+        tp, fn, fp, tn = (float(x) for x in self.as_array())
         recall = tp / (tp + fn) if tp + fn else math.nan
         precision = tp / (tp + fp) if tp + fp else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
