@@ -45,7 +45,7 @@ stack: setup
 	$(VENV)/bin/dagster instance migrate >/dev/null
 
 demo: stack
-	$(PY) -m orchestration.demo
+	$(PY) -m llmhub.demo
 
 test: stack
 	LLMHUB_REQUIRE_STACK=1 $(VENV)/bin/pytest

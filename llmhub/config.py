@@ -18,6 +18,15 @@ DEFAULT_STACK_DIR = "/var/lib/llmhub"
 DEFAULT_CONSUMER_GROUP = "llmhub-ingest"
 
 
+DEFAULT_MLFLOW_TRACKING_URI = "http://127.0.0.1:5000"
+
+
+def mlflow_tracking_uri() -> str:
+    """The MLflow tracking server (``MLFLOW_TRACKING_URI``, MLflow's own variable), else the
+    local stack's."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_MLFLOW_TRACKING_URI
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return int(raw) if raw not in (None, "") else default

@@ -9,11 +9,11 @@ import psycopg
 from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
-from llmhub.config import Settings, redact
+from llmhub.config import Settings, mlflow_tracking_uri, redact
 from llmhub.contract.topics import RAW_TABLES, TOPICS
 from llmhub.db import connect
 from llmhub.ingest.writer import stored_offsets
-from llmhub.stack.mlflow_server import MlflowStack, tracking_uri
+from llmhub.stack.mlflow_server import MlflowStack
 
 
 @dataclass
@@ -90,8 +90,10 @@ def collect_status(settings: Settings) -> HubStatus:
         status.dead_letter_rows = sum(status.dead_letter_by_class.values())
     except psycopg.Error as exc:
         status.database = {"ok": False, "url": redact(settings.database_url), "error": str(exc)}
-    server = MlflowStack.for_settings(settings.stack_dir, settings.database_url, tracking_uri())
-    status.mlflow = {"ok": server.is_running(), "tracking_uri": tracking_uri()}
+    server = MlflowStack.for_settings(
+        settings.stack_dir, settings.database_url, mlflow_tracking_uri()
+    )
+    status.mlflow = {"ok": server.is_running(), "tracking_uri": mlflow_tracking_uri()}
     consumer: KafkaConsumer | None = None
     try:
         consumer = KafkaConsumer(

@@ -4,12 +4,13 @@ import dagster as dg
 
 from assets.ingestion import RAW_FRESHNESS_CHECKS, kafka_ingestion, retention_runs
 from assets.ml_models import anomaly_detector, request_rate_forecaster
-from assets.publish import anomaly_scores, budget_projections, forecasts
+from assets.publish import anomalies, budget_projections, forecasts
 from assets.quality import mart_quality_checks, raw_quality_checks
 from assets.resources import HubResource, env
-from assets.resources.dbt import dbt_cli_resource, dbt_project
+from assets.resources.dbt import dbt_cli_resource, dbt_project, prepare
 from assets.resources.mlflow import MlflowResource
-from assets.transform import dbt_daily_models, dbt_hourly_models
+from assets.transform import dbt_model_assets
+from llmhub.config import DEFAULT_CONSUMER_GROUP
 from orchestration.jobs import (
     budget_projections_job,
     ingestion_job,
@@ -29,6 +30,10 @@ from orchestration.schedules import (
     transform_hourly_schedule,
 )
 
+# The one place the dbt project is parsed (when its manifest is missing or stale, or always under
+# `dagster dev`): the dbt assets are built from the manifest.
+dbt_hourly_models, dbt_daily_models = dbt_model_assets(prepare(dbt_project))
+
 defs = dg.Definitions(
     assets=[
         kafka_ingestion,
@@ -37,7 +42,7 @@ defs = dg.Definitions(
         dbt_daily_models,
         request_rate_forecaster,
         anomaly_detector,
-        anomaly_scores,
+        anomalies,
         forecasts,
         budget_projections,
     ],
@@ -65,12 +70,10 @@ defs = dg.Definitions(
             database_url=env.database_url(),
             kafka_bootstrap=env.kafka_bootstrap(),
             topic_prefix=env.env_or_default("LLMHUB_TOPIC_PREFIX", ""),
-            consumer_group=env.env_or_default("LLMHUB_CONSUMER_GROUP", "llmhub-ingest"),
+            consumer_group=env.env_or_default("LLMHUB_CONSUMER_GROUP", DEFAULT_CONSUMER_GROUP),
         ),
-        # The connection comes from "hub" (see orchestration/resources/dbt.py).
+        # The connection comes from "hub" (see assets/resources/dbt.py).
         "dbt": dbt_cli_resource(dbt_project),
-        "mlflow_tracking": MlflowResource(
-            tracking_uri=env.env_or_default("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-        ),
+        "mlflow_tracking": MlflowResource(tracking_uri=env.mlflow_tracking_uri()),
     },
 )

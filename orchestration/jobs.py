@@ -2,15 +2,16 @@
 
 import dagster as dg
 
-TRANSFORM_GROUP = "transform"
+from assets import groups
+
 # The request marts (the ML inputs) and every transform asset upstream of them: what the
 # dbt_hourly_models definition builds (dbt selection +fct_llm_requests_hourly
 # +fct_llm_requests_daily).
 REQUEST_MARTS = dg.AssetSelection.assets(
     ["marts", "fct_llm_requests_hourly"], ["marts", "fct_llm_requests_daily"]
 )
-HOURLY_TRANSFORM = REQUEST_MARTS.upstream() & dg.AssetSelection.groups(TRANSFORM_GROUP)
-DAILY_TRANSFORM = dg.AssetSelection.groups(TRANSFORM_GROUP) - HOURLY_TRANSFORM
+HOURLY_TRANSFORM = REQUEST_MARTS.upstream() & dg.AssetSelection.groups(groups.TRANSFORM)
+DAILY_TRANSFORM = dg.AssetSelection.groups(groups.TRANSFORM) - HOURLY_TRANSFORM
 
 
 def _checks(*keys: tuple[str, str]) -> dg.AssetSelection:
@@ -30,7 +31,7 @@ RAW_DAILY_QUALITY = _checks(
 
 ingestion_job = dg.define_asset_job(
     "ingestion_job",
-    selection=dg.AssetSelection.groups("ingestion")
+    selection=dg.AssetSelection.groups(groups.INGESTION)
     - dg.AssetSelection.assets(["raw", "retention_runs"])
     - RAW_HOURLY_QUALITY
     - RAW_DAILY_QUALITY,
@@ -58,7 +59,7 @@ transform_daily_job = dg.define_asset_job(
 
 ml_training_job = dg.define_asset_job(
     "ml_training_job",
-    selection=dg.AssetSelection.groups("ml_models"),
+    selection=dg.AssetSelection.groups(groups.ML_MODELS),
     description="Evaluate the forecaster and the anomaly detector, register them in MLflow and "
     "move the `champion` alias when they beat the baseline and the champion.",
 )

@@ -7,11 +7,11 @@ same transaction as the rows; it materialises each raw table it wrote and ``raw.
 import dagster as dg
 from pydantic import Field
 
+from assets import groups
 from assets.resources import HubResource
 from llmhub.contract.topics import TOPICS
 from llmhub.ingest.engine import Ingestor, IngestReport
 
-GROUP = "ingestion"
 KINDS = {"kafka", "timescaledb"}
 DEAD_LETTER_KEY = dg.AssetKey(["raw", "dead_letter"])
 DEAD_LETTER_RATE_CHECK = "dead_letter_rate"
@@ -41,7 +41,7 @@ RAW_SPECS = [
         description=f"Raw `{spec.family}` events from Kafka topic `{spec.topic}` "
         f"({spec.source_module}); one row per accepted event, grain event_id, TimescaleDB "
         "hypertable partitioned on occurred_at in 1-day chunks.",
-        group_name=GROUP,
+        group_name=groups.INGESTION,
         kinds=KINDS,
         metadata={"topic": spec.topic, "table": f"raw.{spec.table}"},
         skippable=True,
@@ -52,7 +52,7 @@ DEAD_LETTER_SPEC = dg.AssetSpec(
     DEAD_LETTER_KEY,
     description="Messages that could not be stored, byte for byte, with the error class and "
     "reason; grain (topic, partition, offset).",
-    group_name=GROUP,
+    group_name=groups.INGESTION,
     kinds=KINDS,
     skippable=True,
 )

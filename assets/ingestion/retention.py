@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from assets import groups
 from assets.resources import HubResource
 from llmhub.retention import apply_retention
 
@@ -13,7 +14,7 @@ class RetentionConfig(dg.Config):
 
 @dg.asset(
     key=["raw", "retention_runs"],
-    group_name="ingestion",
+    group_name=groups.INGESTION,
     kinds={"timescaledb"},
     description="One row per table per retention run: chunks dropped for being entirely older "
     "than the table's window (LLMHUB_RETENTION_*_DAYS: telemetry 30, security and governance "

@@ -4,15 +4,12 @@ from assets.ml_models.detector import DETECTOR_KEY, DETECTOR_METRICS, anomaly_de
 from assets.ml_models.forecaster import FORECASTER_KEY, request_rate_forecaster
 from assets.ml_models.promotion import BEST_OF_CANDIDATES, CHAMPION
 
-ML_MODELS_GROUP = "ml_models"
-
 __all__ = [
     "BEST_OF_CANDIDATES",
     "CHAMPION",
     "DETECTOR_KEY",
     "DETECTOR_METRICS",
     "FORECASTER_KEY",
-    "ML_MODELS_GROUP",
     "anomaly_detector",
     "request_rate_forecaster",
 ]

@@ -13,6 +13,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from pydantic import Field
 
+from assets import groups
 from assets.ml_models.promotion import (
     BEST_OF_CANDIDATES,
     CHAMPION,
@@ -143,7 +144,7 @@ def _signature(series: dict[SeriesId, pd.Series], score_hours: int):
 
 @dg.asset(
     key=DETECTOR_KEY,
-    group_name="ml_models",
+    group_name=groups.ML_MODELS,
     kinds={"mlflow", "python"},
     deps=[HOURLY_MART],
     check_specs=[

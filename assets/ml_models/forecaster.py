@@ -10,6 +10,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from pydantic import Field
 
+from assets import groups
 from assets.ml_models.promotion import (
     BEST_OF_CANDIDATES,
     CHAMPION,
@@ -68,7 +69,7 @@ class ForecasterConfig(dg.Config):
 
 @dg.asset(
     key=FORECASTER_KEY,
-    group_name="ml_models",
+    group_name=groups.ML_MODELS,
     kinds={"mlflow", "python"},
     deps=[HOURLY_MART],
     check_specs=[

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from assets import groups
 from assets.ml_models import DETECTOR_KEY, DETECTOR_METRICS
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
@@ -61,11 +62,11 @@ def apply_feedback(scores: pd.DataFrame, false_positives: pd.DataFrame) -> tuple
 
 @dg.asset(
     key=["analytics", "anomalies"],
-    group_name="publish",
+    group_name=groups.PUBLISH,
     kinds={"mlflow", "timescaledb"},
     deps=[HOURLY_MART, DETECTOR_KEY],
 )
-def anomaly_scores(
+def anomalies(
     context: dg.AssetExecutionContext,
     config: AnomalyScoresConfig,
     hub: HubResource,

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets import groups
 from assets.resources import HubResource
 from llmhub.ml_data import COST_DAILY_MART, read_frame
 from ml.budget import budgets_from_frame, daily_cost_forecasts, project_budgets
@@ -52,7 +53,7 @@ class BudgetProjectionsConfig(dg.Config):
 
 @dg.asset(
     key=["analytics", "budget_projections"],
-    group_name="publish",
+    group_name=groups.PUBLISH,
     kinds={"python", "timescaledb"},
     deps=[COST_DAILY_MART],
 )

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from assets import groups
 from assets.ml_models import FORECASTER_KEY
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
@@ -39,7 +40,7 @@ class ForecastsConfig(dg.Config):
 
 @dg.asset(
     key=["analytics", "forecasts"],
-    group_name="publish",
+    group_name=groups.PUBLISH,
     kinds={"mlflow", "timescaledb"},
     deps=[HOURLY_MART, FORECASTER_KEY],
 )

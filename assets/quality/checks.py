@@ -10,9 +10,9 @@ from collections.abc import Iterable, Iterator
 
 import dagster as dg
 
-from assets.quality.suites import MART_CHECKS, RAW_CHECKS, WINDOW_HOURS, QualityCheck
-from assets.quality.validation import SuiteOutcome, run_suites
 from assets.resources import HubResource
+from llmhub.quality.suites import MART_CHECKS, RAW_CHECKS, WINDOW_HOURS, QualityCheck
+from llmhub.quality.validation import SuiteOutcome, run_suites
 
 EXPECTATIONS_SCHEMA = dg.TableSchema(
     columns=[

@@ -1,11 +1,13 @@
 """The dbt project of the hub, and how the dbt CLI reaches the hub database.
 
-One ``DbtProject`` for the code location. Its manifest is what ``@dbt_assets`` is built from, so it
-must exist before the assets are defined: under ``dagster dev`` the project is re-parsed on every
-load (what ``DbtProject.prepare_if_dev`` does), and anywhere else (a fresh clone in CI, pytest, a
-deployed code server) when the manifest is missing or older than a file of the project. Parsing
-needs no database; a file lock makes concurrent loads (code server, run worker, step processes)
-parse once.
+One ``DbtProject`` for the code location, described here and prepared (parsed) once, where the
+Definitions are built (``orchestration/definitions.py`` calls ``prepare`` and hands the project to
+``assets.transform.dbt_models.dbt_model_assets``): importing this module or any asset module never
+starts dbt. Its manifest is what ``@dbt_assets`` is built from, so it must exist before those
+assets are defined: under ``dagster dev`` the project is re-parsed on every load (what
+``DbtProject.prepare_if_dev`` does), and anywhere else (a fresh clone in CI, pytest, a deployed code
+server) when the manifest is missing or older than a file of the project. Parsing needs no
+database; a file lock makes concurrent loads (code server, run worker, step processes) parse once.
 
 ``prepare_if_dev`` itself is not called: dagster-dbt's preparer starts ``dbt`` from ``PATH``, and
 the Makefile runs ``.venv/bin/dagster`` and ``.venv/bin/pytest`` without activating the
@@ -155,4 +157,5 @@ def dbt_cli_resource(project: DbtProject) -> DbtCliResource:
     return DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE)
 
 
-dbt_project = prepare(DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR))
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+"""The project, not yet prepared: call ``prepare(dbt_project)`` before reading its manifest."""

@@ -11,7 +11,11 @@ import os
 
 import dagster as dg
 
-from llmhub.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
+from llmhub.config import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_KAFKA_BOOTSTRAP,
+    DEFAULT_MLFLOW_TRACKING_URI,
+)
 
 
 def env_or_default(name: str, default: str) -> str | dg.EnvVar:
@@ -24,3 +28,7 @@ def database_url() -> str | dg.EnvVar:
 
 def kafka_bootstrap() -> str | dg.EnvVar:
     return env_or_default("LLMHUB_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
+
+
+def mlflow_tracking_uri() -> str | dg.EnvVar:
+    return env_or_default("MLFLOW_TRACKING_URI", DEFAULT_MLFLOW_TRACKING_URI)

@@ -11,6 +11,10 @@ tests) each; dbt tests are asset checks of the model they test.
   6-hour lookback, attributed to the previous version until someone backfilled them.
 - ``dbt_daily_models``: the rest (``dim_models``, cost, security and compliance marts, the price
   seed), which read closed days.
+
+``@dbt_assets`` reads the manifest when it decorates, so the two definitions are built by
+``dbt_model_assets(project)`` from a prepared project, where the Definitions are assembled:
+importing this module parses nothing.
 """
 
 import json
@@ -21,11 +25,11 @@ from typing import Any
 
 import dagster as dg
 import psycopg
-from dagster_dbt import DbtCliResource, dbt_assets
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 from pydantic import Field
 
 from assets.resources import HubResource
-from assets.resources.dbt import dbt_cli_environ, dbt_project
+from assets.resources.dbt import dbt_cli_environ
 from assets.transform.mart_metadata import MART_TIMING, mart_metadata
 from assets.transform.translator import HubDbtTranslator
 
@@ -107,44 +111,56 @@ def _build(
     shutil.rmtree(invocation.target_path, ignore_errors=True)
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    dagster_dbt_translator=TRANSLATOR,
-    select=HOURLY_SELECT,
-    name="dbt_hourly_models",
-)
-def dbt_hourly_models(
-    context: dg.AssetExecutionContext,
-    config: IncrementalBuildConfig,
-    dbt: DbtCliResource,
-    hub: HubResource,
-):
-    """Request marts (the ML inputs) and their upstream views and dimension, built hourly.
+def dbt_model_assets(project: DbtProject) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
+    """The hourly and daily dbt definitions of ``project``, whose manifest must exist (see
+    ``assets.resources.dbt.prepare``).
 
-    Driven by ``transform_hourly_schedule`` (minute 10 of every hour), not an eager automation
-    condition: ingestion materialises the raw tables every minute, so eager would start a dbt
-    build every minute (with its tests, some of which scan all of raw through the staging views),
-    while an hour bucket closes once an hour; the 6-hour lookback folds in late events. A
-    schedule is also visible and pausable in Dagit, and skips a tick while the previous build
-    still runs (two overlapping delete+insert builds of one bucket could both insert it).
+    Returns:
+        ``(dbt_hourly_models, dbt_daily_models)``.
     """
-    yield from _build(context, config, dbt, hub)
 
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=TRANSLATOR,
+        select=HOURLY_SELECT,
+        name="dbt_hourly_models",
+    )
+    def dbt_hourly_models(
+        context: dg.AssetExecutionContext,
+        config: IncrementalBuildConfig,
+        dbt: DbtCliResource,
+        hub: HubResource,
+    ):
+        """Request marts (the ML inputs) and their upstream views and dimension, built hourly.
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    dagster_dbt_translator=TRANSLATOR,
-    exclude=HOURLY_SELECT,
-    name="dbt_daily_models",
-)
-def dbt_daily_models(
-    context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, hub: HubResource
-):
-    """Daily marts (cost, security, compliance), the model dimension and the price seed.
+        Driven by ``transform_hourly_schedule`` (minute 10 of every hour), not an eager automation
+        condition: ingestion materialises the raw tables every minute, so eager would start a dbt
+        build every minute (with its tests, some of which scan all of raw through the staging
+        views), while an hour bucket closes once an hour; the 6-hour lookback folds in late events.
+        A schedule is also visible and pausable in Dagit, and skips a tick while the previous build
+        still runs (two overlapping delete+insert builds of one bucket could both insert it).
+        """
+        yield from _build(context, config, dbt, hub)
 
-    Driven by ``transform_daily_schedule`` (01:30 UTC): the day is closed, its request buckets
-    are in ``fct_llm_requests_daily``, and billing records for it have usually arrived.
-    """
-    yield from _build(context, config, dbt, hub)
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=TRANSLATOR,
+        exclude=HOURLY_SELECT,
+        name="dbt_daily_models",
+    )
+    def dbt_daily_models(
+        context: dg.AssetExecutionContext,
+        config: DbtBuildConfig,
+        dbt: DbtCliResource,
+        hub: HubResource,
+    ):
+        """Daily marts (cost, security, compliance), the model dimension and the price seed.
+
+        Driven by ``transform_daily_schedule`` (01:30 UTC): the day is closed, its request buckets
+        are in ``fct_llm_requests_daily``, and billing records for it have usually arrived.
+        """
+        yield from _build(context, config, dbt, hub)
+
+    return dbt_hourly_models, dbt_daily_models

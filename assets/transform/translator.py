@@ -6,7 +6,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
 
-GROUP = "transform"
+from assets import groups
+
 KINDS = {"dbt", "timescaledb"}
 
 
@@ -32,7 +33,7 @@ class HubDbtTranslator(DagsterDbtTranslator):
         return dg.AssetKey([schema, dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        return None if dbt_resource_props["resource_type"] == "source" else GROUP
+        return None if dbt_resource_props["resource_type"] == "source" else groups.TRANSFORM
 
     def get_asset_spec(
         self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None

@@ -1,4 +1,8 @@
-"""``llmhub ml``: evaluations of the hub's ML models against public benchmarks."""
+"""``llmhub ml``: the ML group, and its evaluation of the anomaly detectors on NAB.
+
+The group's other commands live in ``ml_<topic>.py`` modules (``ml_forecast``, ``ml_incidents``)
+whose apps ``llmhub/cli/__init__.py`` merges into ``ml_app``.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from llmhub.cli.output import console, out
 
 ml_app = typer.Typer(help="ML models: evaluations against public benchmarks.", no_args_is_help=True)
 
-console = Console(stderr=True)
-out = Console()
 logger = logging.getLogger(__name__)
 
 

@@ -1,6 +1,6 @@
 """``llmhub ml eval-forecast``: score the forecasters on M4-format data (sMAPE, MASE, OWA).
 
-``forecast_app`` is the Typer app holding the command; the CLI mounts it under ``llmhub ml``.
+``ml_forecast_app`` holds the command; ``llmhub/cli/__init__.py`` mounts it in the ml group.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,16 +21,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from llmhub.cli.output import console, out
+
 if TYPE_CHECKING:
     from ml.evaluation.m4 import M4Evaluation
     from ml.forecast.base import Forecaster
 
-forecast_app = typer.Typer(help="Forecasting models.", no_args_is_help=True, add_completion=False)
+ml_forecast_app = typer.Typer()
 
 MODEL_NAMES = ("seasonal_naive", "naive2", "sarima", "prophet", "ensemble")
-
-_console = Console(stderr=True)
-_out = Console()
 
 
 def build_forecasters(
@@ -74,7 +72,7 @@ def _table(evaluation: M4Evaluation) -> Table:
     return table
 
 
-@forecast_app.command("eval-forecast")
+@ml_forecast_app.command("eval-forecast")
 def eval_forecast(
     train: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="M4 train CSV.")],
     test: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="M4 test CSV.")],
@@ -117,7 +115,7 @@ def eval_forecast(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=_console,
+        console=console,
         disable=not sys.stderr.isatty(),
     ) as bar:
         task = bar.add_task("series", total=len(dataset))
@@ -131,6 +129,6 @@ def eval_forecast(
         )
     if as_json:
         summary = {"train": str(train), "test": str(test), **evaluation.to_dict()}
-        _out.print_json(json.dumps(summary))
+        out.print_json(json.dumps(summary))
     else:
-        _out.print(_table(evaluation))
+        out.print(_table(evaluation))

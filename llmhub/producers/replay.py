@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 from llmhub.producers.sink import Message
-from llmhub.producers.synthetic import (
+from llmhub.producers.synthetic.requests import (
     TelemetryBatch,
     encode_telemetry,
     model_index,

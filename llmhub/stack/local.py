@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from llmhub.config import Settings, redact
+from llmhub.config import Settings, mlflow_tracking_uri, redact
 from llmhub.db import connect, migrate
 from llmhub.stack.broker import BrokerStack, ensure_topics
-from llmhub.stack.mlflow_server import MlflowStack, tracking_uri
+from llmhub.stack.mlflow_server import MlflowStack
 from llmhub.stack.timescale import TimescaleStack
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def _services(settings: Settings) -> tuple[TimescaleStack, BrokerStack, MlflowSt
     return (
         TimescaleStack.for_url(settings.stack_dir, settings.database_url),
         BrokerStack.for_bootstrap(settings.stack_dir, settings.kafka_bootstrap),
-        MlflowStack.for_settings(settings.stack_dir, settings.database_url, tracking_uri()),
+        MlflowStack.for_settings(settings.stack_dir, settings.database_url, mlflow_tracking_uri()),
     )
 
 

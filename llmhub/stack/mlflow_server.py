@@ -6,7 +6,6 @@ http://127.0.0.1:5000); a remote tracking server is used as is.
 
 from __future__ import annotations
 
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -17,12 +16,6 @@ from urllib.parse import urlsplit
 from llmhub.config import with_database
 from llmhub.db import sqlalchemy_url
 from llmhub.stack.daemon import start_daemon, stop_daemon
-
-DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 @dataclass(frozen=True)

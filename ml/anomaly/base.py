@@ -1,18 +1,9 @@
-"""What every detector shares: the result types, the online life cycle and the calibration.
+"""What every detector shares: the result types and the online life cycle.
 
 A detector turns a series into a raw nonconformity per point (a robust z-score, an isolation
-depth, a reconstruction error) whose scale differs by detector and by series. ``calibrate`` maps
-it to a score in [0, 1] the same way for all of them: the probability ``p`` that a raw score at
-least this high occurs, estimated from the raw scores of the points before it -- empirically in
-the body, and beyond the 95th percentile by a generalised Pareto tail (peaks over threshold, as in
-SPOT, Siffer et al., KDD 2017), so a raw score beyond anything seen still gets a finite, ordered
-probability. The score is ``-log10(p) / 10``: 0.5 means "one point in 100,000", 1 means
-``p <= 1e-10``. Because ``p`` is a rate per point, one threshold means the same on every series.
-
-Two rules complete the score. A value outside the range seen so far, widened by 5% of that range,
-scores 1 (NAB's Numenta HTM detector calls it a spatial anomaly). ``cooldown`` keeps one alert per
-incident: a point keeps its score only if it beats every score of the ``cooldown`` points before
-it.
+depth, a reconstruction error) whose scale differs by detector and by series;
+``ml.anomaly.calibration`` maps it to a score in [0, 1] the same way for all of them, and
+``ml.anomaly.seasonal`` removes the seasonal component and gives the rolling baseline.
 
 Every helper here only looks backwards: the value at point ``t`` depends on points ``<= t``.
 """
@@ -26,11 +17,17 @@ from typing import ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
+
+from ml.anomaly.calibration import calibrate, cooldown, range_novelty
+
+# Imported from here by the detectors of the `artifacts` branch (isolation_forest.py,
+# lstm_autoencoder.py, assets/ml_models/detector.py); import them from ml.anomaly.seasonal.
+# Imported from here by the detectors the `artifacts` branch reworks (isolation_forest.py,
+# lstm_autoencoder.py, assets/ml_models/detector.py); new code imports ml.anomaly.seasonal.
+from ml.anomaly.seasonal import Seasonality, global_scale, rolling_baseline  # noqa: F401
 
 #: The calibrated score of an exceedance probability of 1e-5 per point: the default alert threshold.
 DEFAULT_THRESHOLD = 0.5
-_MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
@@ -180,219 +177,6 @@ def check_continues(train_end: object | None, series: pd.Series) -> None:
         )
 
 
-def global_scale(values: np.ndarray) -> float:
-    """A robust spread of the training values (IQR, then std), never zero."""
-    if len(values) == 0:
-        return 1.0
-    q75, q25 = np.percentile(values, [75, 25])
-    spread = (q75 - q25) / 1.349
-    if spread <= 0:
-        spread = float(np.std(values))
-    if spread <= 0:
-        spread = max(abs(float(np.median(values))) * 1e-3, 1e-9)
-    return float(spread)
-
-
-def dominant_period(
-    values: np.ndarray, *, min_period: int = 4, min_cycles: float = 2.0, min_acf: float = 0.3
-) -> int | None:
-    """The strongest seasonal period of ``values`` (in points), or ``None`` when there is none.
-
-    The period is the lag of the highest autocorrelation peak after the autocorrelation first
-    drops below zero, provided the data hold ``min_cycles`` full periods and the peak reaches
-    ``min_acf``. Meant for the training data only, so the period is known before scoring.
-    """
-    n = len(values)
-    max_period = int(n / min_cycles)
-    if max_period <= min_period:
-        return None
-    x = values - values.mean()
-    if not np.any(x):
-        return None
-    size = 1 << (2 * n - 1).bit_length()
-    spectrum = np.fft.rfft(x, size)
-    acf = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n]
-    # Unbiased: each lag divides by its own number of pairs, so long lags are not shrunk.
-    acf = acf / acf[0] * n / (n - np.arange(n))
-    below = np.flatnonzero(acf[1 : max_period + 1] < 0)
-    if len(below) == 0:
-        return None
-    start = max(int(below[0]) + 1, min_period)
-    if start >= max_period:
-        return None
-    segment = acf[start : max_period + 1]
-    best = float(segment.max())
-    if best < min_acf:
-        return None
-    # The top of the first peak that nearly reaches the best one: multiples of a period peak
-    # about as high as the period itself.
-    high = segment >= 0.9 * best
-    first = int(np.argmax(high))
-    below_again = np.flatnonzero(~high[first:])
-    last = first + (int(below_again[0]) if len(below_again) else len(high) - first)
-    return start + first + int(np.argmax(segment[first:last]))
-
-
-def seasonal_expected(values: np.ndarray, period: int, cycles: int = 3) -> np.ndarray:
-    """Median of the values one, two, ... ``cycles`` periods earlier (NaN before one period)."""
-    n = len(values)
-    lagged = np.full((cycles, n), np.nan)
-    for k in range(1, cycles + 1):
-        shift = k * period
-        if shift < n:
-            lagged[k - 1, shift:] = values[: n - shift]
-    # A NaN-aware median over the few lags, vectorised (np.nanmedian loops in Python per call
-    # and is most of the scoring time on short stretches): NaNs sort last, so the median of the
-    # ``count`` present values sits at ``count // 2`` (and the one before it when even).
-    ordered = np.sort(lagged, axis=0)
-    count = (~np.isnan(lagged)).sum(axis=0)
-    upper = np.take_along_axis(ordered, np.maximum(count // 2, 0)[None, :], axis=0)[0]
-    lower = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0)[None, :], axis=0)[0]
-    return np.where(count > 0, (upper + lower) / 2.0, np.nan)
-
-
-@dataclass(frozen=True)
-class RollingBaseline:
-    """Median and robust scale of the ``window`` points strictly before each point."""
-
-    expected: np.ndarray
-    scale: np.ndarray
-
-
-def rolling_baseline(
-    values: np.ndarray, window: int, scale_floor: float, start: int = 0
-) -> RollingBaseline:
-    """Causal rolling median and MAD-based scale of ``values[start:]`` (past points only;
-    expanding at the start of ``values``).
-
-    Point ``t`` gets the median of ``values[t - window : t]``; the first point, with no past,
-    expects itself. The scale is ``1.4826 * MAD``, floored at ``scale_floor`` so flat stretches
-    do not turn every wiggle into an infinite z-score. ``start`` skips the points nobody reads:
-    scoring a few new hours after a long history costs a few medians, not one per point.
-    """
-    n = len(values)
-    start = min(max(start, 0), n)
-    expected = np.empty(n - start)
-    scale = np.empty(n - start)
-    if n == start:
-        return RollingBaseline(expected, scale)
-    if start == 0:
-        expected[0] = values[0]
-        scale[0] = scale_floor
-    for t in range(max(start, 1), min(window, n)):
-        past = values[:t]
-        med = np.median(past)
-        expected[t - start] = med
-        scale[t - start] = _MAD_TO_SIGMA * np.median(np.abs(past - med))
-    first = max(window, start)
-    if n > first:
-        past = sliding_window_view(values[first - window : -1], window)
-        med = np.median(past, axis=1)
-        expected[first - start :] = med
-        scale[first - start :] = _MAD_TO_SIGMA * np.median(np.abs(past - med[:, None]), axis=1)
-    return RollingBaseline(expected=expected, scale=np.maximum(scale, scale_floor))
-
-
-def _gpd_pwm(excesses: np.ndarray) -> tuple[float, float]:
-    """Shape and scale of a generalised Pareto fit by probability-weighted moments.
-
-    Hosking and Wallis (1987): robust for small samples and closed-form, so the tail can be
-    refitted often. Returns (0, mean) -- an exponential tail -- when the moments are degenerate.
-    """
-    x = np.sort(excesses)
-    n = len(x)
-    a0 = float(x.mean())
-    a1 = float(np.mean((1.0 - (np.arange(1, n + 1) - 0.35) / n) * x))
-    denominator = a0 - 2.0 * a1
-    if a0 <= 0 or denominator <= 0:
-        return 0.0, max(a0, 1e-12)
-    return 2.0 - a0 / denominator, 2.0 * a0 * a1 / denominator
-
-
-def exceedance_probability(
-    raw: np.ndarray,
-    history: np.ndarray,
-    *,
-    window: int = 2000,
-    refit_every: int = 50,
-    tail_quantile: float = 0.95,
-    max_shape: float = 0.5,
-    min_history: int = 50,
-) -> np.ndarray:
-    """Per-point probability of a raw score at least this high, from earlier raw scores only.
-
-    Every ``refit_every`` points the reference is rebuilt from the last ``window`` raw scores
-    before that point: below its ``tail_quantile`` the probability is the empirical one
-    ``(count >= x + 1) / (n + 1)``; above, ``share above the quantile * Pareto survival`` of the
-    excess, with the shape kept in ``[0, max_shape]``: never a bounded tail, and never so heavy
-    that a few huge outliers in the reference make every later point look ordinary. With fewer
-    than ``min_history`` earlier raw scores the probability is 1.
-    """
-    both = np.concatenate([history, raw])
-    start = len(history)
-    out = np.ones(len(raw))
-    for block in range(0, len(raw), refit_every):
-        at = start + block
-        reference = np.sort(both[max(0, at - window) : at])
-        n = len(reference)
-        if n < min_history:
-            continue
-        chunk = both[at : at + min(refit_every, len(raw) - block)]
-        p = (n - np.searchsorted(reference, chunk, side="left") + 1) / (n + 1)
-        threshold = reference[int(np.floor(tail_quantile * (n - 1)))]
-        excesses = reference[reference > threshold] - threshold
-        above = chunk > threshold
-        if len(excesses) >= 5 and above.any():
-            shape, scale = _gpd_pwm(excesses)
-            # A negative shape means a bounded tail: every value past the bound would get p = 0.
-            # A few dozen excesses cannot show a bound, so the tail is at least exponential.
-            shape = min(max(shape, 0.0), max_shape)
-            y = chunk[above] - threshold
-            if abs(shape) < 1e-6:
-                survival = np.exp(-y / scale)
-            else:
-                base = 1.0 + shape * y / scale
-                survival = np.where(base > 0, np.power(np.maximum(base, 1e-300), -1.0 / shape), 0.0)
-            p[above] = len(excesses) / n * survival
-        out[block : block + len(chunk)] = p
-    return out
-
-
-def calibrate(raw: np.ndarray, history: np.ndarray, *, window: int = 2000) -> np.ndarray:
-    """Raw scores to [0, 1]: ``-log10(p) / 10`` of ``exceedance_probability`` (see the module)."""
-    p = exceedance_probability(raw, history, window=window)
-    return np.clip(-np.log10(np.maximum(p, 1e-10)) / 10.0, 0.0, 1.0)
-
-
-def range_novelty(values: np.ndarray, low: float, high: float, tolerance: float) -> np.ndarray:
-    """1 where a value leaves the range seen before it (widened by ``tolerance`` of it), else 0.
-
-    ``low`` and ``high`` bound the history before ``values``; each value then widens the range
-    for the next. A range of zero width (a flat history) flags nothing, as in NAB's HTM detector.
-    """
-    if len(values) == 0:
-        return np.zeros(0)
-    highs = np.maximum.accumulate(np.concatenate([[high], values]))[:-1]
-    lows = np.minimum.accumulate(np.concatenate([[low], values]))[:-1]
-    width = highs - lows
-    margin = width * tolerance
-    novel = (width > 0) & ((values > highs + margin) | (values < lows - margin))
-    return novel.astype(float)
-
-
-def cooldown(likelihood: np.ndarray, points: int) -> np.ndarray:
-    """Keep a score only where it beats every score of the ``points`` points before it.
-
-    One incident then raises one alert at its onset (and again only if it gets worse) whatever
-    threshold is later applied, instead of a run of alerts while the evidence decays.
-    """
-    if points <= 0 or len(likelihood) == 0:
-        return likelihood.copy()
-    padded = np.concatenate([np.full(points, -1.0), likelihood[:-1]])
-    before = sliding_window_view(padded, points).max(axis=1)
-    return np.where(likelihood > before, likelihood, 0.0)
-
-
 def build_result(
     *,
     detector: str,
@@ -422,38 +206,6 @@ def build_result(
         threshold=threshold,
         components=dict(components or {}),
     )
-
-
-@dataclass(frozen=True)
-class Seasonality:
-    """The seasonal component of a series: the median of the same phase in past cycles.
-
-    ``period`` comes from the training data (``dominant_period``); ``None`` means no clear
-    season, and the component is then the training median (a constant).
-    """
-
-    period: int | None
-    level: float
-    cycles: int = 3
-
-    @classmethod
-    def fit(cls, train: np.ndarray, *, enabled: bool = True, cycles: int = 3) -> Seasonality:
-        period = dominant_period(train) if enabled else None
-        return cls(
-            period=period, level=float(np.median(train)) if len(train) else 0.0, cycles=cycles
-        )
-
-    def component(self, values: np.ndarray) -> np.ndarray:
-        """The seasonal component of each point, from earlier points only."""
-        if self.period is None:
-            return np.full(len(values), self.level)
-        seasonal = seasonal_expected(values, self.period, self.cycles)
-        return np.where(np.isnan(seasonal), self.level, seasonal)
-
-    @property
-    def history(self) -> int:
-        """Points of history the component of the next point looks back at."""
-        return (self.period or 0) * self.cycles
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml.anomaly.base import OnlineDetector, global_scale, rolling_baseline
+from ml.anomaly.base import OnlineDetector
+from ml.anomaly.seasonal import global_scale, rolling_baseline
 
 
 class RobustBaseline(OnlineDetector):

@@ -17,9 +17,9 @@ from ml.anomaly.base import (
     build_result,
     check_continues,
     last_index,
-    range_novelty,
 )
 from ml.anomaly.baseline import RobustBaseline
+from ml.anomaly.calibration import range_novelty
 from ml.anomaly.isolation_forest import IsolationForestDetector
 from ml.anomaly.lstm_autoencoder import LstmAutoencoderDetector
 

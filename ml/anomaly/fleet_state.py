@@ -29,13 +29,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ml.anomaly.base import Seasonality, _Fitted
+from ml.anomaly.base import _Fitted
 from ml.anomaly.baseline import RobustBaseline
 from ml.anomaly.compiled_forest import CompiledForest
 from ml.anomaly.ensemble import EnsembleDetector
 from ml.anomaly.fleet import DetectorSpec, Fleet
 from ml.anomaly.isolation_forest import IsolationForestDetector
 from ml.anomaly.lstm_autoencoder import LstmAutoencoder, LstmAutoencoderDetector
+from ml.anomaly.seasonal import Seasonality
 
 FORMAT = 1
 STATE_FILE = "fleet.json"

@@ -6,8 +6,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.ensemble import IsolationForest
 
-from ml.anomaly.base import OnlineDetector, global_scale, rolling_baseline
+from ml.anomaly.base import OnlineDetector
 from ml.anomaly.compiled_forest import CompiledForest
+from ml.anomaly.seasonal import global_scale, rolling_baseline
 
 
 class IsolationForestDetector(OnlineDetector):

@@ -17,7 +17,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ml.anomaly.base import OnlineDetector, global_scale
+from ml.anomaly.base import OnlineDetector
+from ml.anomaly.seasonal import global_scale
 
 # Lightning announces every Trainer (accelerators, tips) at INFO; a detector trains several per
 # series, so those lines are muted while it trains and the levels restored afterwards.

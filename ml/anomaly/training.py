@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from ml.anomaly.base import Detector, DetectorResult, global_scale
+from ml.anomaly.base import Detector, DetectorResult
 from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import DetectorSpec, Fleet, SeriesId
+from ml.anomaly.seasonal import global_scale
 from ml.promotion import (
     NOISE_MULTIPLE,
     RESAMPLES,

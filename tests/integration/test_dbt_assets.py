@@ -22,11 +22,13 @@ from psycopg import sql
 from assets.ingestion import RAW_FRESHNESS_CHECKS
 from assets.quality import mart_quality_checks, raw_quality_checks
 from assets.resources import HubResource
-from assets.resources.dbt import dbt_cli_resource, dbt_project
-from assets.transform import dbt_daily_models, dbt_hourly_models
+from assets.resources.dbt import dbt_cli_resource, dbt_project, prepare
+from assets.transform import dbt_model_assets
 from integration.conftest import TEST_DATABASE
 from llmhub.config import Settings, load_settings, redact, with_database
 from llmhub.db import migrate
+
+dbt_hourly_models, dbt_daily_models = dbt_model_assets(prepare(dbt_project))
 
 pytestmark = pytest.mark.integration
 

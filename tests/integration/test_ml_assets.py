@@ -32,18 +32,18 @@ from psycopg import sql
 from assets.ml_models import DETECTOR_METRICS, anomaly_detector, request_rate_forecaster
 from assets.ml_models.detector import DetectorConfig
 from assets.ml_models.forecaster import ForecasterConfig
-from assets.publish import anomaly_scores, budget_projections, forecasts
+from assets.publish import anomalies, budget_projections, forecasts
 from assets.publish.anomalies import AnomalyScoresConfig
 from assets.publish.forecasts import ForecastsConfig
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
-from llmhub.config import Settings, load_settings, redact, with_database
+from llmhub.config import Settings, load_settings, mlflow_tracking_uri, redact, with_database
 from llmhub.db import migrate
 from ml.pyfunc import DetectorModel, ForecasterModel, digests_from_tags
 
 pytestmark = pytest.mark.integration
 
-TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+TRACKING_URI = mlflow_tracking_uri()
 TENANTS = ("acme", "globex", "initech")
 HOURS = 24 * 21
 END = datetime(2026, 11, 20, 23, tzinfo=UTC)
@@ -294,7 +294,7 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
             assert not any(m in content for m in PROJECT_MODULES), path
 
     scored = _materialize(
-        ml_stack, anomaly_scores, AnomalyScoresConfig(detector_model_name=ml_stack.detector_name)
+        ml_stack, anomalies, AnomalyScoresConfig(detector_model_name=ml_stack.detector_name)
     )
     scored_meta = _metadata(scored)
     assert scored_meta["rows_written"] == len(TENANTS) * len(DETECTOR_METRICS) * 6

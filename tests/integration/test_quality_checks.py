@@ -18,9 +18,9 @@ import pytest
 
 from assets.quality import mart_quality_checks, raw_quality_checks
 from assets.resources.dbt import DBT_EXECUTABLE, dbt_cli_env, dbt_project
-from assets.transform import dbt_hourly_models
 from integration.conftest import TEST_DATABASE
 from integration.test_dbt_assets import (
+    dbt_hourly_models,
     fresh_database,
     hub_resource,
     insert_request,

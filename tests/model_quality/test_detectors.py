@@ -17,7 +17,7 @@ from ml.anomaly import (
     NotFittedError,
     RobustBaseline,
 )
-from ml.anomaly.base import dominant_period
+from ml.anomaly.seasonal import dominant_period
 
 TRAIN, TEST, SPIKE_AT = 600, 600, 300
 

@@ -14,15 +14,15 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from llmhub.cli import app
-from llmhub.cli.ml_incidents import window_events, window_frames
+from llmhub.incident_eval import window_frames
 from llmhub.producers.synthetic import generate
-from ml.evaluation.incidents import (
-    align_series,
+from ml.evaluation.incidents.forecast import (
     backtest_request_rate,
-    build_series,
     request_rate_series,
     summarise_forecasts,
 )
+from ml.evaluation.incidents.harness import window_events
+from ml.evaluation.incidents.hourly import align_series, build_series
 from ml.forecast import SeasonalNaive
 
 TRAIN_END = datetime(2026, 1, 5, tzinfo=UTC)

@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from llmhub.cli.ml_forecast import forecast_app
+from llmhub.cli import app
 from ml.evaluation.m4 import M4Series, evaluate_m4, load_m4, read_m4_csv
 from ml.forecast import Naive2, Sarima, SeasonalNaive
 
@@ -105,10 +104,8 @@ def test_m4_reader_drops_trailing_empty_cells(tmp_path: Path) -> None:
 
 
 def test_cli_prints_json_scores() -> None:
-    root = typer.Typer()
-    root.add_typer(forecast_app, name="ml")
     result = CliRunner().invoke(
-        root,
+        app,
         [
             "ml",
             "eval-forecast",

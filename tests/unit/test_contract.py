@@ -11,13 +11,13 @@ import pytest
 from pydantic import ValidationError
 
 from llmhub.config import Settings
-from llmhub.contract.export import export
 from llmhub.contract.models import (
     EVENT_MODELS,
     SCHEMA_VERSION,
     TelemetryEvent,
     epoch_to_datetime,
 )
+from llmhub.contract.schema_export import export
 from llmhub.contract.topics import BY_FAMILY, BY_TOPIC, RAW_TABLES, TOPICS
 from llmhub.ingest.normalize import ErrorClass, Normalizer, Rejection
 from llmhub.ingest.tables import TABLES

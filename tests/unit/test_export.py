@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from llmhub.export import (
+from llmhub.mart_export import (
     Column,
     ExportError,
     ExportFormat,

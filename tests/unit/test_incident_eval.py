@@ -8,26 +8,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmhub.cli.ml_incidents import window_events
 from ml.anomaly import DetectorResult
-from ml.evaluation.incidents import (
+from ml.evaluation.incidents.base import FitScore, IncidentEvaluationError, SeriesMap
+from ml.evaluation.incidents.detection import (
     DetectionReport,
     FeedbackEffect,
-    FitScore,
-    ForecastScore,
-    Incident,
-    IncidentEvaluationError,
-    SeriesMap,
+    evaluate_detection,
+    feedback_effect_on_incidents,
+    match_incidents,
+)
+from ml.evaluation.incidents.forecast import ForecastScore, poisson_floor_mape, summarise_forecasts
+from ml.evaluation.incidents.ground_truth import IncidentLabel, incidents_from_ground_truth
+from ml.evaluation.incidents.harness import window_events
+from ml.evaluation.incidents.hourly import (
     align_series,
     build_series,
-    evaluate_detection,
-    feedback_effect,
     hourly_requests,
     hourly_security_alerts,
-    incidents_from_ground_truth,
-    match_incidents,
-    poisson_floor_mape,
-    summarise_forecasts,
 )
 from ml.features import SECURITY_ALERTS, SeriesKey, fill_idle_hours
 
@@ -47,8 +44,8 @@ def _incident(
     tenant: str | None = "acme",
     asset: str | None = "bot",
     model: str | None = None,
-) -> Incident:
-    return Incident(kind, tenant, asset, model, metric, _at(start), _at(end))
+) -> IncidentLabel:
+    return IncidentLabel(kind, tenant, asset, model, metric, _at(start), _at(end))
 
 
 def _scored(*flags: tuple[str, str, str, str, float], hours: int = 48) -> pd.DataFrame:
@@ -406,7 +403,7 @@ def test_window_events_keep_the_traffic_level_whatever_the_weekday_mix(
 
 
 # ---------------------------------------------------------------------------------------------
-# feedback_effect
+# feedback_effect_on_incidents
 
 
 def test_feedback_on_the_first_half_silences_a_repeated_false_alarm_in_the_second() -> None:
@@ -417,7 +414,7 @@ def test_feedback_on_the_first_half_silences_a_repeated_false_alarm_in_the_secon
     scored.loc[(scored["metric"] == "tokens") & (scored["bucket_at"] == _at(40)), "score"] = 0.58
     incident = _incident(start=30.5, end=31.5)
 
-    effect = feedback_effect(scored, [incident], [], split=_at(24), threshold=0.5)
+    effect = feedback_effect_on_incidents(scored, [incident], [], split=_at(24), threshold=0.5)
 
     assert (effect.marked, effect.series_tuned) == (1, 1)
     # The tokens alarm of hour 40 (0.58) is below the tuned 0.62; the incident's flag stays.

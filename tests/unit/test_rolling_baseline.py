@@ -3,7 +3,8 @@ import warnings
 import numpy as np
 import pytest
 
-from ml.anomaly.base import cooldown, rolling_baseline, seasonal_expected
+from ml.anomaly.calibration import cooldown
+from ml.anomaly.seasonal import rolling_baseline, seasonal_expected
 
 
 @pytest.mark.parametrize("start", [0, 1, 5, 63, 64, 65, 199, 200])

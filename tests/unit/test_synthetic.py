@@ -17,15 +17,9 @@ import pytest
 from llmhub.contract.models import EVENT_MODELS
 from llmhub.contract.topics import BY_FAMILY, BY_TOPIC
 from llmhub.producers.sink import Message
-from llmhub.producers.synthetic import (
-    MODEL_INDEX,
-    MODELS,
-    Incident,
-    SyntheticTraffic,
-    generate,
-    request_cost,
-    uuid4_strings,
-)
+from llmhub.producers.synthetic import Incident, SyntheticTraffic, generate
+from llmhub.producers.synthetic.catalog import MODEL_INDEX, MODELS
+from llmhub.producers.synthetic.requests import request_cost, uuid4_strings
 
 END = datetime(2026, 3, 12, 6, 0, tzinfo=UTC)  # a Thursday, so one day stays on weekdays
 TELEMETRY = BY_FAMILY["telemetry"].topic

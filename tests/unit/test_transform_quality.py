@@ -11,8 +11,9 @@ from sqlalchemy.engine import make_url
 
 from assets.quality import mart_quality_checks, raw_quality_checks
 from assets.quality.checks import check_result
-from assets.quality.suites import MART_CHECKS, RAW_CHECKS, QualityCheck
-from assets.quality.validation import (
+from assets.resources import HubResource
+from llmhub.quality.suites import MART_CHECKS, RAW_CHECKS, QualityCheck
+from llmhub.quality.validation import (
     ExpectationOutcome,
     Suite,
     SuiteOutcome,
@@ -25,7 +26,6 @@ from assets.quality.validation import (
     sqlalchemy_url,
     summarize,
 )
-from assets.resources import HubResource
 
 ALL_CHECKS = RAW_CHECKS + MART_CHECKS
 

@@ -6,11 +6,14 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from assets.resources.dbt import dbt_project
-from assets.transform import dbt_daily_models, dbt_hourly_models
+from assets.groups import TRANSFORM as GROUP
+from assets.resources.dbt import dbt_project, prepare
+from assets.transform import dbt_model_assets
 from assets.transform.mart_metadata import MART_TIMING
-from assets.transform.translator import GROUP, KINDS, HubDbtTranslator
+from assets.transform.translator import KINDS, HubDbtTranslator
 from llmhub.contract.topics import RAW_TABLES
+
+dbt_hourly_models, dbt_daily_models = dbt_model_assets(prepare(dbt_project))
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,7 @@ def _create_role(name: str) -> None:
 
 
 def upgrade() -> None:
+    # Roles, schemas and grants in the order they depend on each other; a migration is not split.
     _create_role(ANALYST)
     _create_role(TENANT_ANALYST)
     # dbt creates these schemas too; creating them here lets the grants below exist before the

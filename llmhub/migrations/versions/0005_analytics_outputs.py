@@ -40,6 +40,7 @@ def upgrade() -> None:
             primary key (bucket_at, tenant_id, asset_id, request_model, metric)
         )
         """
+        # The DDL reads top to bottom as the schema it creates; a migration is not split.
     )
     op.execute(
         "create index anomalies_flagged_ix on analytics.anomalies (bucket_at desc) where is_anomaly"

@@ -2,34 +2,49 @@
 ML training (MLflow) -> anomalies, forecasts and budget projections, summarised.
 
 Runs the same jobs the schedules run, in-process against the PostgreSQL-backed Dagster instance
-(``$DAGSTER_HOME``), so the runs and their metadata show in Dagit afterwards (``make dev``).
+(``$DAGSTER_HOME``), so the runs and their metadata show in Dagit afterwards (``make dev``). The
+terminal shows one line per step and the summary; everything the steps print (dbt, Great
+Expectations, Dagster's own logs, dbt's subprocess output) goes to a log file whose path is
+printed first.
+
+The demo is a client of the code location, as Dagit is: it loads the Definitions that
+``workspace.yaml`` names instead of importing the orchestration package (which sits above the
+domain core).
 """
 
+import importlib
 import logging
+import os
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, TypeVar
 
 import dagster as dg
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from llmhub.config import Settings, load_settings
+from llmhub.config import Settings, load_settings, mlflow_tracking_uri
 from llmhub.db import connect
 from llmhub.producers.sink import make_producer, send_all
 from llmhub.producers.synthetic import generate
-from llmhub.stack.mlflow_server import tracking_uri
 from llmhub.status import collect_status
-from orchestration.definitions import defs
+
+WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 
 # Four weeks: the detector fits on two weeks and holds out one; the forecaster backtests on days.
 DEMO_EVENTS = 300_000
 DEMO_DAYS = 28.0
 DEMO_BUDGET_SHARE = 0.5  # of the month's remaining straight-line cost, on top of month to date
 MAX_RUNS = 10
-# Run events still go to the instance (Dagit shows them); the terminal gets warnings only.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Run events go to the instance (Dagit shows them); the console logger writes to the log file.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
-console = Console()
+T = TypeVar("T")
 
 # Yesterday per model from the daily mart. p95 across a model's rows is request-weighted here,
 # an approximation for display: the mart holds the exact p95 per tenant/application row.
@@ -83,41 +98,116 @@ on conflict (tenant_id, asset_id) do update
 """
 
 
+def load_definitions(workspace: Path = WORKSPACE) -> dg.Definitions:
+    """The Definitions of the (first) code location ``workspace`` names, as Dagit loads them."""
+    locations = yaml.safe_load(workspace.read_text())["load_from"]
+    module = importlib.import_module(locations[0]["python_module"]["module_name"])
+    return module.defs
+
+
+@contextmanager
+def captured_output(log_path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr, and those of its children (the dbt CLI), to
+    ``log_path`` (appended) until the block ends.
+
+    File descriptors 1 and 2 are redirected, not only ``sys.stdout``: dbt runs as a subprocess
+    and libraries hold their own references to the streams. ``sys.stdout``/``sys.stderr`` are
+    rebound to the redirected descriptors too, for code that replaced them (pytest does).
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fds = os.dup(1), os.dup(2)
+    saved_streams = sys.stdout, sys.stderr
+    try:
+        with log_path.open("ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+            sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+    finally:
+        sys.stdout, sys.stderr = saved_streams
+        os.dup2(saved_fds[0], 1)
+        os.dup2(saved_fds[1], 2)
+        os.close(saved_fds[0])
+        os.close(saved_fds[1])
+
+
+def terminal() -> IO[str]:
+    """A stream on the terminal that stays there while ``captured_output`` is active."""
+    return os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+
+
+def step(console: Console, title: str, action: Callable[[], T]) -> T:
+    """Run ``action`` under a spinner, then print one line with the step's duration."""
+    started = time.monotonic()
+    with console.status(title):
+        result = action()
+    console.print(f"[green]done[/] {title} [dim]({time.monotonic() - started:,.0f} s)[/]")
+    return result
+
+
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     settings = load_settings()
     instance = dg.DagsterInstance.get()
     started_at = datetime.now(UTC)
+    log_path = Path(instance.root_directory) / "logs" / f"demo-{started_at:%Y%m%dT%H%M%SZ}.log"
+    console = Console(file=terminal())
+    console.print(f"Detail of every step (dbt, Great Expectations, Dagster): {log_path}")
+    with captured_output(log_path):
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
+        run(settings, instance, console, started_at)
+
+
+def run(
+    settings: Settings, instance: dg.DagsterInstance, console: Console, started_at: datetime
+) -> None:
+    """The demo's steps, printing progress and the summary on ``console``."""
+    defs = step(console, "load the Dagster code location", load_definitions)
     seed = int(time.time())  # a new seed per demo run: event ids stay unique across runs
+
+    def execute(
+        name: str, run_config: dict | None = None, **kwargs: object
+    ) -> dg.ExecuteInProcessResult:
+        return defs.resolve_job_def(name).execute_in_process(
+            instance=instance, run_config={**QUIET, **(run_config or {})}, **kwargs
+        )
+
+    def require(result: dg.ExecuteInProcessResult, name: str) -> None:
+        if not result.success:
+            raise SystemExit(f"{name} run {result.run_id} failed; see Dagit and the log file")
 
     console.rule("1. Produce synthetic traffic to Kafka")
     traffic = generate(events=DEMO_EVENTS, days=DEMO_DAYS, seed=seed, incidents=True)
-    producer = make_producer(settings.kafka_bootstrap)
-    try:
-        sent = send_all(producer, traffic.iter_messages(), progress=console.is_terminal)
-    finally:
-        producer.close()
-    console.print(
-        f"sent {sent:,} messages over {DEMO_DAYS:g} days "
-        f"with {len(traffic.incidents)} injected incidents"
-    )
+
+    def produce() -> int:
+        producer = make_producer(settings.kafka_bootstrap)
+        try:
+            return send_all(producer, traffic.iter_messages())
+        finally:
+            producer.close()
+
+    sent = step(console, f"send {DEMO_DAYS:g} days of traffic to Kafka", produce)
+    console.print(f"sent {sent:,} messages with {len(traffic.incidents)} injected incidents")
 
     console.rule("2. Dagster ingestion_job (Kafka -> raw hypertables)")
-    job = defs.resolve_job_def("ingestion_job")
     for attempt in range(1, MAX_RUNS + 1):
-        result = job.execute_in_process(
-            instance=instance, tags={"llmhub/source": "demo"}, run_config=QUIET
+        result = step(
+            console,
+            f"ingestion_job run {attempt}",
+            lambda: execute("ingestion_job", tags={"llmhub/source": "demo"}),
         )
-        if not result.success:
-            raise SystemExit(f"ingestion_job run {result.run_id} failed; see Dagit")
+        require(result, "ingestion_job")
         lag = sum(collect_status(settings).lag.values())
-        console.print(f"run {attempt}: {result.run_id} succeeded, remaining lag {lag:,}")
+        console.print(f"{result.run_id}: remaining lag {lag:,}")
         if lag == 0:
             break
-    retention = defs.resolve_job_def("retention_job").execute_in_process(
-        instance=instance, run_config=QUIET
-    )
+    retention = step(console, "retention_job", lambda: execute("retention_job"))
     console.print(f"retention_job: {'succeeded' if retention.success else 'FAILED'}")
 
     console.rule("3. Dagster dbt jobs (raw -> staging -> marts, with dbt tests and GX checks)")
@@ -134,19 +224,36 @@ def main() -> None:
         }
     }
     for name, config in (("transform_hourly_job", backfill), ("transform_daily_job", {})):
-        result = defs.resolve_job_def(name).execute_in_process(
-            instance=instance, run_config={**QUIET, **config}
-        )
-        if not result.success:
-            raise SystemExit(f"{name} run {result.run_id} failed; see Dagit")
-        console.print(f"{name}: {result.run_id} succeeded")
+        result = step(console, name, lambda name=name, config=config: execute(name, config))
+        require(result, name)
 
     console.rule("4. ML: train (MLflow registry + champion gate), score, forecast, project budgets")
     with connect(settings, autocommit=True) as conn:
         conn.execute(DEMO_BUDGETS_SQL, (DEMO_BUDGET_SHARE,))
-    ml_ok = run_ml_jobs(instance)
+    training = step(
+        console, "ml_training_job", lambda: execute("ml_training_job", raise_on_error=False)
+    )
+    for evaluation in training.get_asset_check_evaluations():
+        verdict = "promoted" if evaluation.passed else "NOT promoted"
+        console.print(
+            f"{evaluation.asset_key.to_user_string()}: {verdict} ({evaluation.description})"
+        )
+    ml_ok = training.success
+    if not ml_ok:
+        console.print(
+            f"ml_training_job {training.run_id} failed: a model without a champion blocks its "
+            "publishing; see Dagit and MLflow"
+        )
+    else:
+        for name in ("ml_scoring_job", "budget_projections_job"):
+            require(step(console, name, lambda name=name: execute(name)), name)
 
     console.rule("5. Summary")
+    print_summary(console, settings, started_at if ml_ok else None)
+
+
+def print_summary(console: Console, settings: Settings, ml_since: datetime | None) -> None:
+    """Raw row counts, yesterday per model, and (``ml_since``) the ML outputs of this run."""
     status = collect_status(settings)
     table = Table(title="raw tables")
     table.add_column("table")
@@ -165,39 +272,15 @@ def main() -> None:
                 model, f"{requests:,}", f"{p95:,.0f}", f"{error_rate:.2%}", f"{cost or 0:,.2f}"
             )
     console.print(models)
-    if ml_ok:
-        print_ml_summary(settings, started_at)
+    if ml_since is not None:
+        print_ml_summary(console, settings, ml_since)
     console.print(
         "Dagit: run [bold]make dev[/] and open http://127.0.0.1:3000 (runs above are stored in "
         f"the Dagster instance at {settings.dagster_storage_url.rsplit('@', 1)[-1]})."
     )
 
 
-def run_ml_jobs(instance: dg.DagsterInstance) -> bool:
-    """Training, scoring and budget jobs; ``False`` when no detector could be promoted."""
-    training = defs.resolve_job_def("ml_training_job").execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=False
-    )
-    for evaluation in training.get_asset_check_evaluations():
-        verdict = "promoted" if evaluation.passed else "NOT promoted"
-        console.print(
-            f"{evaluation.asset_key.to_user_string()}: {verdict} ({evaluation.description})"
-        )
-    if not training.success:
-        console.print(
-            f"ml_training_job {training.run_id} failed: a model without a champion blocks its "
-            "publishing; see Dagit and MLflow"
-        )
-        return False
-    for name in ("ml_scoring_job", "budget_projections_job"):
-        result = defs.resolve_job_def(name).execute_in_process(instance=instance, run_config=QUIET)
-        if not result.success:
-            raise SystemExit(f"{name} run {result.run_id} failed; see Dagit")
-        console.print(f"{name}: {result.run_id} succeeded")
-    return True
-
-
-def print_ml_summary(settings: Settings, since: datetime) -> None:
+def print_ml_summary(console: Console, settings: Settings, since: datetime) -> None:
     """Top anomalies scored since ``since``, each tenant's projected month-end cost, and where
     the models are."""
     with connect(settings, autocommit=True) as conn:
@@ -243,7 +326,7 @@ def print_ml_summary(settings: Settings, since: datetime) -> None:
         )
     console.print(table)
     console.print(
-        f"MLflow: {tracking_uri()} -> experiments llmhub/anomaly_detector and "
+        f"MLflow: {mlflow_tracking_uri()} -> experiments llmhub/anomaly_detector and "
         "llmhub/request_rate_forecaster (metrics, plots/*.png), Models -> "
         "llmhub-anomaly-detector and llmhub-request-rate-forecaster (alias `champion`)."
     )

@@ -1,4 +1,4 @@
-"""The Great Expectations suites run as Dagster asset checks on the raw tables and the marts.
+"""The Great Expectations suites of the raw tables and the marts (run as Dagster asset checks).
 
 Each suite validates a recent window only (``WINDOW_HOURS`` of raw events, the buckets of the last
 two days, the last complete days), so a check costs the same on 10M rows as on 10k.
@@ -10,7 +10,7 @@ only warn: an outage legitimately empties latency percentiles, and the anomaly m
 
 from dataclasses import dataclass
 
-from assets.quality.validation import (
+from llmhub.quality.validation import (
     Expect,
     Suite,
     between,

@@ -1,0 +1,1 @@
+"""Data-quality rules of the hub tables and the Great Expectations runner that checks them."""
