@@ -20,9 +20,6 @@ DEFINITIONS = "orchestration/definitions.py"
 ORCHESTRATION_MAY_IMPORT = ("assets.groups",)
 DAGSTER_PACKAGES = ("dagster", "dagster_dbt")
 
-# Modules under assets/ without Dagster code that the `artifacts` branch moves to ml/ (pyfunc,
-# data). Empty this list when they have moved.
-NOT_DAGSTER_ALLOWED = {"assets/ml_models/pyfunc.py", "assets/ml_models/data.py"}
 # Names the asset definitions and the jobs share (no Dagster code, by design).
 NAMES_ONLY = {"assets/groups.py"}
 
@@ -102,15 +99,7 @@ def test_modules_under_assets_hold_dagster_code() -> None:
         and not any(_top(module) in DAGSTER_PACKAGES for module in imported(path))
     }
 
-    assert without - NOT_DAGSTER_ALLOWED - NAMES_ONLY == set()
-
-
-def test_the_allow_list_names_only_real_violations() -> None:
-    # An allow-list entry that no longer exists or now imports Dagster must be removed.
-    for rel in NOT_DAGSTER_ALLOWED:
-        path = ROOT / rel
-        if path.exists():
-            assert not any(_top(m) in DAGSTER_PACKAGES for m in imported(path)), rel
+    assert without - NAMES_ONLY == set()
 
 
 @pytest.mark.parametrize(
