@@ -183,8 +183,10 @@ def seed_raw(settings: Settings) -> RawRows:
             },
         ),
         (yesterday + timedelta(hours=23, minutes=59), {"latency_ms": 420.0}),
-        (now - timedelta(minutes=5), {}),
-        (now - timedelta(minutes=3), {"tenant": "tenant-b", "asset": "app-search"}),
+        # Today's, even in the first minutes after midnight (regression: at 00:03 UTC they fell
+        # on yesterday and the complete days' counts the tests expect were off by them).
+        (max(now - timedelta(minutes=5), today), {}),
+        (max(now - timedelta(minutes=3), today), {"tenant": "tenant-b", "asset": "app-search"}),
     ]
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         for at, overrides in requests:
