@@ -34,11 +34,9 @@ def apply_retention(
     for table, days in keep_days.items():
         if days <= 0:
             raise ValueError(f"retention for {table} must be positive, got {days}")
-        rows = conn.execute(
-            "select drop_chunks(format('raw.%%I', %s::text)::regclass, "
-            "older_than => now() - make_interval(days => %s))",
-            (table, days),
-        ).fetchall()
+        # drop_chunks needs the table's owner; this function (migration 0007) runs it as the
+        # owner for the raw hypertables only, so the Dagster role need not own them.
+        rows = conn.execute("select raw.drop_expired_chunks(%s, %s)", (table, days)).fetchall()
         dropped = [row[0] for row in rows]
         conn.execute(
             "insert into raw.retention_runs (table_name, keep_days, dropped_chunks) "

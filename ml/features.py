@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ml.keys import RouteKey, encode_key
+
 SERIES_COLUMNS: tuple[str, ...] = ("tenant_id", "asset_id", "request_model")
 
 # metric -> how it is built from the mart's columns.
@@ -81,7 +83,13 @@ class SeriesKey:
     metric: str
 
     def label(self) -> str:
-        return f"{self.tenant_id}/{self.asset_id}/{self.request_model}/{self.metric}"
+        """A collision-free string for the key (ids may contain "/": see ``ml.keys``)."""
+        return encode_key(self.tenant_id, self.asset_id, self.request_model, self.metric)
+
+    @property
+    def route(self) -> RouteKey:
+        """The tenant, application and model of the series."""
+        return RouteKey(self.tenant_id, self.asset_id, self.request_model)
 
 
 def hourly_metrics(hourly: pd.DataFrame) -> pd.DataFrame:

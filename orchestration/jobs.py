@@ -76,3 +76,24 @@ budget_projections_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(["analytics", "budget_projections"]),
     description="Project month-end cost per tenant and budgeted application.",
 )
+alerts_job = dg.define_asset_job(
+    "alerts_job",
+    selection=dg.AssetSelection.groups(groups.ALERTS),
+    description="Evaluate the alert sources into the outbox and send what is due.",
+)
+alert_delivery_job = dg.define_asset_job(
+    "alert_delivery_job",
+    selection=dg.AssetSelection.assets(["alerting", "delivery_attempts"]),
+    description="Send due notifications (retries, group waits) from the outbox.",
+)
+slo_burn_rate_job = dg.define_asset_job(
+    "slo_burn_rate_job",
+    selection=dg.AssetSelection.assets(["marts", "fct_slo_burn_rate_alerts"]),
+    description="Rebuild the SLO burn-rate mart (its windows are 5 minutes to 6 hours).",
+)
+incidents_job = dg.define_asset_job(
+    "incidents_job",
+    selection=dg.AssetSelection.groups(groups.INCIDENTS),
+    description="Correlate the newest anomalies with registry, security and policy events and "
+    "the forecasts into incidents (root cause, members, excess cost).",
+)

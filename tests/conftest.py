@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,13 @@ import pytest
 from llmhub.contract.topics import BY_FAMILY
 
 EventFactory = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Ingestion runs in tests write their Prometheus textfile here, not into the stack's."""
+    os.environ["LLMHUB_METRICS_DIR"] = str(tmp_path_factory.mktemp("metrics"))
+
 
 _BODIES: dict[str, tuple[str, dict[str, Any]]] = {
     "telemetry": (

@@ -11,6 +11,7 @@ from assets import groups
 from assets.resources import HubResource
 from llmhub.contract.topics import TOPICS
 from llmhub.ingest.engine import Ingestor, IngestReport
+from llmhub.ingest.metrics import TextfileSink
 
 KINDS = {"kafka", "timescaledb"}
 DEAD_LETTER_KEY = dg.AssetKey(["raw", "dead_letter"])
@@ -99,14 +100,26 @@ def kafka_ingestion(context: dg.AssetExecutionContext, config: IngestionConfig, 
 
     Exactly once: rows, dead letters and the next offsets commit in one transaction per batch;
     partitions are claimed with advisory locks so overlapping runs skip what another reads.
+    The run's figures are also added to the Prometheus textfile in ``LLMHUB_METRICS_DIR``.
     """
     settings = hub.settings()
     ingestor = Ingestor(settings, batch_max_records=config.batch_max_records)
+    sink = TextfileSink(settings.metrics_dir)
+    metrics = sink.load(settings)
+    observe = metrics.start_run()
 
     def log_batch(report: IngestReport) -> None:
+        observe(report)
         context.log.info(f"batch {report.batches}: {report.messages} messages so far")
 
     report = ingestor.run(until_caught_up=True, max_batches=config.max_batches, on_batch=log_batch)
+    observe.finish(report)
+    try:
+        sink.save(metrics)
+    except OSError as exc:
+        # The batches are committed: a metrics directory that cannot be written must not fail
+        # the run (the IngestNotRunning alert notices the missing updates).
+        context.log.warning(f"Prometheus textfile not written to {sink.directory}: {exc}")
     for spec in TOPICS:
         topic = settings.topic(spec.topic)
         written = report.rows_written.get(spec.table, 0) + report.duplicates_skipped.get(
@@ -148,8 +161,12 @@ def kafka_ingestion(context: dg.AssetExecutionContext, config: IngestionConfig, 
         metadata={
             "rows_dead_lettered": sum(report.dead_lettered.values()),
             "by_topic": dg.MetadataValue.json(report.dead_lettered),
+            "by_class": dg.MetadataValue.json(
+                {f"{topic} {cls}": n for (topic, cls), n in report.dead_letter_classes.items()}
+            ),
             "messages_read": report.messages,
             "partitions_claimed": len(report.partitions),
             "partitions_held_elsewhere": dg.MetadataValue.json(report.skipped_partitions),
+            "prometheus_textfile": dg.MetadataValue.path(str(sink.textfile)),
         },
     )

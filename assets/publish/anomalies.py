@@ -14,6 +14,22 @@ from assets.ml_models.detector import DETECTOR_METRICS
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
 from ml.features import SERIES_COLUMNS
+from ml.keys import RouteKey
+
+
+def route_parts(series_id: str) -> tuple[str, str, str]:
+    """Tenant, application and model of a fleet series id.
+
+    The id is an encoded :class:`~ml.keys.RouteKey`; a detector trained before keys were
+    encoded named its series ``tenant/application/model``, which only splits right when no id
+    contains "/" (kept so that champion still publishes until it is retrained).
+    """
+    if series_id.startswith("["):
+        key = RouteKey.decode(series_id)
+        return key.tenant_id, key.application_id, key.model
+    tenant_id, asset_id, model = series_id.split("/", 2)
+    return tenant_id, asset_id, model
+
 
 UPSERT_ANOMALY = """
 insert into analytics.anomalies (
@@ -91,7 +107,7 @@ def anomalies(
     series = inputs.series
     if not series:
         return dg.MaterializeResult(metadata={"rows_written": 0, "series": 0})
-    labels = {series_id: tuple(series_id.split("/", 2)) for series_id, _ in series}
+    labels = {series_id: route_parts(series_id) for series_id, _ in series}
     scoring_started = time.monotonic()
     scores, stats = model.unwrap_python_model().score_series(series, config.score_hours)
     scoring_s = time.monotonic() - scoring_started

@@ -12,6 +12,7 @@ from assets import groups
 from assets.ml_models.data import COST_DAILY_MART, read_frame
 from assets.resources import HubResource
 from ml.budget import budgets_from_frame, daily_cost_forecasts, project_budgets
+from ml.keys import encode_key
 
 TENANT_WIDE = "*"
 UPSERT_DAILY_FORECAST = """
@@ -68,7 +69,8 @@ def budget_projections(
     7-day run rate on short histories). The model is code, not a registry entry: its version is
     the ``llmhub`` package version. Re-running on the same day replaces that day's rows. The
     same forecaster's daily cost forecast of each tenant (``daily_horizon_days``, 7 to 30) goes
-    to ``analytics.forecasts`` with grain ``day`` (series ``tenant/*``, metric ``cost_usd``).
+    to ``analytics.forecasts`` with grain ``day`` (series key ``["<tenant>","*"]``, metric
+    ``cost_usd``).
     """
     started = time.monotonic()
     with hub.connect() as conn:
@@ -98,7 +100,7 @@ def budget_projections(
     made_at = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), UTC)
     forecast_rows = [
         (
-            f"{tenant_id}/{TENANT_WIDE}",
+            encode_key(tenant_id, TENANT_WIDE),
             tenant_id,
             TENANT_WIDE,
             day.to_pydatetime().replace(tzinfo=UTC),

@@ -64,15 +64,12 @@ def forecasts(
     series = busiest_series(hourly, METRIC, config.max_series, config.min_history_hours)
     if not series:
         return dg.MaterializeResult(metadata={"rows_written": 0, "series": 0})
-    keys = {
-        f"{key.tenant_id}/{key.asset_id}/{key.request_model}": (key, values.index[-1])
-        for key, values in series
-    }
+    keys = {key.route.encode(): (key, values.index[-1]) for key, values in series}
     model_input = pd.concat(
         [
             pd.DataFrame(
                 {
-                    "series_id": f"{key.tenant_id}/{key.asset_id}/{key.request_model}",
+                    "series_id": key.route.encode(),
                     "ds": values.index.tz_convert(None),
                     "y": values.to_numpy(dtype=float),
                 }

@@ -12,18 +12,43 @@ output "mlflow_tracking_uri" {
 }
 
 output "database_secret_arn" {
-  description = "Secrets Manager secret whose url key is LLMHUB_DATABASE_URL (dagster_url and mlflow_url keys for the other two databases)."
-  value       = module.timescaledb.secret_arn
+  description = "Secret of the hub database's owner (url key): migrations and administration only; services use service_secret_arns."
+  value       = module.credentials.owner_secret_arn
+}
+
+output "service_secret_arns" {
+  description = "Per service (ingest, api, dagster, mlflow) the secret with its own database login; its url key is that service's LLMHUB_DATABASE_URL."
+  value       = module.credentials.service_secret_arns
+}
+
+output "service_database_logins" {
+  description = "Per service, its login role and the group role of migration 0007 it is a member of."
+  value       = { for key, service in local.database_services : key => { login = service.login, group = service.group } }
 }
 
 output "database_url_command" {
-  description = "Prints LLMHUB_DATABASE_URL (needs secretsmanager:GetSecretValue on the secret)."
-  value       = "aws secretsmanager get-secret-value --region ${var.aws_region} --secret-id ${module.timescaledb.secret_arn} --query SecretString --output text | jq -r .url"
+  description = "Prints the owner's LLMHUB_DATABASE_URL (needs secretsmanager:GetSecretValue on the secret)."
+  value       = "aws secretsmanager get-secret-value --region ${var.aws_region} --secret-id ${module.credentials.owner_secret_arn} --query SecretString --output text | jq -r .url"
 }
 
 output "dagster_url" {
-  description = "Dagster UI, from inside the VPC or var.client_cidr_blocks."
-  value       = "http://${local.dagster_host}"
+  description = "Dagster UI (Cognito sign-in), from inside the VPC or var.client_cidr_blocks."
+  value       = "https://${local.dagster_host}"
+}
+
+output "ui_user_pool_id" {
+  description = "Cognito user pool of the people allowed into the Dagster UI."
+  value       = module.services.ui_user_pool_id
+}
+
+output "mlflow_auth_secret_arn" {
+  description = "Secret with MLflow's administrator login (basic-auth app)."
+  value       = module.credentials.mlflow_auth_secret_arn
+}
+
+output "migrate_task_definition" {
+  description = "Task definition that runs `llmhub db migrate` as the database owner."
+  value       = module.services.migrate_task_definition
 }
 
 output "timescaledb_host" {
@@ -74,4 +99,14 @@ output "private_subnet_ids" {
 output "task_security_group_ids" {
   description = "Security groups for one-off hub tasks (database, Kafka and MLflow access)."
   value       = [aws_security_group.this["dagster"].id, aws_security_group.this["kafka_client"].id]
+}
+
+output "api_url" {
+  description = "The HTTP API on the internal load balancer (OpenAPI at /docs)."
+  value       = "https://${local.api_host}"
+}
+
+output "prometheus_remote_write_url" {
+  description = "Remote-write endpoint of the managed Prometheus workspace (SigV4, service aps)."
+  value       = "${aws_prometheus_workspace.this.prometheus_endpoint}api/v1/remote_write"
 }

@@ -7,6 +7,7 @@ locals {
     alb          = "Internal load balancer in front of the Dagster and MLflow UIs"
     dagster      = "Dagster webserver and daemon tasks (runs execute in the daemon)"
     mlflow       = "MLflow tracking server tasks"
+    api          = "HTTP API tasks (llmhub serve)"
     timescaledb  = "TimescaleDB server"
     kafka        = "MSK brokers"
     kafka_client = "Attach to anything that produces to or consumes from Kafka"
@@ -15,7 +16,9 @@ locals {
   internal_paths = {
     alb_to_dagster         = { from = "alb", to = "dagster", port = 3000 }
     alb_to_mlflow          = { from = "alb", to = "mlflow", port = 5000 }
-    dagster_to_alb         = { from = "dagster", to = "alb", port = 80 } # MLflow tracking API
+    dagster_to_alb         = { from = "dagster", to = "alb", port = 443 } # MLflow tracking API
+    alb_to_api             = { from = "alb", to = "api", port = 8080 }
+    api_to_timescaledb     = { from = "api", to = "timescaledb", port = 5432 }
     dagster_to_timescaledb = { from = "dagster", to = "timescaledb", port = 5432 }
     mlflow_to_timescaledb  = { from = "mlflow", to = "timescaledb", port = 5432 }
     kafka_client_to_kafka  = { from = "kafka_client", to = "kafka", port = 9092 }
@@ -23,15 +26,20 @@ locals {
 
   # HTTPS to AWS APIs (ECR, Secrets Manager, CloudWatch Logs, S3, SSM) through the NAT gateway;
   # the database host also fetches packages, and Ubuntu's mirrors serve signed indexes over HTTP.
+  # The load balancer calls Cognito's token and user-info endpoints to sign UI users in.
   internet_egress = {
+    alb_https         = { group = "alb", port = 443 }
     dagster_https     = { group = "dagster", port = 443 }
     mlflow_https      = { group = "mlflow", port = 443 }
+    api_https         = { group = "api", port = 443 }
     timescaledb_https = { group = "timescaledb", port = 443 }
     timescaledb_http  = { group = "timescaledb", port = 80 }
   }
 
   external_ingress = merge(
-    { for cidr in var.client_cidr_blocks : "alb_${cidr}" => { group = "alb", cidr = cidr, port = 80 } },
+    { for cidr in var.client_cidr_blocks : "alb_${cidr}" => { group = "alb", cidr = cidr, port = 443 } },
+    # Plain HTTP only to be redirected to HTTPS.
+    { for cidr in var.client_cidr_blocks : "alb_http_${cidr}" => { group = "alb", cidr = cidr, port = 80 } },
     { for cidr in var.kafka_client_cidr_blocks : "kafka_${cidr}" => { group = "kafka", cidr = cidr, port = 9092 } },
   )
 }

@@ -43,6 +43,16 @@ variable "az_count" {
   }
 }
 
+variable "ui_certificate_arn" {
+  description = "ACM certificate (issued, or imported from your internal CA) covering dagster.<name>-<environment>.internal and mlflow.<name>-<environment>.internal: the UIs are HTTPS only, and the load balancer can only authenticate on HTTPS."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:acm:", var.ui_certificate_arn))
+    error_message = "ui_certificate_arn must be an ACM certificate ARN."
+  }
+}
+
 variable "client_cidr_blocks" {
   description = "CIDRs (VPN, office, peered VPCs) allowed to open the Dagster and MLflow UIs on the internal load balancer. Empty: only the hub's own tasks reach MLflow."
   type        = list(string)
@@ -136,4 +146,22 @@ variable "secret_recovery_window_days" {
   description = "Days a deleted database secret can still be restored (0 deletes at once)."
   type        = number
   default     = 7
+}
+
+variable "api_jwks_url" {
+  description = "JWKS URL of the OIDC issuer the HTTP API trusts (empty: API keys only)."
+  type        = string
+  default     = ""
+}
+
+variable "api_jwt_issuer" {
+  description = "Required iss claim of the API's OIDC tokens."
+  type        = string
+  default     = ""
+}
+
+variable "api_jwt_audience" {
+  description = "Required aud claim of the API's OIDC tokens."
+  type        = string
+  default     = ""
 }

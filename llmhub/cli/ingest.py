@@ -1,6 +1,8 @@
 """``llmhub ingest``: Kafka micro-batches into the raw tables."""
 
 import json
+import logging
+import time
 from typing import Annotated
 
 import typer
@@ -20,23 +22,60 @@ def ingest(
     worker_index: Annotated[int, typer.Option(help="This machine's share (0-based).")] = 0,
     worker_count: Annotated[int, typer.Option(help="Machines splitting the partitions.")] = 1,
     topic: Annotated[list[str] | None, typer.Option(help="Topics (default: all).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (/metrics).")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address the metrics server binds.")] = (
+        "127.0.0.1"
+    ),
+    follow: Annotated[
+        bool, typer.Option(help="Keep ingesting: a new run every --interval seconds, until Ctrl-C.")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between runs with --follow.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Read Kafka micro-batches into the raw tables (the Dagster asset's code path)."""
-    from llmhub.ingest.engine import Ingestor, run_parallel
+    from llmhub.ingest.engine import Ingestor, IngestReport, run_parallel
+    from llmhub.ingest.metrics import IngestMetrics, serve
 
     settings = hub_settings()
-    if workers > 1:
-        if worker_count > 1:
-            raise typer.BadParameter("use either --workers or --worker-index/--worker-count")
-        report = run_parallel(settings, workers, topic, until_caught_up, max_batches)
+    if workers > 1 and worker_count > 1:
+        raise typer.BadParameter("use either --workers or --worker-index/--worker-count")
+    metrics = IngestMetrics.for_settings(settings)
+    if metrics_port is not None:
+        serve(metrics, metrics_port, metrics_host)
+        console.log(f"metrics on http://{metrics_host}:{metrics_port}/metrics")
+
+    def one_run() -> IngestReport:
+        observe = metrics.start_run()
+        if workers > 1:
+            report = run_parallel(settings, workers, topic, until_caught_up, max_batches)
+        else:
+            ingestor = Ingestor(settings, topic, worker_index, worker_count)
+
+            def progress(r: IngestReport) -> None:
+                observe(r)
+                console.log(f"batch {r.batches}: {r.messages} messages")
+
+            report = ingestor.run(until_caught_up, max_batches, on_batch=progress)
+        observe.finish(report)
+        return report
+
+    if not follow:
+        report = one_run()
     else:
-        ingestor = Ingestor(settings, topic, worker_index, worker_count)
-
-        def progress(r) -> None:  # type: ignore[no-untyped-def]
-            console.log(f"batch {r.batches}: {r.messages} messages")
-
-        report = ingestor.run(until_caught_up, max_batches, on_batch=progress)
+        report = IngestReport()
+        try:
+            while True:
+                try:
+                    report = one_run()
+                except Exception:
+                    # A long-running ingester outlives a failed run (database or broker away):
+                    # the stalled-consumer alert sees the runs stop, the next one retries.
+                    logging.getLogger("llmhub.ingest").exception("ingestion run failed")
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            console.log("stopped")
     summary = {
         "messages": report.messages,
         "rows_written": report.rows_written,
@@ -48,6 +87,8 @@ def ingest(
         "partitions": report.partitions,
         "skipped_partitions": report.skipped_partitions,
         "lag": report.lag,
+        "stage_s": {stage: round(seconds, 3) for stage, seconds in report.stage_s.items()},
+        "batches_split": report.batches_split,
     }
     if as_json:
         out.print_json(json.dumps(summary))

@@ -8,7 +8,9 @@ import typer
 
 from llmhub.cli.output import console, hub_settings
 
-stack_app = typer.Typer(help="The local dev stack (TimescaleDB + Kafka-protocol broker).")
+stack_app = typer.Typer(
+    help="The local dev stack (TimescaleDB, Kafka-protocol broker, MLflow, Prometheus)."
+)
 
 
 @stack_app.command("up")
@@ -21,6 +23,8 @@ def stack_up() -> None:
         console.print(f"[yellow]{note}")
     console.print(
         f"[green]stack up[/] database={report.database} kafka={report.kafka} mlflow={report.mlflow}"
+        f" prometheus={report.prometheus}"
+        f" api={report.api}"
     )
 
 

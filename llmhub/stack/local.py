@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from llmhub.config import Settings, mlflow_tracking_uri, redact
+from llmhub.config import Settings, load_api_settings, mlflow_tracking_uri, prometheus_url, redact
 from llmhub.db import connect, migrate
+from llmhub.stack.api_server import ApiStack
 from llmhub.stack.broker import BrokerStack, ensure_topics
 from llmhub.stack.mlflow_server import MlflowStack
+from llmhub.stack.prometheus import PrometheusStack
 from llmhub.stack.timescale import TimescaleStack
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,8 @@ class StackReport:
     kafka: str
     mlflow: str
     notes: list[str]
+    prometheus: str = ""
+    api: str = ""
 
 
 def is_loopback(host: str) -> bool:
@@ -65,11 +69,34 @@ def up(settings: Settings) -> StackReport:
         notes.append(f"MLflow on {mlflow.host}: using it, not starting a tracking server")
     else:
         mlflow.start()
-    return StackReport(redact(settings.database_url), settings.kafka_bootstrap, mlflow.url, notes)
+    prometheus = _prometheus(settings)
+    if not is_loopback(prometheus.host):
+        notes.append(f"Prometheus on {prometheus.host}: using it, not starting one")
+    else:
+        prometheus.start()
+    # After the migration: the API connects as role llmhub_api, which migration 0010 creates.
+    api = ApiStack.for_settings(settings.stack_dir, load_api_settings(settings))
+    api.start()
+    return StackReport(
+        redact(settings.database_url),
+        settings.kafka_bootstrap,
+        mlflow.url,
+        notes,
+        prometheus.url,
+        api.url,
+    )
+
+
+def _prometheus(settings: Settings) -> PrometheusStack:
+    return PrometheusStack.for_settings(settings.stack_dir, settings.metrics_dir, prometheus_url())
 
 
 def down(settings: Settings) -> None:
     timescale, broker, mlflow = _services(settings)
+    ApiStack.for_settings(settings.stack_dir, load_api_settings(settings)).stop()
+    prometheus = _prometheus(settings)
+    if is_loopback(prometheus.host):
+        prometheus.stop()
     if is_loopback(mlflow.host):
         mlflow.stop()
     if is_loopback(broker.host):

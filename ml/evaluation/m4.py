@@ -1,10 +1,17 @@
 """Evaluate forecasters on M4 competition data: sMAPE, MASE and OWA per model, as M4 does.
 
-The M4 wide CSV format (``Hourly-train.csv``, ``Hourly-test.csv``) has one series per row: ``V1``
-is the id, the values follow, rows of different lengths are padded with empty cells. The files
-carry no timestamps, so each series gets a synthetic regular DatetimeIndex at ``freq`` (only
-Prophet looks at it; its daily/weekly cycles have a free phase, so the start date does not
-matter).
+The M4 wide CSV format (``Hourly-train.csv``, ``Weekly-train.csv``, ...) has one series per row:
+``V1`` is the id, the values follow, rows of different lengths are padded with empty cells. The
+files carry no timestamps, so each series gets a synthetic regular DatetimeIndex at ``freq`` that
+ENDS at :data:`SYNTHETIC_END` (only Prophet looks at it; its cycles have a free phase, so the date
+does not matter). Counting back from a fixed end keeps long series inside pandas' timestamp range
+(1677-2262): 835 yearly points counted forward from 2000 would end past the year 2800. The few
+longer than that range (yearly series of more than ~340 points) keep their newest points, and
+the number of points dropped is reported.
+
+One series never aborts the evaluation: a model that fails on a series is recorded (series,
+model, error) and scored there with Naive2's forecast, as a production fallback would stand in;
+an ensemble combines the members that did forecast. The failures are counted per model.
 
 Scores follow the M4 R evaluation code: per series sMAPE and MASE (scaled by the in-sample
 seasonal-naive MAE), averaged over series; OWA is the mean of the averaged sMAPE and MASE, each
@@ -15,10 +22,11 @@ Interval scores (coverage, MSIS) are reported beside them.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +37,28 @@ from joblib import Parallel, delayed
 from ml.evaluation.metrics import coverage, mase, msis, owa, smape
 from ml.forecast.base import Forecast, Forecaster
 from ml.forecast.ensemble import Ensemble
-from ml.forecast.naive import Naive2
+from ml.forecast.naive import Naive2, SeasonalNaive
 
-# Pandas offset aliases for M4's seasonal periods (the "Frequency" column of M4-info.csv).
-_FREQ_BY_SEASON = {1: "YS", 4: "QS", 12: "MS", 52: "W", 7: "D", 24: "h"}
+# Pandas offset aliases for M4's seasonal periods. Ambiguous for 1 (yearly, weekly and daily
+# data all score with season 1 in M4): prefer :mod:`ml.forecast.frequency`.
+_FREQ_BY_SEASON = {1: "YS", 4: "QS", 12: "MS", 52: "W-MON", 7: "D", 24: "h"}
 
-SYNTHETIC_START = "2000-01-03"
+SYNTHETIC_END = "2019-12-30"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
 class M4Series:
-    """One M4 series: its training part (with a synthetic time index) and its test values."""
+    """One M4 series: its training part (with a synthetic time index) and its test values.
+
+    ``dropped`` counts the oldest training points left out because pandas cannot date them.
+    """
 
     series_id: str
     train: pd.Series
     test: np.ndarray
+    dropped: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,7 +66,9 @@ class ModelScore:
     """One model's M4 scores, averaged over the evaluated series.
 
     ``seconds`` is the summed forecasting time over series (for an ensemble, its members');
-    with parallel workers it exceeds the wall-clock time.
+    with parallel workers it exceeds the wall-clock time. ``failures`` counts series where the
+    model failed (scored with Naive2's forecast there), ``fallbacks`` series where a simpler
+    model stood in for it (a short or non-seasonal history).
     """
 
     model: str
@@ -61,6 +78,8 @@ class ModelScore:
     coverage: float
     msis: float
     seconds: float
+    failures: int = 0
+    fallbacks: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +94,8 @@ class M4Evaluation:
     scores: tuple[ModelScore, ...]
     per_series: pd.DataFrame
     wall_seconds: float
+    failures: tuple[dict[str, str], ...] = ()
+    dropped_points: int = 0
 
     def score(self, model: str) -> ModelScore:
         """The scores of the model named ``model``."""
@@ -92,6 +113,8 @@ class M4Evaluation:
             "naive2": {"smape": self.naive2_smape, "mase": self.naive2_mase},
             "models": {score.model: asdict(score) for score in self.scores},
             "wall_seconds": self.wall_seconds,
+            "failures": list(self.failures),
+            "dropped_points": self.dropped_points,
         }
 
 
@@ -127,8 +150,34 @@ def read_m4_csv(path: str | Path) -> dict[str, np.ndarray]:
     return series
 
 
+def synthetic_index(periods: int, freq: str, end: str = SYNTHETIC_END) -> pd.DatetimeIndex:
+    """``periods`` regular timestamps at ``freq`` ending at (or just before) ``end``.
+
+    Raises:
+        pandas.errors.OutOfBoundsDatetime: the span reaches before 1677.
+    """
+    last = pd.date_range(end=end, periods=1, freq=freq)[0]
+    offset = pd.tseries.frequencies.to_offset(freq)
+    first = last - (periods - 1) * offset
+    return pd.date_range(first, periods=periods, freq=freq)
+
+
+def _dated(series_id: str, values: np.ndarray, freq: str, end: str) -> tuple[pd.Series, int]:
+    """The values on a synthetic index; the oldest points that cannot be dated are dropped."""
+    keep = values.size
+    while True:
+        try:
+            index = synthetic_index(keep, freq, end)
+            break
+        except (OverflowError, pd.errors.OutOfBoundsDatetime):
+            keep = keep * 3 // 4
+            if keep < 1:
+                raise
+    return pd.Series(values[values.size - keep :], index=index, name=series_id), values.size - keep
+
+
 def load_m4(
-    train_path: str | Path, test_path: str | Path, freq: str, start: str = SYNTHETIC_START
+    train_path: str | Path, test_path: str | Path, freq: str, end: str = SYNTHETIC_END
 ) -> list[M4Series]:
     """Pair the train and test files by series id, in the train file's order.
 
@@ -140,18 +189,13 @@ def load_m4(
         raise ValueError(
             f"train and test hold different series ({len(set(train) ^ set(test))} unmatched ids)"
         )
-    return [
-        M4Series(
-            series_id=series_id,
-            train=pd.Series(
-                values,
-                index=pd.date_range(start, periods=values.size, freq=freq),
-                name=series_id,
-            ),
-            test=test[series_id],
-        )
-        for series_id, values in train.items()
-    ]
+    dataset = []
+    for series_id, values in train.items():
+        dated, dropped = _dated(series_id, values, freq, end)
+        if dropped:
+            logger.warning("%s: %d oldest points cannot be dated at %s", series_id, dropped, freq)
+        dataset.append(M4Series(series_id, dated, test[series_id], dropped))
+    return dataset
 
 
 def _base_forecasters(forecasters: Sequence[Forecaster], reference: Forecaster) -> list[Forecaster]:
@@ -170,16 +214,33 @@ def _base_forecasters(forecasters: Sequence[Forecaster], reference: Forecaster) 
 
 def _forecast_one(
     series: M4Series, models: Sequence[Forecaster], horizon: int
-) -> tuple[list[Forecast], list[float]]:
-    forecasts, seconds = [], []
+) -> tuple[list[Forecast | None], list[float], list[dict[str, str]]]:
+    """Every model's forecast of one series; ``None`` and a recorded error where one fails."""
+    forecasts: list[Forecast | None] = []
+    seconds: list[float] = []
+    failures: list[dict[str, str]] = []
     for model in models:
         started = time.perf_counter()
         try:
             forecasts.append(model.forecast(series.train, horizon))
-        except Exception as exc:
-            raise RuntimeError(f"{model.name} failed on M4 series {series.series_id}") from exc
+        except Exception as exc:  # recorded per series and reported; see the module docstring
+            forecasts.append(None)
+            failures.append(
+                {
+                    "series_id": series.series_id,
+                    "model": model.name,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+            )
         seconds.append(time.perf_counter() - started)
-    return forecasts, seconds
+    return forecasts, seconds, failures
+
+
+def _stand_in(series: M4Series, reference: Forecast | None, horizon: int) -> Forecast:
+    """Naive2's forecast, or the naive one if Naive2 failed too, for a model that failed."""
+    if reference is not None:
+        return reference
+    return SeasonalNaive(season=1).forecast(series.train, horizon)
 
 
 def _score(series: M4Series, forecast: Forecast, horizon: int, season: int) -> dict[str, Any]:
@@ -187,6 +248,7 @@ def _score(series: M4Series, forecast: Forecast, horizon: int, season: int) -> d
     return {
         "series_id": series.series_id,
         "model": forecast.model,
+        "fitted_by": forecast.fitted_by,
         "smape": smape(actual, forecast.point),
         "mase": mase(actual, forecast.point, insample, season),
         "coverage": coverage(actual, forecast.lower, forecast.upper),
@@ -220,7 +282,9 @@ def evaluate_m4(
     Raises:
         ValueError: a series has fewer than ``horizon`` test values, no series were given, or
             two different models share a name.
-        RuntimeError: a model failed on a series (the cause is chained); no partial result.
+
+    A model that fails on a series is recorded in ``failures`` and scored there with Naive2's
+    forecast (``ModelScore.failures`` counts them); the evaluation goes on.
     """
     # A third of the length is the docstring; the rest is one fan-out and one scoring pass.
     if not dataset:
@@ -237,24 +301,36 @@ def evaluate_m4(
     if len(set(names)) != len(names):
         raise ValueError(f"two different models would be reported under one name: {names}")
     started = time.perf_counter()
-    results: Iterator[tuple[list[Forecast], list[float]]] = Parallel(
+    results: Iterator[tuple[list[Forecast | None], list[float], list[dict[str, str]]]] = Parallel(
         n_jobs=n_jobs, return_as="generator"
     )(delayed(_forecast_one)(series, base, horizon) for series in dataset)
 
     rows: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    failed = dict.fromkeys((forecaster.name for forecaster in reported), 0)
     seconds = dict.fromkeys((model.name for model in base), 0.0)
-    for series, (forecasts, timings) in zip(dataset, results, strict=True):
+    for series, (forecasts, timings, errors) in zip(dataset, results, strict=True):
+        failures.extend(errors)
         by_model = dict(zip(base, forecasts, strict=True))
         for model, elapsed in zip(base, timings, strict=True):
             seconds[model.name] += elapsed
         for forecaster in reported:
+            forecast: Forecast | None
             if isinstance(forecaster, Ensemble):
-                forecast = forecaster.combine([by_model[member] for member in forecaster.members])
+                parts = [by_model[member] for member in forecaster.members]
+                forecast = forecaster.combine(parts) if any(p is not None for p in parts) else None
             else:
                 forecast = by_model[forecaster]
+            if forecast is None:
+                failed[forecaster.name] += 1
+                forecast = replace(
+                    _stand_in(series, by_model[reference], horizon), model=forecaster.name
+                )
             rows.append(_score(series, forecast, horizon, season))
         if progress is not None:
             progress(1)
+    for failure in failures:
+        logger.warning("%(model)s failed on %(series_id)s: %(error)s", failure)
     wall_seconds = time.perf_counter() - started
 
     per_series = pd.DataFrame(rows)
@@ -281,6 +357,10 @@ def evaluate_m4(
                 coverage=float(means.loc[name, "coverage"]),
                 msis=float(means.loc[name, "msis"]),
                 seconds=math.fsum(seconds[member.name] for member in members),
+                failures=failed[name],
+                fallbacks=int(
+                    (per_series.loc[per_series["model"] == name, "fitted_by"] != "").sum()
+                ),
             )
         )
     return M4Evaluation(
@@ -292,4 +372,6 @@ def evaluate_m4(
         scores=tuple(scores),
         per_series=per_series,
         wall_seconds=wall_seconds,
+        failures=tuple(failures),
+        dropped_points=sum(series.dropped for series in dataset),
     )

@@ -38,9 +38,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -133,6 +133,8 @@ class NabCorpus:
     series: tuple[NabSeries, ...]
     labelled_missing: tuple[str, ...] = ()
     unlabelled_present: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    unsorted: tuple[str, ...] = ()
 
     @property
     def window_count(self) -> int:
@@ -149,11 +151,23 @@ class NabCorpus:
 
 
 def _window_rows(timestamps: pd.DatetimeIndex, start: str, end: str) -> tuple[int, int] | None:
-    first = int(timestamps.searchsorted(pd.Timestamp(start), side="left"))
-    last = int(timestamps.searchsorted(pd.Timestamp(end), side="right")) - 1
-    if first > last:
+    """The window as file rows: from the first row inside ``[start, end]`` to the last, in file
+    order (NAB's own scorer locates windows by timestamp in the file as written, so a timestamp
+    that steps backwards stays where the file puts it)."""
+    inside = np.flatnonzero((timestamps >= pd.Timestamp(start)) & (timestamps <= pd.Timestamp(end)))
+    if inside.size == 0:
         return None
-    return first, last
+    return int(inside[0]), int(inside[-1])
+
+
+def backward_steps(timestamps: pd.DatetimeIndex) -> int:
+    """How many rows carry a timestamp earlier than the row before them."""
+    return int((np.diff(timestamps.asi8) < 0).sum())
+
+
+def category(name: str) -> str:
+    """A file's NAB category: its folder (``realAWSCloudwatch/x.csv`` -> ``realAWSCloudwatch``)."""
+    return name.split("/", 1)[0] if "/" in name else ""
 
 
 def read_series(path: Path, name: str | None = None) -> pd.Series:
@@ -165,8 +179,10 @@ def read_series(path: Path, name: str | None = None) -> pd.Series:
         )
     index = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"]), name="timestamp")
     values = pd.Series(frame["value"].astype(float).to_numpy(), index=index, name=name or "value")
-    if not index.is_monotonic_increasing:
-        raise EvaluationError(f"{path}: timestamps are not sorted")
+    steps = backward_steps(index)
+    if steps:
+        # Real NAB files do this; NAB scores them in file order, and so does this evaluator.
+        logger.warning("%s: %d timestamps step backwards; kept in file order", path, steps)
     if values.isna().any():
         raise EvaluationError(f"{path}: missing values")
     return values
@@ -176,10 +192,13 @@ def load_corpus(data_dir: Path, labels_path: Path) -> NabCorpus:
     """The files of ``data_dir/<category>/<file>.csv`` that ``labels_path`` labels.
 
     The labels file (NAB's ``combined_windows.json``) may list files the directory lacks; those
-    are skipped. Files without labels cannot be scored and are skipped too.
+    are skipped. Files without labels cannot be scored and are skipped too. A file that cannot
+    be read or whose windows do not fit it is skipped with its reason (``NabCorpus.skipped``),
+    never aborting the corpus; a file whose timestamps step backwards is kept in file order, as
+    NAB scores it, and listed in ``NabCorpus.unsorted``.
 
     Raises:
-        EvaluationError: when no labelled file is present.
+        EvaluationError: when no labelled file could be loaded.
     """
     data_dir = Path(data_dir)
     labels = json.loads(Path(labels_path).read_text())
@@ -187,30 +206,25 @@ def load_corpus(data_dir: Path, labels_path: Path) -> NabCorpus:
         p.relative_to(data_dir).as_posix() for p in data_dir.glob("*/*.csv") if p.is_file()
     )
     series = []
+    skipped: list[tuple[str, str]] = []
+    unsorted: list[str] = []
     for name in present:
         if name not in labels:
             continue
-        values = read_series(data_dir / name, name=name)
-        windows = []
-        for start, end in labels[name]:
-            rows = _window_rows(values.index, start, end)
-            if rows is None:
-                raise EvaluationError(f"{name}: window {start} .. {end} holds no rows")
-            windows.append(rows)
-        windows.sort()
-        for (_, prev_end), (next_start, _) in itertools.pairwise(windows):
-            if next_start <= prev_end:
-                raise EvaluationError(f"{name}: overlapping windows")
-        series.append(
-            NabSeries(
-                name=name,
-                values=values,
-                windows=tuple(windows),
-                probation=probationary_length(len(values)),
-            )
-        )
+        try:
+            loaded = _load_file(data_dir / name, name, labels[name])
+        except (EvaluationError, ValueError) as exc:
+            logger.warning("skipping %s: %s", name, exc)
+            skipped.append((name, str(exc)))
+            continue
+        series.append(loaded)
+        if backward_steps(loaded.values.index):
+            unsorted.append(name)
     if not series:
-        raise EvaluationError(f"none of the labelled files is present under {data_dir}")
+        raise EvaluationError(
+            f"none of the labelled files under {data_dir} could be loaded"
+            + (f" (skipped: {skipped})" if skipped else "")
+        )
     present_set = set(present)
     absent = set(labels) - present_set
     if absent:
@@ -221,6 +235,25 @@ def load_corpus(data_dir: Path, labels_path: Path) -> NabCorpus:
         series=tuple(series),
         labelled_missing=tuple(sorted(set(labels) - present_set)),
         unlabelled_present=tuple(sorted(present_set - set(labels))),
+        skipped=tuple(skipped),
+        unsorted=tuple(unsorted),
+    )
+
+
+def _load_file(path: Path, name: str, labelled: Sequence[Sequence[str]]) -> NabSeries:
+    values = read_series(path, name=name)
+    windows = []
+    for start, end in labelled:
+        rows = _window_rows(values.index, start, end)
+        if rows is None:
+            raise EvaluationError(f"{name}: window {start} .. {end} holds no rows")
+        windows.append(rows)
+    windows.sort()
+    for (_, prev_end), (next_start, _) in itertools.pairwise(windows):
+        if next_start <= prev_end:
+            raise EvaluationError(f"{name}: overlapping windows")
+    return NabSeries(
+        name=name, values=values, windows=tuple(windows), probation=probationary_length(len(values))
     )
 
 
@@ -409,15 +442,41 @@ class NabReport:
     fpr: float
     thresholds: dict[str, float]
     files: tuple[FileScore, ...] = field(default=(), repr=False)
+    failed_files: tuple[tuple[str, str], ...] = ()
 
-    def to_dict(self) -> dict[str, float | dict[str, float]]:
-        """The JSON shape of the CLI: the seven metrics and the tuned thresholds."""
-        out: dict[str, float | dict[str, float]] = {
-            k: v for k, v in asdict(self).items() if k not in {"files", "thresholds"}
+    def categories(self, tp_weight: float = 1.0, fn_weight: float = 1.0) -> dict[str, Any]:
+        """Per NAB category (the file's folder), at the standard profile's tuned threshold:
+        files, windows, recall, detections outside windows and the normalised standard score
+        (null = every window missed, perfect = every window detected at its start)."""
+        out: dict[str, Any] = {}
+        for name in sorted({category(f.name) for f in self.files}):
+            files = [f for f in self.files if category(f.name) == name]
+            windows = sum(f.windows for f in files)
+            detected = sum(f.detected_windows for f in files)
+            raw = math.fsum(f.score for f in files)
+            null, perfect = -fn_weight * windows, tp_weight * windows
+            out[name] = {
+                "files": len(files),
+                "windows": windows,
+                "recall": detected / windows if windows else None,
+                "detections_outside": sum(f.detections_outside for f in files),
+                "nab_standard": 100.0 * (raw - null) / (perfect - null) if windows else None,
+            }
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of the CLI: the seven metrics, the tuned thresholds, the scores per
+        category and the files a detector failed on."""
+        out: dict[str, Any] = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in {"files", "thresholds", "failed_files"}
         }
         out["thresholds"] = {
             k: (v if math.isfinite(v) else None) for k, v in self.thresholds.items()
         }
+        out["categories"] = self.categories()
+        out["failed_files"] = [list(failure) for failure in self.failed_files]
         return out
 
 
@@ -471,6 +530,7 @@ class CorpusRun:
 
     scores: dict[str, dict[str, np.ndarray]]
     seconds: float
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def run_online(
@@ -487,14 +547,20 @@ def run_online(
     members) are collected too, under their own names.
     """
     out: dict[str, dict[str, np.ndarray]] = {}
+    failed: dict[str, str] = {}
     started = time.perf_counter()
     for series in corpus.series:
         file_started = time.perf_counter()
         detector = make_detector()
         train = series.values.iloc[: series.probation]
         stream = series.values.iloc[series.probation :]
-        detector.fit(train)
-        result = detector.score(stream)
+        try:
+            detector.fit(train)
+            result = detector.score(stream)
+        except Exception as exc:  # one file never aborts the corpus: recorded and reported
+            logger.warning("detector failed on %s: %s", series.name, exc)
+            failed[series.name] = f"{type(exc).__name__}: {exc}"
+            continue
         named = {detector.name: result, **dict(result.components)}
         for name, res in named.items():
             what = f"{name} on {series.name}"
@@ -506,7 +572,7 @@ def run_online(
             out.setdefault(name, {})[series.name] = full
         if on_file is not None:
             on_file(series.name, time.perf_counter() - file_started)
-    return CorpusRun(scores=out, seconds=time.perf_counter() - started)
+    return CorpusRun(scores=out, seconds=time.perf_counter() - started, failed=failed)
 
 
 def evaluate_online(
@@ -522,7 +588,13 @@ def evaluate_online(
         (detector name -> report, seconds spent running the detectors).
     """
     run = run_online(corpus, make_detector, on_file=on_file)
+    if run.failed:
+        corpus = NabCorpus(series=tuple(s for s in corpus.series if s.name not in run.failed))
+    if not corpus.series:
+        raise EvaluationError(f"the detector failed on every file: {run.failed}")
+    failed = tuple(sorted(run.failed.items()))
     reports = {
-        name: evaluate_scores(corpus, scores, profiles) for name, scores in run.scores.items()
+        name: replace(evaluate_scores(corpus, scores, profiles), failed_files=failed)
+        for name, scores in run.scores.items()
     }
     return reports, run.seconds

@@ -20,6 +20,13 @@ from scipy.stats import norm
 Transform = Literal["auto", "log", "none"]
 
 
+class HistoryTooShort(ValueError):
+    """The history has fewer points than the model needs (a new application, a short series).
+
+    A :class:`ml.forecast.Fallback` catches it and hands the series to a simpler model.
+    """
+
+
 # eq=False: array fields compare elementwise, so equality (and hashing) stays by identity.
 @dataclass(frozen=True, eq=False)
 class Forecast:
@@ -32,6 +39,8 @@ class Forecast:
         lower: lower bound of the ``level`` prediction interval, ``<= point``.
         upper: upper bound of the ``level`` prediction interval, ``>= point``.
         level: nominal coverage of the interval (0.95 for a 95% interval).
+        fitted_by: the model that actually produced it when a fallback stood in (a short or
+            non-seasonal history); empty when ``model`` did.
     """
 
     model: str
@@ -40,6 +49,7 @@ class Forecast:
     lower: np.ndarray
     upper: np.ndarray
     level: float = 0.95
+    fitted_by: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.index)
@@ -82,7 +92,8 @@ def validate_history(y: pd.Series, horizon: int, min_length: int = 2) -> np.ndar
     """Check a history and a horizon; return the history's values as floats.
 
     Raises:
-        ValueError: horizon < 1, fewer than ``min_length`` points, or a missing/infinite value.
+        HistoryTooShort: fewer than ``min_length`` points (a ``ValueError``).
+        ValueError: horizon < 1, or a missing/infinite value.
     """
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -90,7 +101,7 @@ def validate_history(y: pd.Series, horizon: int, min_length: int = 2) -> np.ndar
     if values.ndim != 1:
         raise ValueError("the history must be one-dimensional")
     if values.size < min_length:
-        raise ValueError(f"need at least {min_length} observations, got {values.size}")
+        raise HistoryTooShort(f"need at least {min_length} observations, got {values.size}")
     if not np.isfinite(values).all():
         raise ValueError("the history has missing or infinite values; fill gaps first")
     return values
@@ -136,6 +147,7 @@ def build_forecast(
     lower: np.ndarray,
     upper: np.ndarray,
     level: float,
+    fitted_by: str = "",
 ) -> Forecast:
     """A Forecast whose interval is widened, where needed, to contain the point forecast.
 
@@ -150,6 +162,7 @@ def build_forecast(
         lower=np.minimum(np.asarray(lower, dtype=float), point),
         upper=np.maximum(np.asarray(upper, dtype=float), point),
         level=level,
+        fitted_by=fitted_by,
     )
 
 

@@ -22,7 +22,7 @@ statsmodels' own integrated forecast standard errors to within the filter's star
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,10 @@ from ml.forecast.base import (
     use_log,
     validate_history,
 )
+from ml.forecast.naive import is_seasonal, multiplicative_seasonal_indices
+
+# Non-seasonal fits keep this many trailing points (years of yearly data, decades of weekly).
+_NON_SEASONAL_HISTORY = 500
 
 
 def _lag_polynomial(coefficients: np.ndarray, sign: float, lag: int = 1) -> np.ndarray:
@@ -75,13 +79,20 @@ class Sarima:
     """Seasonal ARIMA ``order x seasonal_order _season`` fitted by exact maximum likelihood.
 
     Attributes:
-        season: seasonal period m (24 for hourly data, 7 for daily).
+        season: seasonal period m (24 for hourly data, 7 for daily; 1: non-seasonal ARIMA).
         order: non-seasonal (p, d, q).
         seasonal_order: seasonal (P, D, Q).
         history_seasons: fit on at most this many trailing seasons (``None``: all data).
         transform: ``auto`` models log values when the series is strictly positive.
         level: nominal coverage of the prediction interval.
         maxiter: cap on optimiser iterations (L-BFGS).
+        seasonal_test: keep the seasonal part only when M4's autocorrelation test finds the
+            season in the history (otherwise fit the non-seasonal ARIMA).
+        max_state_season: longer seasons (52 weeks) are not modelled in the state space, whose
+            seasonal MA makes every Kalman step cost O(season^2) (a 52-week SARIMA took over a
+            minute per series): the series is divided by classical multiplicative seasonal
+            indices, forecast by the non-seasonal ARIMA and reseasonalised (as M4's benchmarks
+            handle seasonality), needing strictly positive values.
     """
 
     season: int
@@ -91,19 +102,56 @@ class Sarima:
     transform: Transform = "auto"
     level: float = 0.95
     maxiter: int = 50
+    seasonal_test: bool = False
+    max_state_season: int = 24
 
     @property
     def name(self) -> str:
         return "sarima"
 
+    def seasonal(self, values: np.ndarray) -> bool:
+        """Whether this fit keeps the seasonal part: a period above 1 and, with
+        ``seasonal_test``, M4's autocorrelation test passed on ``values``."""
+        return self.season > 1 and (not self.seasonal_test or is_seasonal(values, self.season))
+
+    def _deseasonalised(self, y: pd.Series, values: np.ndarray, horizon: int) -> Forecast:
+        if not (values > 0).all():
+            raise ValueError("multiplicative seasonal adjustment needs strictly positive values")
+        indices = multiplicative_seasonal_indices(values, self.season)
+        future = np.resize(indices[-self.season :], horizon)
+        adjusted = pd.Series(values / indices, index=y.index)
+        base = replace(self, season=1).forecast(adjusted, horizon)
+        return build_forecast(
+            self.name,
+            base.index,
+            base.point * future,
+            base.lower * future,
+            base.upper * future,
+            self.level,
+            fitted_by="arima_deseasonalised",
+        )
+
     def forecast(self, y: pd.Series, horizon: int) -> Forecast:
         (p, d, q), (big_p, big_d, big_q) = self.order, self.seasonal_order
-        min_length = d + (big_d + max(big_p, big_q) + 1) * self.season + max(p, q) + 2
+        raw = validate_history(y, horizon, min_length=max(p, q) + d + big_d + 3)
+        if self.seasonal(raw) and self.season > self.max_state_season:
+            return self._deseasonalised(y, raw, horizon)
+        if self.seasonal(raw):
+            season, order, seasonal_order = self.season, self.order, self.seasonal_order
+            min_length = d + (big_d + max(big_p, big_q) + 1) * season + max(p, q) + 2
+            keep = None if self.history_seasons is None else self.history_seasons * season
+        else:
+            # No season to model (yearly data, a weekly series without a yearly cycle): the
+            # seasonal difference becomes an ordinary one, ARIMA(p, d + D, q).
+            season, order, seasonal_order = 1, (p, d + big_d, q), (0, 0, 0)
+            min_length = d + big_d + max(p, q) + 3
+            keep = _NON_SEASONAL_HISTORY
+        (p, d, q), (big_p, big_d, big_q) = order, seasonal_order
         values = validate_history(y, horizon, min_length=min_length)
         logged = use_log(values, self.transform)
         series = np.log(values) if logged else values
-        if self.history_seasons is not None:
-            series = series[-max(self.history_seasons * self.season, min_length) :]
+        if keep is not None:
+            series = series[-max(keep, min_length) :]
 
         with warnings.catch_warnings():
             # Non-convergence within maxiter still leaves a usable ML estimate; starting-value
@@ -112,29 +160,35 @@ class Sarima:
             warnings.simplefilter("ignore", UserWarning)
             fitted = SARIMAX(
                 series,
-                order=self.order,
-                seasonal_order=(*self.seasonal_order, self.season),
+                order=order,
+                seasonal_order=(*seasonal_order, season if season > 1 else 0),
                 simple_differencing=True,
                 concentrate_scale=True,
             ).fit(disp=False, maxiter=self.maxiter)
         differenced_forecast = np.asarray(fitted.forecast(horizon), dtype=float)
 
-        delta = _difference_polynomial(d, big_d, self.season)
+        delta = _difference_polynomial(d, big_d, season)
         mean = _integrate(series, differenced_forecast, delta)
 
         ar = np.convolve(
             _lag_polynomial(np.asarray(fitted.arparams if p else []), -1.0),
-            _lag_polynomial(
-                np.asarray(fitted.seasonalarparams if big_p else []), -1.0, self.season
-            ),
+            _lag_polynomial(np.asarray(fitted.seasonalarparams if big_p else []), -1.0, season),
         )
         ma = np.convolve(
             _lag_polynomial(np.asarray(fitted.maparams if q else []), 1.0),
-            _lag_polynomial(np.asarray(fitted.seasonalmaparams if big_q else []), 1.0, self.season),
+            _lag_polynomial(np.asarray(fitted.seasonalmaparams if big_q else []), 1.0, season),
         )
         psi = arma2ma(np.convolve(ar, delta), ma, lags=horizon)
         std = np.sqrt(float(fitted.scale) * np.cumsum(psi**2))
         lower, upper = gaussian_interval(mean, std, self.level)
         if logged:
             mean, lower, upper = np.exp(mean), np.exp(lower), np.exp(upper)
-        return build_forecast(self.name, future_index(y, horizon), mean, lower, upper, self.level)
+        return build_forecast(
+            self.name,
+            future_index(y, horizon),
+            mean,
+            lower,
+            upper,
+            self.level,
+            fitted_by="" if season > 1 else "arima",
+        )

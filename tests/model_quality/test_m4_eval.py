@@ -79,10 +79,13 @@ def test_subset_evaluation_scores_a_fast_model(hourly: list[M4Series]) -> None:
     assert sarima.seconds > 0
 
 
-def test_evaluation_fails_loudly_when_a_model_fails(hourly: list[M4Series]) -> None:
-    # SARIMA with 30 seasonal differences cannot fit 700 points: no partial score is reported.
-    with pytest.raises(RuntimeError, match="sarima failed on M4 series H1"):
-        evaluate_m4(hourly[:1], [Sarima(season=24, seasonal_order=(0, 30, 1))], 48, 24)
+def test_a_model_failure_is_recorded_and_counted(hourly: list[M4Series]) -> None:
+    # SARIMA with 30 seasonal differences cannot fit 700 points: the failure is reported, and
+    # the series is scored with Naive2's forecast for it (the evaluation goes on).
+    evaluation = evaluate_m4(hourly[:1], [Sarima(season=24, seasonal_order=(0, 30, 1))], 48, 24)
+    assert evaluation.score("sarima").failures == 1
+    assert evaluation.failures[0]["series_id"] == "H1"
+    assert evaluation.score("sarima").smape == evaluation.naive2_smape
 
 
 def test_evaluation_refuses_two_models_under_one_name(hourly: list[M4Series]) -> None:

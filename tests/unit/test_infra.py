@@ -18,7 +18,10 @@ import pytest
 import yaml
 
 from llmhub.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
+from llmhub.stack.prometheus import INGEST_METRICS_PORT, TEXTFILE_EXPORTER_PORT, scrape_config
 from llmhub.stack.timescale import DATABASES
+
+PROMETHEUS_PORT = 9090
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 COMPOSE_FILE = INFRA / "docker-compose.yml"
@@ -42,8 +45,47 @@ def _published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
     return mappings
 
 
-def test_compose_defines_exactly_the_two_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"timescaledb", "kafka"}
+def test_compose_defines_exactly_the_stack_services(compose: dict[str, Any]) -> None:
+    default = {name for name, spec in compose["services"].items() if not spec.get("profiles")}
+    # The API runs only on request (it needs the hub image, which compose does not build).
+    assert compose["services"]["api"]["profiles"] == ["api"]
+    assert default == {
+        "timescaledb",
+        "kafka",
+        "prometheus",
+        "textfile-exporter",
+        "grafana",
+    }
+
+
+def test_compose_prometheus_uses_the_stacks_config_and_rules(compose: dict[str, Any]) -> None:
+    # The compose Prometheus and the one `llmhub stack up` starts must scrape the same jobs.
+    spec = compose["services"]["prometheus"]
+    mount = next(v for v in spec["volumes"] if v.startswith("./prometheus:"))
+    target = mount.split(":")[1]
+    config_flag = next(c for c in spec["command"] if c.startswith("--config.file="))
+    config_file = INFRA / "prometheus" / Path(config_flag.split("=", 1)[1]).relative_to(target)
+    config = yaml.safe_load(config_file.read_text())
+    expected = scrape_config(
+        f"127.0.0.1:{PROMETHEUS_PORT}",
+        [f"127.0.0.1:{INGEST_METRICS_PORT}"],
+        f"127.0.0.1:{TEXTFILE_EXPORTER_PORT}",
+        [f"{target}/*.rules.yml"],
+    )
+    assert config == expected
+    assert f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}" in spec["command"]
+    exporter = compose["services"]["textfile-exporter"]["command"]
+    assert f"--web.listen-address=127.0.0.1:{TEXTFILE_EXPORTER_PORT}" in exporter
+
+
+@pytest.mark.parametrize("service", ["prometheus", "textfile-exporter", "grafana"])
+def test_compose_host_network_services_bind_loopback(compose: dict[str, Any], service: str) -> None:
+    spec = compose["services"][service]
+    assert spec["network_mode"] == "host" and "ports" not in spec
+    listen = [c for c in spec.get("command", []) if c.startswith("--web.listen-address=")]
+    bind = listen[0].split("=", 1)[1].rsplit(":", 1)[0] if listen else None
+    bind = bind or spec["environment"]["GF_SERVER_HTTP_ADDR"]
+    assert bind == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -142,14 +184,18 @@ def terraform_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "TF_IN_AUTOMATION": "1", "TF_CLI_CONFIG_FILE": str(cli_config)}
 
 
-def test_terraform_validates_offline(tmp_path: Path, terraform_env: dict[str, str]) -> None:
+@pytest.fixture
+def terraform_workdir(tmp_path: Path, terraform_env: dict[str, str]) -> Path:
+    """infra/terraform (and the alert rules it loads from infra/prometheus) copied and
+    initialised offline from the provider mirror."""
     terraform = _terraform()
     if not (PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
         pytest.skip(f"no filesystem mirror of the AWS provider at {PLUGIN_DIR}")
-    workdir = tmp_path / "terraform"
+    workdir = tmp_path / "infra" / "terraform"
     shutil.copytree(
         TERRAFORM_DIR, workdir, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*")
     )
+    shutil.copytree(INFRA / "prometheus", tmp_path / "infra" / "prometheus")
     _run(
         [
             terraform,
@@ -163,8 +209,41 @@ def test_terraform_validates_offline(tmp_path: Path, terraform_env: dict[str, st
         workdir,
         terraform_env,
     )
-    result = _run([terraform, "validate", "-no-color"], workdir, terraform_env)
+    return workdir
+
+
+def test_terraform_validates_offline(
+    terraform_workdir: Path, terraform_env: dict[str, str]
+) -> None:
+    result = _run([_terraform(), "validate", "-no-color"], terraform_workdir, terraform_env)
     assert "The configuration is valid" in result.stdout
+
+
+def test_terraform_tests_pass_with_a_mocked_provider(
+    terraform_workdir: Path, terraform_env: dict[str, str]
+) -> None:
+    # tests/*.tftest.hcl: Cognito in front of Dagster, MLflow's basic-auth app, one database
+    # login per service (every AWS call mocked, no credentials).
+    result = _run([_terraform(), "test", "-no-color"], terraform_workdir, terraform_env)
+    assert re.search(r"Success! [1-9]\d* passed, 0 failed", result.stdout), result.stdout
+
+
+def test_terraform_loads_the_promtool_tested_alert_rules() -> None:
+    # The managed Prometheus must get the very files the promtool tests check.
+    monitoring = (TERRAFORM_DIR / "monitoring.tf").read_text()
+    assert 'fileset("${path.module}/../prometheus", "*.rules.yml")' in monitoring
+    assert list((INFRA / "prometheus").glob("*.rules.yml"))
+
+
+def test_terraform_gives_each_service_its_own_database_login() -> None:
+    main = (TERRAFORM_DIR / "main.tf").read_text()
+    logins = dict(re.findall(r'(\w+)\s*=\s*\{ login = "(\w+)", group = "llmhub_\1"', main))
+    assert logins == {
+        "ingest": "svc_ingest",
+        "api": "svc_api",
+        "dagster": "svc_dagster",
+        "mlflow": "svc_mlflow",
+    }
 
 
 def test_terraform_is_formatted(terraform_env: dict[str, str]) -> None:

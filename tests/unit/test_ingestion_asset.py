@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from assets.ingestion.raw_tables import (
     CONSUMER_LAG_CHECK,
@@ -19,6 +21,7 @@ from assets.ingestion.raw_tables import (
 from assets.resources import HubResource
 from llmhub.contract.topics import TOPICS
 from llmhub.ingest.engine import Ingestor, IngestReport
+from llmhub.ingest.metrics import TEXTFILE_NAME
 
 PREFIX = "t0000.."
 TELEMETRY_TOPIC = f"{PREFIX}llm.telemetry"
@@ -165,3 +168,29 @@ def test_consumer_lag_check_warns_but_does_not_fail_the_run(
     assert evaluation.metadata["partitions_claimed"].value == 2
     assert result.success
     assert _metadata(result)[raw_table_key("llm_requests")]["consumer_lag"] == lag
+
+
+def test_each_run_adds_its_figures_to_the_prometheus_textfile(
+    fake_run: FakeRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMHUB_METRICS_DIR", str(tmp_path))
+    fake_run.report = _report(dead_telemetry=3)
+    fake_run.report.dead_letter_classes = {(TELEMETRY_TOPIC, "schema"): 3}
+    for _ in range(2):
+        assert _materialize().success
+    textfile = tmp_path / TEXTFILE_NAME
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(textfile.read_text())
+        for s in family.samples
+    }
+    # Two runs of the same report: counters doubled, lag as of the last run.
+    assert samples[("llmhub_ingest_records_in_total", (("topic", TELEMETRY_TOPIC),))] == 2 * 103
+    table = (("table", "llm_requests"), ("topic", TELEMETRY_TOPIC))
+    assert samples[("llmhub_ingest_records_out_total", table)] == 180
+    dead = (("error_class", "schema"), ("topic", TELEMETRY_TOPIC))
+    assert samples[("llmhub_ingest_dead_letters_total", dead)] == 6
+    assert samples[("llmhub_ingest_runs_total", ())] == 2
+    metadata = _metadata(_materialize())[DEAD_LETTER_KEY]
+    assert metadata["prometheus_textfile"] == str(textfile)
+    assert metadata["by_class"] == {f"{TELEMETRY_TOPIC} schema": 3}

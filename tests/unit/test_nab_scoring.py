@@ -17,6 +17,7 @@ from ml.evaluation.nab import (
     EvaluationError,
     NabCorpus,
     NabSeries,
+    evaluate_online,
     evaluate_scores,
     load_corpus,
     load_profiles,
@@ -247,3 +248,74 @@ def test_eval_anomaly_exits_non_zero_when_the_evaluation_fails(tmp_path: Path) -
     )
     assert result.exit_code == 2
     assert "none of the labelled files" in result.output
+
+
+def _write_backwards(root: Path) -> tuple[Path, Path]:
+    """cat/a.csv as usual, other/b.csv whose row 70 steps back 10 minutes (as real NAB files do),
+    and other/broken.csv whose window lies outside the file."""
+    data, labels_path = _write_layout(root)
+    (data / "other").mkdir()
+    index = pd.date_range("2024-01-01", periods=ROWS, freq="5min")
+    stamps = list(index)
+    stamps[70] = stamps[70] - pd.Timedelta(minutes=10)
+    frame = pd.DataFrame({"timestamp": pd.DatetimeIndex(stamps).strftime("%Y-%m-%d %H:%M:%S")})
+    frame["value"] = 1.0
+    frame.to_csv(data / "other" / "b.csv", index=False)
+    frame.to_csv(data / "other" / "broken.csv", index=False)
+    labels = json.loads(labels_path.read_text())
+    labels["other/b.csv"] = [[str(index[40]), str(index[59])]]
+    labels["other/broken.csv"] = [["2030-01-01 00:00:00", "2030-01-02 00:00:00"]]
+    labels_path.write_text(json.dumps(labels))
+    return data, labels_path
+
+
+def test_a_timestamp_stepping_backwards_is_kept_in_file_order(tmp_path: Path) -> None:
+    # One backwards timestamp aborted the whole corpus ("timestamps are not sorted").
+    data, labels = _write_backwards(tmp_path)
+    corpus = load_corpus(data, labels)
+
+    assert [s.name for s in corpus.series] == ["cat/a.csv", "other/b.csv"]
+    assert corpus.unsorted == ("other/b.csv",)
+    backwards = corpus.series[1]
+    assert backwards.rows == ROWS
+    assert backwards.windows == (WINDOW,)
+    assert [name for name, _ in corpus.skipped] == ["other/broken.csv"]
+    assert "holds no rows" in corpus.skipped[0][1]
+
+
+def test_report_per_category(tmp_path: Path) -> None:
+    data, labels = _write_backwards(tmp_path)
+    corpus = load_corpus(data, labels)
+    scores = {"cat/a.csv": _scores(WINDOW[0]), "other/b.csv": np.zeros(ROWS)}
+    categories = evaluate_scores(corpus, scores).to_dict()["categories"]
+
+    assert set(categories) == {"cat", "other"}
+    assert categories["cat"]["recall"] == 1.0
+    assert categories["other"]["recall"] == 0.0
+    assert categories["other"]["nab_standard"] == pytest.approx(0.0)
+    assert categories["cat"]["nab_standard"] == pytest.approx(100.0)
+
+
+class _FailsOnOther:
+    name = "fails_on_other"
+
+    def fit(self, train: pd.Series) -> object:
+        if train.index[0] != train.index.min() or len(set(train.index)) < len(train):
+            raise RuntimeError("unsorted")
+        return self
+
+    def score(self, series: pd.Series):
+        if (np.diff(series.index.asi8) < 0).any():
+            raise RuntimeError("cannot score an unsorted stream")
+        scores = np.zeros(len(series))
+        return type("R", (), {"scores": scores, "components": {}})()
+
+
+def test_a_detector_failing_on_one_file_does_not_abort_the_corpus(tmp_path: Path) -> None:
+    data, labels = _write_backwards(tmp_path)
+    corpus = load_corpus(data, labels)
+    reports, _ = evaluate_online(corpus, _FailsOnOther)
+
+    report = reports["fails_on_other"]
+    assert [name for name, _ in report.failed_files] == ["other/b.csv"]
+    assert [f.name for f in report.files] == ["cat/a.csv"]

@@ -33,8 +33,9 @@ from ml.features import (
 
 
 def series_id(key: SeriesKey) -> str:
-    """``tenant/application/model`` of a series key."""
-    return f"{key.tenant_id}/{key.asset_id}/{key.request_model}"
+    """The route of a series key as one collision-free string (an encoded ``ml.keys.RouteKey``:
+    ids may contain "/")."""
+    return key.route.encode()
 
 
 def fleet_fit_score(

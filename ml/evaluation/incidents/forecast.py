@@ -22,17 +22,17 @@ def request_rate_series(
     """Hourly request counts over both windows: per tenant (routes summed) and per route.
 
     Returns:
-        ``(tenants, routes)`` keyed by tenant id and by ``tenant/application/model``.
+        ``(tenants, routes)`` keyed by tenant id and by the encoded route (``series_id``).
     """
     routes: dict[str, pd.Series] = {}
+    tenants: dict[str, pd.Series] = {}
     for key in sorted(k for k in test if k.metric == "request_count"):
         both = pd.concat([train[key], test[key]]).astype(float)
         both.index = pd.DatetimeIndex(both.index, freq="h")
         routes[series_id(key)] = both
-    tenants: dict[str, pd.Series] = {}
-    for name, values in routes.items():
-        tenant = name.split("/", 1)[0]
-        tenants[tenant] = tenants[tenant] + values if tenant in tenants else values.copy()
+        # The tenant from the key itself: splitting the route id at "/" split tenant ids too.
+        tenant = key.tenant_id
+        tenants[tenant] = tenants[tenant] + both if tenant in tenants else both.copy()
     return tenants, routes
 
 

@@ -78,3 +78,28 @@ resource "aws_ecs_service" "dagster_daemon" {
     rollback = true
   }
 }
+
+# One-off schema migrations (`llmhub db migrate`): the only task that logs in as the owner of the
+# hub database.
+resource "aws_ecs_task_definition" "migrate" {
+  family                   = "${var.name}-migrate"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = local.services.migrate.cpu
+  memory                   = local.services.migrate.memory
+  execution_role_arn       = aws_iam_role.execution.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = "X86_64"
+  }
+
+  container_definitions = jsonencode([{
+    name             = "migrate"
+    image            = var.hub_image
+    essential        = true
+    command          = ["llmhub", "db", "migrate"]
+    secrets          = [{ name = "LLMHUB_DATABASE_URL", valueFrom = "${var.migration_secret_arn}:url::" }]
+    logConfiguration = local.log_configuration["migrate"]
+  }])
+}

@@ -38,9 +38,15 @@ data "aws_iam_policy_document" "execution" {
   }
 
   statement {
-    sid       = "DatabaseSecret"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.database_secret_arn]
+    sid     = "ServiceSecrets"
+    actions = ["secretsmanager:GetSecretValue"]
+    resources = [
+      var.migration_secret_arn,
+      var.service_secret_arns["dagster"],
+      var.service_secret_arns["mlflow"],
+      var.service_secret_arns["api"],
+      var.mlflow_auth_secret_arn,
+    ]
   }
 }
 

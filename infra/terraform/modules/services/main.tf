@@ -7,20 +7,26 @@ locals {
     dagster-webserver = { cpu = 1024, memory = 2048 }
     dagster-daemon    = { cpu = var.dagster_daemon_cpu, memory = var.dagster_daemon_memory }
     mlflow            = { cpu = 1024, memory = 2048 }
+    migrate           = { cpu = 512, memory = 1024 }
+    api               = { cpu = 1024, memory = 2048 }
   }
 
-  mlflow_tracking_uri = "http://${var.mlflow_host}"
+  mlflow_tracking_uri = "https://${var.mlflow_host}"
 
-  # What the hub reads (llmhub.config and MLflow's client); the database URLs come from Secrets
-  # Manager at task start, so they appear neither in the task definition nor in the state.
+  # What the hub reads (llmhub.config and MLflow's client); the database URLs and the MLflow
+  # login come from Secrets Manager at task start, so they appear neither in the task
+  # definition nor in the state. Dagster logs in to the database as its own service role
+  # (member of llmhub_dagster, migration 0007), never as the owner.
   hub_environment = [
     { name = "LLMHUB_KAFKA_BOOTSTRAP", value = var.kafka_bootstrap },
     { name = "MLFLOW_TRACKING_URI", value = local.mlflow_tracking_uri },
     { name = "DAGSTER_HOME", value = "/opt/dagster/home" },
   ]
   hub_secrets = [
-    { name = "LLMHUB_DATABASE_URL", valueFrom = "${var.database_secret_arn}:url::" },
-    { name = "LLMHUB_DAGSTER_STORAGE_URL", valueFrom = "${var.database_secret_arn}:dagster_url::" },
+    { name = "LLMHUB_DATABASE_URL", valueFrom = "${var.service_secret_arns["dagster"]}:url::" },
+    { name = "LLMHUB_DAGSTER_STORAGE_URL", valueFrom = "${var.service_secret_arns["dagster"]}:dagster_url::" },
+    { name = "MLFLOW_TRACKING_USERNAME", valueFrom = "${var.mlflow_auth_secret_arn}:admin_username::" },
+    { name = "MLFLOW_TRACKING_PASSWORD", valueFrom = "${var.mlflow_auth_secret_arn}:admin_password::" },
   ]
 }
 

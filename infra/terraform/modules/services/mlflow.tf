@@ -101,15 +101,28 @@ resource "aws_ecs_task_definition" "mlflow" {
     name      = "mlflow"
     image     = var.mlflow_image
     essential = true
-    command   = ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000"]
+    # MLflow's basic-auth app: every API and UI request needs a user of its user store
+    # (database mlflow_auth); the store's location can only come from its ini file, written at
+    # start from the injected secret. The administrator is created on first start from
+    # MLFLOW_AUTH_ADMIN_*; default_permission READ lets signed-in users read every experiment.
+    entryPoint = ["sh", "-c"]
+    command = [join(" && ", [
+      "printf '[mlflow]\\ndefault_permission = READ\\ndatabase_uri = %s\\n' \"$MLFLOW_AUTH_DATABASE_URI\" > /tmp/basic_auth.ini",
+      "exec mlflow server --app-name basic-auth --host 0.0.0.0 --port 5000",
+    ])]
     environment = [
       { name = "MLFLOW_ARTIFACTS_DESTINATION", value = "s3://${aws_s3_bucket.artifacts.bucket}/artifacts" },
       # MLflow rejects Host headers it does not know (DNS-rebinding protection); /health is exempt.
       { name = "MLFLOW_SERVER_ALLOWED_HOSTS", value = var.mlflow_host },
+      { name = "MLFLOW_AUTH_CONFIG_PATH", value = "/tmp/basic_auth.ini" },
       { name = "AWS_DEFAULT_REGION", value = var.aws_region },
     ]
     secrets = [
-      { name = "MLFLOW_BACKEND_STORE_URI", valueFrom = "${var.database_secret_arn}:mlflow_url::" },
+      { name = "MLFLOW_BACKEND_STORE_URI", valueFrom = "${var.service_secret_arns["mlflow"]}:url::" },
+      { name = "MLFLOW_AUTH_DATABASE_URI", valueFrom = "${var.service_secret_arns["mlflow"]}:mlflow_auth_url::" },
+      { name = "MLFLOW_AUTH_ADMIN_USERNAME", valueFrom = "${var.mlflow_auth_secret_arn}:admin_username::" },
+      { name = "MLFLOW_AUTH_ADMIN_PASSWORD", valueFrom = "${var.mlflow_auth_secret_arn}:admin_password::" },
+      { name = "MLFLOW_FLASK_SERVER_SECRET_KEY", valueFrom = "${var.mlflow_auth_secret_arn}:flask_secret_key::" },
     ]
     logConfiguration = local.log_configuration["mlflow"]
     portMappings     = [{ containerPort = 5000, protocol = "tcp" }]

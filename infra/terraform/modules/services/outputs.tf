@@ -27,3 +27,13 @@ output "dagster_daemon_task_definition" {
   description = "Task definition of the daemon (reused for one-off hub commands such as migrations)."
   value       = aws_ecs_task_definition.dagster["dagster-daemon"].arn
 }
+
+output "migrate_task_definition" {
+  description = "Task definition that runs `llmhub db migrate` as the hub database's owner."
+  value       = aws_ecs_task_definition.migrate.arn
+}
+
+output "ui_user_pool_id" {
+  description = "Cognito user pool whose users may open the Dagster UI (create them there)."
+  value       = aws_cognito_user_pool.ui.id
+}

@@ -4,10 +4,15 @@
 
 locals {
   pg_major   = "17"
-  db_user    = "llmhub"
-  databases  = ["llmhub", "dagster", "mlflow"]
   arch       = contains(data.aws_ec2_instance_type.this.supported_architectures, "arm64") ? "arm64" : "amd64"
   backup_tag = "${var.name}-timescaledb"
+
+  # database -> owner. The hub's schema belongs to the migration role; the others to the one
+  # service that uses them (Dagster's run storage, MLflow's tracking and user stores).
+  databases = merge(
+    { llmhub = var.owner_role },
+    [for service in var.services : { for db in service.databases : db => service.login if db != "llmhub" }]...
+  )
 }
 
 data "aws_region" "current" {}
@@ -18,41 +23,6 @@ data "aws_ec2_instance_type" "this" {
 
 data "aws_ssm_parameter" "ubuntu" {
   name = "/aws/service/canonical/ubuntu/server/24.04/stable/current/${local.arch}/hvm/ebs-gp3/ami-id"
-}
-
-# --- credentials -----------------------------------------------------------------------------
-
-resource "aws_secretsmanager_secret" "database" {
-  name                    = "${var.name}/timescaledb"
-  description             = "TimescaleDB login of the hub and its connection URLs (llmhub, dagster, mlflow databases)"
-  recovery_window_in_days = var.secret_recovery_window_days
-}
-
-# Generated at apply time and sent write-only: the password never reaches the Terraform state.
-# Letters and digits only, so it can sit in a URL unescaped.
-ephemeral "aws_secretsmanager_random_password" "database" {
-  password_length     = 32
-  exclude_punctuation = true
-}
-
-locals {
-  password = ephemeral.aws_secretsmanager_random_password.database.random_password
-  url_base = "postgresql://${local.db_user}:${local.password}@${var.host_name}:5432"
-}
-
-resource "aws_secretsmanager_secret_version" "database" {
-  secret_id = aws_secretsmanager_secret.database.id
-  # Write-only values are sent only when this changes (README: rotating the password).
-  secret_string_wo_version = var.password_version
-  secret_string_wo = jsonencode({
-    username    = local.db_user
-    password    = local.password
-    host        = var.host_name
-    port        = 5432
-    url         = "${local.url_base}/llmhub?sslmode=require"
-    dagster_url = "${local.url_base}/dagster?sslmode=require"
-    mlflow_url  = "${local.url_base}/mlflow?sslmode=require"
-  })
 }
 
 # --- instance --------------------------------------------------------------------------------
@@ -81,7 +51,7 @@ resource "aws_iam_role_policy_attachment" "ssm" {
 data "aws_iam_policy_document" "read_secret" {
   statement {
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.database.arn]
+    resources = concat([var.owner_secret_arn], values(var.service_secret_arns))
   }
 }
 
@@ -108,6 +78,29 @@ resource "aws_ebs_volume" "data" {
   }
 }
 
+# The first-boot setup script: server, per-service login roles and databases.
+locals {
+  setup_script = templatefile("${path.module}/user_data.sh.tftpl", {
+    region      = data.aws_region.current.name
+    secret_arn  = var.owner_secret_arn
+    volume_id   = aws_ebs_volume.data.id
+    pg_major    = local.pg_major
+    db_user     = var.owner_role
+    databases   = local.databases
+    client_cidr = var.client_cidr
+    services = {
+      for key, service in var.services : key => merge(service, {
+        secret_arn = var.service_secret_arns[key]
+      })
+    }
+  })
+}
+
+# The instance reads the passwords at first boot: only once they are written.
+resource "terraform_data" "secrets_written" {
+  input = var.secret_version_ids
+}
+
 resource "aws_instance" "this" {
   ami                    = data.aws_ssm_parameter.ubuntu.insecure_value
   instance_type          = var.instance_type
@@ -125,15 +118,7 @@ resource "aws_instance" "this" {
     encrypted   = true
   }
 
-  user_data = templatefile("${path.module}/user_data.sh.tftpl", {
-    region      = data.aws_region.current.name
-    secret_arn  = aws_secretsmanager_secret.database.arn
-    volume_id   = aws_ebs_volume.data.id
-    pg_major    = local.pg_major
-    db_user     = local.db_user
-    databases   = join(" ", local.databases)
-    client_cidr = var.client_cidr
-  })
+  user_data = local.setup_script
 
   tags = {
     Name = "${var.name}-timescaledb"
@@ -144,7 +129,8 @@ resource "aws_instance" "this" {
     ignore_changes = [ami]
   }
 
-  depends_on = [aws_secretsmanager_secret_version.database]
+  depends_on = [terraform_data.secrets_written]
+
 }
 
 resource "aws_volume_attachment" "data" {

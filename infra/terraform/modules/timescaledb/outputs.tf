@@ -1,8 +1,3 @@
-output "secret_arn" {
-  description = "Secrets Manager secret holding username, password and the url, dagster_url and mlflow_url keys."
-  value       = aws_secretsmanager_secret.database.arn
-}
-
 output "private_ip" {
   description = "Private IP of the TimescaleDB instance."
   value       = aws_instance.this.private_ip
@@ -11,4 +6,9 @@ output "private_ip" {
 output "instance_id" {
   description = "EC2 instance ID (for Session Manager sessions and port forwarding)."
   value       = aws_instance.this.id
+}
+
+output "databases" {
+  description = "Databases on the server and their owners."
+  value       = local.databases
 }

@@ -43,12 +43,31 @@ variable "client_cidr" {
   type        = string
 }
 
-variable "secret_recovery_window_days" {
-  description = "Days a deleted secret can be restored."
-  type        = number
+variable "owner_role" {
+  description = "Login role that owns the hub database and runs the migrations."
+  type        = string
 }
 
-variable "password_version" {
-  description = "Increment to generate a new database password."
-  type        = number
+variable "owner_secret_arn" {
+  description = "Secret with the owner's password (password key)."
+  type        = string
+}
+
+variable "services" {
+  description = "Per service: its login role, the group role it joins (migration 0007) and its databases (the first one is its main one; a database other than llmhub is owned by the service)."
+  type = map(object({
+    login     = string
+    group     = string
+    databases = list(string)
+  }))
+}
+
+variable "service_secret_arns" {
+  description = "Per service, the secret with its login's password (password key)."
+  type        = map(string)
+}
+
+variable "secret_version_ids" {
+  description = "Versions of the secrets the setup script reads (the instance is created after them)."
+  type        = list(string)
 }
