@@ -4,11 +4,13 @@ import dagster as dg
 
 from assets import groups
 
-# The request marts (the ML inputs) and every transform asset upstream of them: what the
-# dbt_hourly_models definition builds (dbt selection +fct_llm_requests_hourly
-# +fct_llm_requests_daily).
+# The request marts (the ML inputs), the asset dimension, and every transform asset upstream of
+# them: what the dbt_hourly_models definition builds (dbt selection +fct_llm_requests_hourly
+# +fct_llm_requests_daily +dim_assets).
 REQUEST_MARTS = dg.AssetSelection.assets(
-    ["marts", "fct_llm_requests_hourly"], ["marts", "fct_llm_requests_daily"]
+    ["marts", "fct_llm_requests_hourly"],
+    ["marts", "fct_llm_requests_daily"],
+    ["marts", "dim_assets"],
 )
 HOURLY_TRANSFORM = REQUEST_MARTS.upstream() & dg.AssetSelection.groups(groups.TRANSFORM)
 DAILY_TRANSFORM = dg.AssetSelection.groups(groups.TRANSFORM) - HOURLY_TRANSFORM
