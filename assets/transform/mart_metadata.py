@@ -8,7 +8,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-Grain = Literal["hour", "day", "event"]
+Grain = Literal["hour", "day", "month", "event"]
 
 
 @dataclass(frozen=True)
@@ -17,13 +17,18 @@ class MartTiming:
 
     Attributes:
         time_column: the mart's bucket (or validity) column.
-        grain: ``hour`` / ``day`` buckets, or ``event`` when the column is an event time.
-        source_table: the raw table whose events the mart is built from.
+        grain: ``hour`` / ``day`` / ``month`` buckets, or ``event`` when the column is an event
+            time (or the time a snapshot mart was evaluated).
+        source_table: the table whose events the mart is built from.
+        source_schema: its schema (``raw`` for telemetry, ``alerting`` for the outbox).
+        source_time_column: its event-time column.
     """
 
     time_column: str
     grain: Grain
     source_table: str
+    source_schema: str = "raw"
+    source_time_column: str = "occurred_at"
 
 
 MART_TIMING: dict[str, MartTiming] = {
@@ -34,6 +39,18 @@ MART_TIMING: dict[str, MartTiming] = {
     "fct_policy_violations_daily": MartTiming("violation_date", "day", "policy_violations"),
     "dim_assets": MartTiming("valid_from", "event", "registry_events"),
     "dim_models": MartTiming("valid_from", "event", "registry_events"),
+    "fct_slo_sli_daily": MartTiming("sli_date", "day", "llm_requests"),
+    "fct_sla_monthly": MartTiming("report_month", "month", "llm_requests"),
+    # Snapshots evaluated at build time over a trailing window.
+    "fct_slo_error_budget": MartTiming("evaluated_at", "event", "llm_requests"),
+    "fct_slo_burn_rate_alerts": MartTiming("evaluated_at", "event", "llm_requests"),
+    "fct_alert_delivery_daily": MartTiming(
+        "notification_date",
+        "day",
+        "outbox",
+        source_schema="alerting",
+        source_time_column="created_at",
+    ),
 }
 
 
@@ -48,6 +65,9 @@ def covered_until(newest: datetime | date | None, grain: Grain) -> datetime | No
         assert isinstance(newest, datetime)
         return newest.astimezone(UTC) + timedelta(hours=1)
     day = newest.date() if isinstance(newest, datetime) else newest
+    if grain == "month":
+        day = (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+        return datetime.combine(day, time(), tzinfo=UTC)
     return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
 
 
@@ -74,12 +94,15 @@ def mart_metadata(
     ).fetchone()
     rows, first, last = row if row else (0, None, None)
     until = covered_until(last, timing.grain)
-    source = sql.Identifier("raw", timing.source_table)
+    source = sql.Identifier(timing.source_schema, timing.source_table)
+    at = sql.Identifier(timing.source_time_column)
     if until is None:
-        query = sql.SQL("select max(occurred_at) from {}").format(source)
+        query = sql.SQL("select max({at}) from {source}").format(at=at, source=source)
         last_event = conn.execute(query).fetchone()
     else:
-        query = sql.SQL("select max(occurred_at) from {} where occurred_at < %s").format(source)
+        query = sql.SQL("select max({at}) from {source} where {at} < %s").format(
+            at=at, source=source
+        )
         last_event = conn.execute(query, (until,)).fetchone()
     return {
         "dagster/row_count": dg.MetadataValue.int(int(rows)),

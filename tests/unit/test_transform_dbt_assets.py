@@ -74,6 +74,9 @@ def test_contradictory_options_are_refused(config: IncrementalBuildConfig) -> No
         ),
         (date(2026, 11, 25), "day", datetime(2026, 11, 26, tzinfo=UTC)),
         (date(2026, 12, 31), "day", datetime(2027, 1, 1, tzinfo=UTC)),
+        # Monthly SLA reports: the bucket ends with the month, December into January.
+        (date(2026, 12, 1), "month", datetime(2027, 1, 1, tzinfo=UTC)),
+        (date(2026, 2, 1), "month", datetime(2026, 3, 1, tzinfo=UTC)),
         (datetime(2026, 11, 25, 9, 30, tzinfo=UTC), "event", None),
         (None, "hour", None),
     ],
