@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from assets.alerts import ALERT_SOURCE_KEYS
+from assets.groups import ALERT_SOURCE_PATHS
 from orchestration.jobs import alerts_job
 
 
@@ -20,7 +20,7 @@ def alerts_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.S
     id seen."""
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     changed: dict[str, int] = {}
-    for key in ALERT_SOURCE_KEYS:
+    for key in (dg.AssetKey(list(path)) for path in ALERT_SOURCE_PATHS):
         records = context.instance.fetch_materializations(key, limit=1).records
         name = key.to_user_string()
         if records and records[0].storage_id > seen.get(name, -1):

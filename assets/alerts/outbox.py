@@ -9,13 +9,7 @@ from assets.resources import HubResource
 from llmhub.alerts.sources import default_sources
 from llmhub.alerts.store import evaluate
 
-# What the alertables are made from; the alerts sensor watches these for new materialisations.
-ALERT_SOURCE_KEYS = (
-    dg.AssetKey(["analytics", "incidents"]),
-    dg.AssetKey(["analytics", "anomalies"]),
-    dg.AssetKey(["analytics", "budget_projections"]),
-    dg.AssetKey(["marts", "fct_slo_burn_rate_alerts"]),
-)
+ALERT_SOURCE_KEYS = tuple(dg.AssetKey(list(path)) for path in groups.ALERT_SOURCE_PATHS)
 
 
 @dg.asset(
