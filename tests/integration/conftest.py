@@ -126,6 +126,7 @@ class IsolatedStack:
     _producer: KafkaProducer | None = None
     _consumer: KafkaConsumer | None = None
     _round_robin: Counter[str] = field(default_factory=Counter)
+    _started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def prefix(self) -> str:
@@ -275,13 +276,15 @@ class IsolatedStack:
             (self.workdir / f"{name}.out").open("wb") as out,
             (self.workdir / f"{name}.log").open("wb") as log,
         ):
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 [str(LLMHUB_CLI), *args],
                 env=self.env(**extra_env),
                 stdout=out,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
+        self._started.append(proc)
+        return proc
 
     def finish_cli(self, proc: subprocess.Popen[bytes], name: str, timeout_s: float = 300) -> str:
         """Wait for a started ``llmhub`` process; fail with its log unless it exits 0.
@@ -302,6 +305,13 @@ class IsolatedStack:
         return self.finish_cli(self.start_cli(*args, name=name, **extra_env), name, timeout_s)
 
     def close(self) -> None:
+        # A test that failed while its background ingester ran must not leave it writing into
+        # the next test's tables (seen: a timed-out wait left one ingesting, and the next
+        # test's row counts were off).
+        for proc in self._started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         for client in (self._producer, self._consumer):
             if client is not None:
                 client.close()
