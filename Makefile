@@ -16,7 +16,7 @@ export LLMHUB_DAGSTER_STORAGE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:54
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:5000
 
-.PHONY: help setup stack demo test dev bench bench-query bench-score lint down contract
+.PHONY: help setup stack demo test dev bench bench-query bench-score bench-correlation lint down contract bench-api
 
 help:
 	@echo "make demo   set up, start the local stack, run the pipeline end to end, print a summary"
@@ -25,6 +25,8 @@ help:
 	@echo "make bench  ingestion throughput benchmark (1M events; prints JSON)"
 	@echo "make bench-query  analyst query latency + dbt build times (10M events, 30 days; prints JSON)"
 	@echo "make bench-score  hourly anomaly scoring of 300 series with the fitted fleet (prints JSON)"
+	@echo "make bench-correlation  one correlation pass: 1,000 anomalies, 10,000 events (prints JSON)"
+	@echo "make bench-api    HTTP API: OTLP spans/s into Kafka, query p50/p95/p99 at 50/200 clients (JSON)"
 	@echo "make down   stop the local stack"
 
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -61,6 +63,11 @@ bench-query: stack
 
 bench-score: setup
 	$(PY) benchmarks/score_latency.py
+
+bench-correlation: setup
+	$(PY) benchmarks/correlation_pass.py
+bench-api: stack
+	$(PY) benchmarks/api_load.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

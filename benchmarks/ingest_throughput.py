@@ -168,11 +168,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--database", default="llmhub_bench", help="Scratch database (recreated, then dropped)."
+    )
     args = parser.parse_args()
 
     base = load_settings()
-    database_url = with_database(base.database_url, "llmhub_bench")
-    recreate_database(with_database(base.database_url, "postgres"), "llmhub_bench")
+    database_url = with_database(base.database_url, args.database)
+    recreate_database(with_database(base.database_url, "postgres"), args.database)
     settings = replace(
         base,
         database_url=database_url,
@@ -212,11 +215,18 @@ def main() -> None:
         "ratio": round(e2e_rate / copy_rate, 3),
         "peak_rss_mb": round(peak_mb, 1),
         "stored_rows": stored,
+        # Seconds per stage, summed over the ingester's batches (and workers, which overlap):
+        # fetch, decode (JSON + contract + row tuples), format (COPY text), copy (send + server),
+        # commit.
+        "stages_s": {stage: round(s, 2) for stage, s in report.get("stage_s", {}).items()},
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ingest_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
     with psycopg.connect(with_database(base.database_url, "postgres"), autocommit=True) as conn:
-        conn.execute("drop database if exists llmhub_bench with (force)")
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(args.database))
+        )
     delete_topics(settings)
     print(json.dumps(result))
 

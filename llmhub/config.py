@@ -8,6 +8,7 @@ Kafka cluster is all a deployment changes.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -136,4 +137,69 @@ def load_settings() -> Settings:
         future_skew_s=_env_float("LLMHUB_FUTURE_SKEW_S", 300.0),
         max_event_age_days=_env_int("LLMHUB_MAX_EVENT_AGE_DAYS", 3650),
         naive_timezone=_parse_zones(env.get("LLMHUB_NAIVE_TIMEZONES", "")),
+    )
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The HTTP API (``llmhub serve``): bind address, its database role, auth and quotas.
+
+    ``database_url`` is the API's own login (role ``llmhub_api``, migration 0010), never the
+    owner: row-level security then does the tenant filtering of every read.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    database_url: str = DEFAULT_DATABASE_URL.replace("postgres@", "llmhub_api@", 1)
+    pool_size: int = 16
+    # OIDC: a JWKS URL (or a local JWKS file), the issuer and audience to require, and the
+    # claims naming the tenant and the role.
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_tenant_claim: str = "tenant_id"
+    jwt_role_claim: str = "role"
+    # Per-tenant quotas (token buckets shared by all API processes through PostgreSQL).
+    ingest_rate_per_s: float = 5_000.0
+    ingest_burst: float = 50_000.0
+    monthly_events: int = 100_000_000
+    query_rate_per_s: float = 50.0
+    query_burst: float = 200.0
+    # Requests in flight past which ingestion answers 503 (the broker is not keeping up).
+    max_inflight_ingest: int = 64
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+def _api_database_url(env: Mapping[str, str], database_url: str) -> str:
+    if env.get("LLMHUB_API_DATABASE_URL"):
+        return env["LLMHUB_API_DATABASE_URL"]
+    parts = urlsplit(database_url)
+    netloc = "llmhub_api@" + parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def load_api_settings(settings: Settings | None = None) -> ApiSettings:
+    """Build ``ApiSettings`` from ``LLMHUB_API_*`` variables (database defaults to the hub's
+    server and database as role ``llmhub_api``)."""
+    env = os.environ
+    settings = settings or load_settings()
+    return ApiSettings(
+        host=env.get("LLMHUB_API_HOST") or "127.0.0.1",
+        port=_env_int("LLMHUB_API_PORT", 8080),
+        workers=_env_int("LLMHUB_API_WORKERS", 1),
+        database_url=_api_database_url(env, settings.database_url),
+        pool_size=_env_int("LLMHUB_API_POOL_SIZE", 16),
+        jwks_url=env.get("LLMHUB_API_JWKS_URL") or None,
+        jwt_issuer=env.get("LLMHUB_API_JWT_ISSUER") or None,
+        jwt_audience=env.get("LLMHUB_API_JWT_AUDIENCE") or None,
+        jwt_tenant_claim=env.get("LLMHUB_API_JWT_TENANT_CLAIM") or "tenant_id",
+        jwt_role_claim=env.get("LLMHUB_API_JWT_ROLE_CLAIM") or "role",
+        ingest_rate_per_s=_env_float("LLMHUB_API_INGEST_RATE", 5_000.0),
+        ingest_burst=_env_float("LLMHUB_API_INGEST_BURST", 50_000.0),
+        monthly_events=_env_int("LLMHUB_API_MONTHLY_EVENTS", 100_000_000),
+        query_rate_per_s=_env_float("LLMHUB_API_QUERY_RATE", 50.0),
+        query_burst=_env_float("LLMHUB_API_QUERY_BURST", 200.0),
+        max_inflight_ingest=_env_int("LLMHUB_API_MAX_INFLIGHT", 64),
+        max_body_bytes=_env_int("LLMHUB_API_MAX_BODY_BYTES", 16 * 1024 * 1024),
     )

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from llmhub.config import Settings, load_settings, mlflow_tracking_uri
 from llmhub.db import connect
+from llmhub.incidents.report import print_incidents
 from llmhub.producers.sink import make_producer, send_all
 from llmhub.producers.synthetic import generate
 from llmhub.status import collect_status
@@ -245,7 +246,7 @@ def run(
             "publishing; see Dagit and MLflow"
         )
     else:
-        for name in ("ml_scoring_job", "budget_projections_job"):
+        for name in ("ml_scoring_job", "budget_projections_job", "incidents_job"):
             require(step(console, name, lambda name=name: execute(name)), name)
 
     console.rule("5. Summary")
@@ -312,6 +313,8 @@ def print_ml_summary(console: Console, settings: Settings, since: datetime) -> N
     if not anomalies:
         table.caption = "no anomaly in the newest scored hours"
     console.print(table)
+    with connect(settings, autocommit=True) as conn:
+        print_incidents(conn, since, console)
     table = Table(title="projected month-end cost per tenant (analytics.budget_projections)")
     for column in ("tenant", "month to date", "projected", "95% interval", "budget", "breach"):
         table.add_column(column, justify="left" if column == "tenant" else "right")

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.incidents import incident_integrity, incidents
 from assets.ingestion import RAW_FRESHNESS_CHECKS, kafka_ingestion, retention_runs
 from assets.ml_models import anomaly_detector, request_rate_forecaster
 from assets.publish import anomalies, budget_projections, forecasts
@@ -13,6 +14,7 @@ from assets.transform import dbt_model_assets
 from llmhub.config import DEFAULT_CONSUMER_GROUP
 from orchestration.jobs import (
     budget_projections_job,
+    incidents_job,
     ingestion_job,
     ml_scoring_job,
     ml_training_job,
@@ -22,6 +24,7 @@ from orchestration.jobs import (
 )
 from orchestration.schedules import (
     budget_projections_schedule,
+    incidents_schedule,
     ingestion_schedule,
     ml_scoring_schedule,
     ml_training_schedule,
@@ -45,8 +48,14 @@ defs = dg.Definitions(
         anomalies,
         forecasts,
         budget_projections,
+        incidents,
     ],
-    asset_checks=[*RAW_FRESHNESS_CHECKS, raw_quality_checks, mart_quality_checks],
+    asset_checks=[
+        *RAW_FRESHNESS_CHECKS,
+        raw_quality_checks,
+        mart_quality_checks,
+        incident_integrity,
+    ],
     jobs=[
         ingestion_job,
         retention_job,
@@ -55,6 +64,7 @@ defs = dg.Definitions(
         ml_training_job,
         ml_scoring_job,
         budget_projections_job,
+        incidents_job,
     ],
     schedules=[
         ingestion_schedule,
@@ -64,6 +74,7 @@ defs = dg.Definitions(
         ml_training_schedule,
         ml_scoring_schedule,
         budget_projections_schedule,
+        incidents_schedule,
     ],
     resources={
         "hub": HubResource(

@@ -74,3 +74,9 @@ budget_projections_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(["analytics", "budget_projections"]),
     description="Project month-end cost per tenant and budgeted application.",
 )
+incidents_job = dg.define_asset_job(
+    "incidents_job",
+    selection=dg.AssetSelection.groups(groups.INCIDENTS),
+    description="Correlate the newest anomalies with registry, security and policy events and "
+    "the forecasts into incidents (root cause, members, excess cost).",
+)

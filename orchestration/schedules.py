@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 from orchestration.jobs import (
     budget_projections_job,
+    incidents_job,
     ingestion_job,
     ml_scoring_job,
     ml_training_job,
@@ -143,4 +144,12 @@ budget_projections_schedule = dg.ScheduleDefinition(
     job=budget_projections_job,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+incidents_schedule = exclusive_schedule(
+    "incidents_schedule",
+    "55 * * * *",
+    incidents_job,
+    "Minute 55: after the minute-40 scoring run has published the hour's anomalies and "
+    "forecasts; the 48 h lookback recomputes recent incidents with late data.",
 )

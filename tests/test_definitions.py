@@ -54,3 +54,16 @@ def test_each_raw_table_has_its_checks(key: dg.AssetKey) -> None:
     assert {"dead_letter_rate", "consumer_lag", "raw_table_fresh"} <= set(checks)
     assert graph.get_check_spec(checks["dead_letter_rate"]).blocking
     assert not graph.get_check_spec(checks["consumer_lag"]).blocking
+
+
+def test_incidents_asset_job_and_schedule_are_wired() -> None:
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    incidents = dg.AssetKey(["analytics", "incidents"])
+    assert specs[incidents].group_name == "incidents"
+    assert dg.AssetKey(["analytics", "anomalies"]) in {
+        dep.asset_key for dep in specs[incidents].deps
+    }
+    job = defs.resolve_job_def("incidents_job").asset_layer.selected_asset_keys
+    assert {incidents, dg.AssetKey(["analytics", "incident_members"])} <= set(job)
+    schedule = defs.resolve_schedule_def("incidents_schedule")
+    assert schedule.job_name == "incidents_job"

@@ -10,19 +10,24 @@
     - policy analyst_all_tenants: members of `analyst` read every tenant;
     - policy tenant_analyst_granted_tenants: members of `tenant_analyst` read the tenants that
       marts_access.current_tenants lists for them (marts_access.tenant_grants);
-    - SELECT granted to both roles; nobody else has a policy, so any other role reads nothing.
+    - policy llmhub_api_current_tenant: the HTTP API's role reads the one tenant its
+      transaction names in the setting llmhub.tenant_id (set from the authenticated caller);
+    - SELECT granted to the three roles; nobody else has a policy, so any other role reads nothing.
 
-    The roles and the marts_access schema come from migration 0004 (`llmhub db migrate`).
+    The roles and the marts_access schema come from migrations 0004 and 0010 (`llmhub db migrate`).
     Existing policies are left alone unless their comment names another version, so an
     ordinary incremental run takes no table lock for them; bump `version` when a policy changes.
 -#}
 {% macro apply_row_level_security() -%}
-    {%- set version = 'llmhub row-level security v1' -%}
+    {%- set version = 'llmhub row-level security v2' -%}
     {%- set policies = {
         'analyst_all_tenants': 'for select to analyst using (true)',
         'tenant_analyst_granted_tenants':
             'for select to tenant_analyst using '
             ~ '(tenant_id in (select tenant_id from marts_access.current_tenants))',
+        'llmhub_api_current_tenant':
+            'for select to llmhub_api using '
+            ~ "(tenant_id = current_setting(''llmhub.tenant_id'', true))",
     } -%}
 do $rls$
 declare
@@ -30,9 +35,9 @@ declare
 begin
     if to_regclass('marts_access.current_tenants') is null
         or (select count(*) from pg_catalog.pg_roles
-            where rolname in ('analyst', 'tenant_analyst')) < 2 then
+            where rolname in ('analyst', 'tenant_analyst', 'llmhub_api')) < 3 then
         raise exception 'row-level security of %: run `llmhub db migrate` first (roles '
-            'analyst, tenant_analyst and schema marts_access are missing)', mart;
+            'analyst, tenant_analyst, llmhub_api or schema marts_access are missing)', mart;
     end if;
     if not exists (
         select from pg_catalog.pg_attribute
@@ -53,7 +58,7 @@ begin
         execute format('comment on policy {{ name }} on %s is %L', mart, '{{ version }}');
     end if;
     {%- endfor %}
-    execute format('grant select on %s to analyst, tenant_analyst', mart);
+    execute format('grant select on %s to analyst, tenant_analyst, llmhub_api', mart);
 end
 $rls$
 {%- endmacro %}

@@ -17,7 +17,7 @@ resource "aws_route53_record" "timescaledb" {
 }
 
 resource "aws_route53_record" "ui" {
-  for_each = toset([local.dagster_host, local.mlflow_host])
+  for_each = toset([local.dagster_host, local.mlflow_host, local.api_host])
 
   zone_id = aws_route53_zone.internal.zone_id
   name    = each.key

@@ -22,6 +22,7 @@ locals {
   zone_name     = "${local.name}.internal"
   database_host = "timescaledb.${local.zone_name}"
   dagster_host  = "dagster.${local.zone_name}"
+  api_host      = "api.${local.zone_name}"
   mlflow_host   = "mlflow.${local.zone_name}"
 
   # One database login per service, each a member of the group role migration 0007 grants; a
@@ -115,6 +116,11 @@ module "services" {
   mlflow_auth_secret_arn     = module.credentials.mlflow_auth_secret_arn
   kafka_bootstrap            = module.kafka.bootstrap_brokers
   mlflow_host                = local.mlflow_host
+  api_security_group_ids     = [aws_security_group.this["api"].id, aws_security_group.this["kafka_client"].id]
+  api_host                   = local.api_host
+  api_jwks_url               = var.api_jwks_url
+  api_jwt_issuer             = var.api_jwt_issuer
+  api_jwt_audience           = var.api_jwt_audience
   dagster_host               = local.dagster_host
   ui_certificate_arn         = var.ui_certificate_arn
   dagster_daemon_cpu         = var.dagster_daemon_cpu

@@ -101,6 +101,11 @@ output "task_security_group_ids" {
   value       = [aws_security_group.this["dagster"].id, aws_security_group.this["kafka_client"].id]
 }
 
+output "api_url" {
+  description = "The HTTP API on the internal load balancer (OpenAPI at /docs)."
+  value       = "https://${local.api_host}"
+}
+
 output "prometheus_remote_write_url" {
   description = "Remote-write endpoint of the managed Prometheus workspace (SigV4, service aps)."
   value       = "${aws_prometheus_workspace.this.prometheus_endpoint}api/v1/remote_write"

@@ -7,6 +7,7 @@ locals {
     alb          = "Internal load balancer in front of the Dagster and MLflow UIs"
     dagster      = "Dagster webserver and daemon tasks (runs execute in the daemon)"
     mlflow       = "MLflow tracking server tasks"
+    api          = "HTTP API tasks (llmhub serve)"
     timescaledb  = "TimescaleDB server"
     kafka        = "MSK brokers"
     kafka_client = "Attach to anything that produces to or consumes from Kafka"
@@ -16,6 +17,8 @@ locals {
     alb_to_dagster         = { from = "alb", to = "dagster", port = 3000 }
     alb_to_mlflow          = { from = "alb", to = "mlflow", port = 5000 }
     dagster_to_alb         = { from = "dagster", to = "alb", port = 443 } # MLflow tracking API
+    alb_to_api             = { from = "alb", to = "api", port = 8080 }
+    api_to_timescaledb     = { from = "api", to = "timescaledb", port = 5432 }
     dagster_to_timescaledb = { from = "dagster", to = "timescaledb", port = 5432 }
     mlflow_to_timescaledb  = { from = "mlflow", to = "timescaledb", port = 5432 }
     kafka_client_to_kafka  = { from = "kafka_client", to = "kafka", port = 9092 }
@@ -28,6 +31,7 @@ locals {
     alb_https         = { group = "alb", port = 443 }
     dagster_https     = { group = "dagster", port = 443 }
     mlflow_https      = { group = "mlflow", port = 443 }
+    api_https         = { group = "api", port = 443 }
     timescaledb_https = { group = "timescaledb", port = 443 }
     timescaledb_http  = { group = "timescaledb", port = 80 }
   }

@@ -147,3 +147,21 @@ variable "secret_recovery_window_days" {
   type        = number
   default     = 7
 }
+
+variable "api_jwks_url" {
+  description = "JWKS URL of the OIDC issuer the HTTP API trusts (empty: API keys only)."
+  type        = string
+  default     = ""
+}
+
+variable "api_jwt_issuer" {
+  description = "Required iss claim of the API's OIDC tokens."
+  type        = string
+  default     = ""
+}
+
+variable "api_jwt_audience" {
+  description = "Required aud claim of the API's OIDC tokens."
+  type        = string
+  default     = ""
+}

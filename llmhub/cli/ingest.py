@@ -87,6 +87,8 @@ def ingest(
         "partitions": report.partitions,
         "skipped_partitions": report.skipped_partitions,
         "lag": report.lag,
+        "stage_s": {stage: round(seconds, 3) for stage, seconds in report.stage_s.items()},
+        "batches_split": report.batches_split,
     }
     if as_json:
         out.print_json(json.dumps(summary))

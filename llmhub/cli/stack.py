@@ -24,6 +24,7 @@ def stack_up() -> None:
     console.print(
         f"[green]stack up[/] database={report.database} kafka={report.kafka} mlflow={report.mlflow}"
         f" prometheus={report.prometheus}"
+        f" api={report.api}"
     )
 
 

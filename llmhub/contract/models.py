@@ -51,13 +51,20 @@ def epoch_to_datetime(value: float) -> datetime:
     raise AssertionError("unreachable")
 
 
+def _epoch_number(value: int | float | str) -> float:
+    try:
+        return float(value)
+    except OverflowError as exc:
+        # An integer beyond a double (a few hundred digits): pydantic reports ValueError as a
+        # validation error, an OverflowError would escape the dead-letter path.
+        raise ValueError(f"epoch timestamp of {len(str(value))} digits is out of range") from exc
+
+
 def _coerce_timestamp(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("timestamp must be an ISO-8601 string or an epoch number, not a boolean")
-    if isinstance(value, int | float):
-        return epoch_to_datetime(float(value))
-    if isinstance(value, str) and value.isdigit():
-        return epoch_to_datetime(float(value))
+    if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+        return epoch_to_datetime(_epoch_number(value))
     return value
 
 

@@ -23,19 +23,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
-from kafka import TopicPartition
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from llmhub.config import Settings
 from llmhub.contract.topics import BY_TOPIC, TOPICS
 from llmhub.db import connect
-from llmhub.ingest.normalize import Normalizer, Rejection
-from llmhub.ingest.reader import PartitionReader, as_message
+from llmhub.ingest.normalize import ErrorClass, Normalizer, Rejection
+from llmhub.ingest.reader import PartitionReader, TopicPartition, as_message
 from llmhub.ingest.writer import (
     Batch,
+    ConcurrentIngestionError,
     DeadLetter,
     RawWriter,
     TableRows,
     WriteResult,
+    is_infrastructure_fault,
     stored_offsets,
 )
 
@@ -46,6 +48,18 @@ DRAIN_POLL_TIMEOUT_MS = 200
 MAX_DRAIN_POLLS = 100
 ACCUMULATE_S = 0.5
 ACCUMULATE_POLL_MS = 50
+# Days (1-day chunks of a raw hypertable) one transaction may write per table. Each chunk takes
+# a few locks (the chunk and its indexes) until commit: events spread over years in one batch
+# would exhaust max_locks_per_transaction and refuse the whole transaction. A batch stops at
+# the first message that would open a day beyond this; the rest go in the next transaction.
+MAX_DAYS_PER_BATCH = 32
+# A transaction the database refused for no single row's sake is retried this many times
+# (exponential backoff) before the batch is split in halves to find the message behind it.
+WRITE_ATTEMPTS = 3
+RETRY_WAIT_S = (0.2, 5.0)
+STAGES = ("fetch", "decode", "format", "copy", "commit")
+
+Polled = dict[TopicPartition, list]
 
 
 class OffsetsAheadOfBrokerError(RuntimeError):
@@ -67,6 +81,15 @@ class IngestReport:
     partitions: list[str] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)
     skipped_partitions: list[str] = field(default_factory=list)
+    # Seconds per stage, summed over batches: fetch (broker polls), decode (JSON, contract,
+    # normalisation into row tuples), format (rendering rows as COPY text), copy (sending them
+    # until the server acknowledged the COPY, fallbacks, dead letters, offsets), commit.
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    # Batches the database refused as a whole, retried or split to isolate a message.
+    batches_split: int = 0
+
+    def add_stage(self, stage: str, seconds: float) -> None:
+        self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
 
     @property
     def events_per_s(self) -> float:
@@ -81,8 +104,15 @@ class IngestReport:
             partitions=self.partitions + other.partitions,
             lag={**self.lag, **other.lag},
             skipped_partitions=self.skipped_partitions + other.skipped_partitions,
+            batches_split=self.batches_split + other.batches_split,
         )
-        for name in ("rows_written", "duplicates_skipped", "dead_lettered", "dead_letter_classes"):
+        for name in (
+            "rows_written",
+            "duplicates_skipped",
+            "dead_lettered",
+            "dead_letter_classes",
+            "stage_s",
+        ):
             total = dict(getattr(self, name))
             for key, value in getattr(other, name).items():
                 total[key] = total.get(key, 0) + value
@@ -270,11 +300,14 @@ class Ingestor:
         def account(batch: Batch, result: WriteResult) -> None:
             report.batches += 1
             report.messages += batch.message_count
+            report.add_stage("format", result.format_s)
+            report.add_stage("copy", result.copy_s)
+            report.add_stage("commit", result.commit_s)
             for table, count in result.inserted.items():
                 report.rows_written[table] = report.rows_written.get(table, 0) + count
             for table, count in result.duplicates.items():
                 report.duplicates_skipped[table] = report.duplicates_skipped.get(table, 0) + count
-            for dead in batch.dead_letters:
+            for dead in result.dead_letters:
                 topic = dead.source.topic
                 report.dead_lettered[topic] = report.dead_lettered.get(topic, 0) + 1
                 key = (topic, dead.error_class)
@@ -287,7 +320,13 @@ class Ingestor:
         # only added GIL hand-offs (measured slower).
         built = 0
         drain_polls = 0
+        carried: Polled = {}
         while max_batches is None or built < max_batches:
+            if carried:  # the rest of a poll cut short by MAX_DAYS_PER_BATCH
+                polled, carried = carried, {}
+                carried = self._write_polled(writer, polled, positions, report, account)
+                built += 1
+                continue
             reached = all(positions[tp] >= targets[tp] for tp in claimed)
             if until_caught_up and reached:
                 # Past the targets, short drain polls pick up a tail the listed end offsets
@@ -296,18 +335,140 @@ class Ingestor:
                 if drain_polls >= MAX_DRAIN_POLLS:
                     break
                 drain_polls += 1
+            fetch_started = time.perf_counter()
             polled = self._poll_batch(
                 consumer, DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS
             )
+            report.add_stage("fetch", time.perf_counter() - fetch_started)
             if not polled:
                 if not until_caught_up or reached:
                     break
                 continue
-            batch = self._build_batch(polled, positions)
-            account(batch, writer.write(batch))
-            for (topic, partition), (_, end) in batch.offsets.items():
-                positions[TopicPartition(topic, partition)] = end
+            carried = self._write_polled(writer, polled, positions, report, account)
             built += 1
+
+    def _write_polled(
+        self,
+        writer: RawWriter,
+        polled: Polled,
+        positions: dict[TopicPartition, int],
+        report: IngestReport,
+        account: Callable[[Batch, WriteResult], None],
+    ) -> Polled:
+        """Write what was polled (up to MAX_DAYS_PER_BATCH days per table) in one transaction,
+        or, if the database refuses it as a whole, in smaller ones; return the part left for
+        the next transaction."""
+        decode_started = time.perf_counter()
+        batch, rest = self._build_batch(polled, positions)
+        report.add_stage("decode", time.perf_counter() - decode_started)
+        try:
+            result = self._retrying(writer, batch)
+        except Exception as exc:
+            if not self._is_about_data(exc, writer):
+                raise
+            report.batches_split += 1
+            taken = _without(polled, rest)
+            log.warning(
+                "the database refused a batch of %d messages as a whole after %d attempts (%s); "
+                "splitting it to isolate the message behind it",
+                _count(taken),
+                WRITE_ATTEMPTS,
+                exc,
+            )
+            self._bisect(writer, taken, positions, report, account)
+            return rest
+        account(batch, result)
+        self._advance(positions, batch)
+        return rest
+
+    def _bisect(
+        self,
+        writer: RawWriter,
+        polled: Polled,
+        positions: dict[TopicPartition, int],
+        report: IngestReport,
+        account: Callable[[Batch, WriteResult], None],
+    ) -> None:
+        """Write ``polled`` in two halves (in offset order per partition), recursively, until
+        the one message the database refuses is alone; that message is dead-lettered."""
+        flat = [(tp, record) for tp, records in polled.items() for record in records]
+        if len(flat) == 1:
+            tp, record = flat[0]
+            try:
+                batch, _ = self._build_batch(polled, positions)
+                self._write_or_raise(writer, batch, positions, account, attempts=WRITE_ATTEMPTS)
+            except Exception as exc:
+                if not self._is_about_data(exc, writer):
+                    raise
+                error_class = (
+                    ErrorClass.database if isinstance(exc, psycopg.Error) else ErrorClass.internal
+                )
+                batch = Batch()
+                batch.dead_letters.append(
+                    DeadLetter(
+                        as_message(record),
+                        error_class,
+                        f"the database refused the transaction holding only this message "
+                        f"({type(exc).__name__}: {exc})"[:1000],
+                    )
+                )
+                batch.offsets[(tp.topic, tp.partition)] = (positions[tp], record.offset() + 1)
+                # If even the dead letter cannot be written, the database itself is the problem.
+                self._write_or_raise(writer, batch, positions, account, attempts=WRITE_ATTEMPTS)
+            return
+        half = len(flat) // 2
+        for part in (flat[:half], flat[half:]):
+            sub: Polled = {}
+            for tp, record in part:
+                sub.setdefault(tp, []).append(record)
+            while sub:
+                batch, rest = self._build_batch(sub, positions)
+                try:
+                    self._write_or_raise(writer, batch, positions, account, attempts=1)
+                except Exception as exc:
+                    if not self._is_about_data(exc, writer):
+                        raise
+                    self._bisect(writer, _without(sub, rest), positions, report, account)
+                sub = rest
+
+    def _write_or_raise(
+        self,
+        writer: RawWriter,
+        batch: Batch,
+        positions: dict[TopicPartition, int],
+        account: Callable[[Batch, WriteResult], None],
+        attempts: int,
+    ) -> None:
+        result = self._retrying(writer, batch, attempts)
+        account(batch, result)
+        self._advance(positions, batch)
+
+    @staticmethod
+    def _advance(positions: dict[TopicPartition, int], batch: Batch) -> None:
+        for (topic, partition), (_, end) in batch.offsets.items():
+            positions[TopicPartition(topic, partition)] = end
+
+    @staticmethod
+    def _is_about_data(exc: BaseException, writer: RawWriter) -> bool:
+        """A refusal worth narrowing down: not the database going away, not a second ingester."""
+        return not isinstance(exc, ConcurrentIngestionError) and not is_infrastructure_fault(
+            exc, writer.conn
+        )
+
+    def _retrying(
+        self, writer: RawWriter, batch: Batch, attempts: int = WRITE_ATTEMPTS
+    ) -> WriteResult:
+        """Write ``batch`` (one transaction), retrying refusals that may be transient (a
+        deadlock, a lock or memory limit) with exponential backoff."""
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=RETRY_WAIT_S[0], max=RETRY_WAIT_S[1]),
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, Exception) and self._is_about_data(exc, writer)
+            ),
+            reraise=True,
+        )
+        return retrying(writer.write, batch)
 
     def _poll_batch(self, consumer: PartitionReader, timeout_ms: int) -> dict:
         """Poll until ``batch_max_records`` or a short time budget: one fetch response holds a
@@ -326,28 +487,61 @@ class Ingestor:
                 count += len(records)
         return polled
 
-    def _build_batch(self, polled: dict, positions: dict[TopicPartition, int]) -> Batch:
+    def _build_batch(
+        self, polled: Polled, positions: dict[TopicPartition, int]
+    ) -> tuple[Batch, Polled]:
+        """Normalise ``polled`` into one batch; stop at the first message that would write a
+        day beyond MAX_DAYS_PER_BATCH into its table and return the messages from there on."""
         batch = Batch()
+        rest: Polled = {}
         now = datetime.now(UTC)
+        days: dict[str, set] = {}
         for tp, records in polled.items():
+            if rest:
+                rest[tp] = records
+                continue
             if not records:
                 continue
             normalizer = self.normalizers[tp.topic]
             normalize = normalizer.normalize
             target = batch.tables.setdefault(normalizer.table.name, TableRows())
             rows, sources = target.rows, target.sources
+            seen = days.setdefault(normalizer.table.name, set())
             partition = tp.partition
-            for record in records:
+            last = None
+            for i, record in enumerate(records):
                 outcome = normalize(record.value(), partition, record.offset(), now)
                 if type(outcome) is Rejection:
                     batch.dead_letters.append(
                         DeadLetter(as_message(record), outcome.error_class, outcome.error)
                     )
                 else:
+                    day = outcome[1].toordinal()  # occurred_at, in UTC
+                    if day not in seen:
+                        if len(seen) >= MAX_DAYS_PER_BATCH:
+                            rest[tp] = records[i:]
+                            break
+                        seen.add(day)
                     rows.append(outcome)
                     sources.append(record)
-            batch.offsets[(tp.topic, partition)] = (positions[tp], records[-1].offset() + 1)
-        return batch
+                last = record
+            if last is not None:
+                batch.offsets[(tp.topic, partition)] = (positions[tp], last.offset() + 1)
+        return batch, rest
+
+
+def _count(polled: Polled) -> int:
+    return sum(len(records) for records in polled.values())
+
+
+def _without(polled: Polled, rest: Polled) -> Polled:
+    """What ``polled`` holds before ``rest`` (the messages a cut-short batch took)."""
+    taken: Polled = {}
+    for tp, records in polled.items():
+        left = len(rest.get(tp, ()))
+        if left < len(records):
+            taken[tp] = records[: len(records) - left]
+    return taken
 
 
 def _run_worker(

@@ -18,14 +18,16 @@ import orjson
 from pydantic import ValidationError
 
 from llmhub.config import Settings
-from llmhub.contract.models import EVENT_MODELS, Envelope
+from llmhub.contract.fast import FastTelemetryEvent, decode_telemetry
+from llmhub.contract.models import EVENT_MODELS, Envelope, Severity
 from llmhub.contract.topics import TopicSpec
-from llmhub.ingest.tables import TABLES, RawTable
+from llmhub.ingest.tables import TABLES, RawTable, text_array
 
 # An escaped NUL is `\u0000` preceded by an even number of backslashes (an odd number means the
 # backslash itself was escaped and the text is literally "\u0000").
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _MAX_ERRORS_REPORTED = 5
+_SEVERITY = {member.value: member for member in Severity}
 
 
 class ErrorClass(StrEnum):
@@ -40,6 +42,9 @@ class ErrorClass(StrEnum):
     naive_timestamp = "naive_timestamp"
     timestamp_out_of_range = "timestamp_out_of_range"
     database = "database"
+    # Anything unforeseen that one message triggered (a bug, not the producer's fault): the
+    # message is kept and the batch goes on; the reason names the exception.
+    internal = "internal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +72,21 @@ def describe_validation_error(exc: ValidationError) -> tuple[ErrorClass, str]:
     return ErrorClass.schema, "; ".join(parts)
 
 
+def internal_rejection(exc: BaseException) -> Rejection:
+    """An unforeseen exception raised while handling one message, as that message's reason."""
+    return Rejection(ErrorClass.internal, f"{type(exc).__name__}: {exc}"[:1000])
+
+
 class Normalizer:
     """Validates and normalises the messages of one topic into rows of its raw table.
 
     Args:
         spec: the topic and the family it carries.
         settings: size limit, allowed future skew, maximum age and per-topic zones for naive times.
+        fast: use the msgspec shortcut where it applies (same outcomes, less CPU).
     """
 
-    def __init__(self, spec: TopicSpec, settings: Settings) -> None:
+    def __init__(self, spec: TopicSpec, settings: Settings, fast: bool = True) -> None:
         self.spec = spec
         self.table: RawTable = TABLES[spec.table]
         self._model: type[Envelope] = EVENT_MODELS[spec.family]
@@ -86,11 +97,15 @@ class Normalizer:
         self._naive_zone = ZoneInfo(zone) if zone else None
         self._bounds_for: datetime | None = None
         self._bounds: tuple[datetime, datetime] = (datetime.min, datetime.max)
+        # The msgspec shortcut for the canonical telemetry shape (llmhub.contract.fast); every
+        # message it declines goes through the pydantic model.
+        self._fast = decode_telemetry if fast and spec.family == "telemetry" else None
 
     def normalize(
         self, value: bytes | None, partition: int, offset: int, now: datetime
     ) -> tuple[Any, ...] | Rejection:
-        """Return the raw-table row for ``value`` or the reason it was rejected.
+        """Return the raw-table row for ``value`` or the reason it was rejected; never raises
+        for anything a message contains (an unforeseen exception is an ``internal`` rejection).
 
         Args:
             value: the message value as sent.
@@ -98,6 +113,14 @@ class Normalizer:
             now: the reference time for the accepted ``occurred_at`` range; pass the same object
                 for a whole batch (the range is computed once per distinct ``now``).
         """
+        try:
+            return self._normalize(value, partition, offset, now)
+        except Exception as exc:  # one message must never stop the partition
+            return internal_rejection(exc)
+
+    def _normalize(
+        self, value: bytes | None, partition: int, offset: int, now: datetime
+    ) -> tuple[Any, ...] | Rejection:
         if not value:
             return Rejection(ErrorClass.empty, "message has no value (empty or tombstone)")
         if len(value) > self._max_bytes:
@@ -110,6 +133,14 @@ class Normalizer:
             return Rejection(
                 ErrorClass.unstorable, "contains a NUL character (\\u0000), which text cannot store"
             )
+        if self._fast is not None:
+            decoded = self._fast(value)
+            if decoded is not None:
+                fast_event, fast_time, status = decoded
+                checked = self._in_range(fast_time, fast_time, now)
+                if type(checked) is Rejection:
+                    return checked
+                return self._fast_row(fast_event, checked, status, partition, offset)
         try:
             event = self._model.model_validate_json(value)
         except ValidationError as exc:
@@ -133,12 +164,26 @@ class Normalizer:
                     "(LLMHUB_NAIVE_TIMEZONES)",
                 )
             occurred_at = occurred_at.replace(tzinfo=self._naive_zone)
+        checked = self._in_range(occurred_at, event.occurred_at, now)
+        if type(checked) is Rejection:
+            return checked
+        extra = event.body.__pydantic_extra__  # type: ignore[attr-defined]
+        try:
+            attributes = orjson.dumps(extra).decode() if extra else "{}"
+        except orjson.JSONEncodeError as exc:
+            return Rejection(ErrorClass.unstorable, f"attributes cannot be stored: {exc}")
+        return self.table.row(event, checked, attributes, partition, offset)
+
+    def _in_range(
+        self, occurred_at: datetime, sent: datetime, now: datetime
+    ) -> datetime | Rejection:
+        """``occurred_at`` (aware) in UTC if within the accepted range, else the rejection."""
         try:
             occurred_at = occurred_at.astimezone(UTC)
         except OverflowError:
             return Rejection(
                 ErrorClass.timestamp_out_of_range,
-                f"occurred_at {event.occurred_at.isoformat()} cannot be expressed in UTC",
+                f"occurred_at {sent.isoformat()} cannot be expressed in UTC",
             )
         if now is not self._bounds_for:
             self._bounds_for = now
@@ -157,9 +202,41 @@ class Normalizer:
                 f"occurred_at {occurred_at.isoformat()} is older than "
                 f"{self._max_age.days} days (LLMHUB_MAX_EVENT_AGE_DAYS)",
             )
-        extra = event.body.__pydantic_extra__  # type: ignore[attr-defined]
-        try:
-            attributes = orjson.dumps(extra).decode() if extra else "{}"
-        except orjson.JSONEncodeError as exc:
-            return Rejection(ErrorClass.unstorable, f"attributes cannot be stored: {exc}")
-        return self.table.row(event, occurred_at, attributes, partition, offset)
+        return occurred_at
+
+    @staticmethod
+    def _fast_row(
+        e: FastTelemetryEvent, occurred_at: datetime, status: str, partition: int, offset: int
+    ) -> tuple[Any, ...]:
+        """The ``raw.llm_requests`` row of a fast-decoded event, in ``TABLES`` column order
+        (equal to ``RawTable.row`` of the pydantic event: tested)."""
+        b = e.body
+        return (
+            e.event_id,
+            occurred_at,
+            e.tenant_id,
+            e.asset_id,
+            e.event_type,
+            e.source_module,
+            _SEVERITY[e.severity],
+            e.schema_version,
+            b.operation_name,
+            b.provider,
+            b.request_model,
+            b.response_model,
+            b.response_id,
+            status,
+            b.http_status_code,
+            b.error_type,
+            text_array(b.finish_reasons),
+            b.input_tokens,
+            b.output_tokens,
+            b.cache_read_tokens,
+            b.latency_ms,
+            b.time_to_first_token_ms,
+            b.cost_usd,
+            b.user_id,
+            "{}",
+            partition,
+            offset,
+        )

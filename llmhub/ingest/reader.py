@@ -13,17 +13,25 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from typing import NamedTuple
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException
 from confluent_kafka import Message as RdMessage
 from confluent_kafka import TopicPartition as RdTopicPartition
-from kafka import TopicPartition
 
 from llmhub.ingest.writer import Message
 
 log = logging.getLogger(__name__)
 
 METADATA_TIMEOUT_S = 10.0
+
+
+class TopicPartition(NamedTuple):
+    """A topic-partition (equal to kafka-python's namedtuple of the same name, which the
+    ingester does not import: kafka-python costs seconds of start-up per run)."""
+
+    topic: str
+    partition: int
 
 
 def as_message(record: RdMessage | Message) -> Message:

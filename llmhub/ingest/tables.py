@@ -87,6 +87,23 @@ BODY_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Columns of type text[]: their lists are rendered here as array literals, which the server
+# parses for the column type; psycopg's Python list dumper cost ~5% of ingestion (py-spy).
+ARRAY_COLUMNS = frozenset({"finish_reasons"})
+
+
+def text_array(values: list[str] | None) -> str | None:
+    """A PostgreSQL text[] literal, every element quoted (so NULL, commas, braces and spaces
+    stay text) with backslashes and double quotes escaped."""
+    if values is None:
+        return None
+    return (
+        "{"
+        + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        + "}"
+    )
+
+
 @dataclass(frozen=True)
 class RawTable:
     """One raw hypertable: its name and the column order rows are copied in."""
@@ -104,6 +121,8 @@ class RawTable:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_get_body", attrgetter(*self.body_columns))
+        arrays = [i for i, c in enumerate(self.body_columns) if c in ARRAY_COLUMNS]
+        object.__setattr__(self, "_arrays", arrays)
 
     def row(
         self,
@@ -116,6 +135,10 @@ class RawTable:
         """The row for a validated event (``occurred_at`` already in UTC), in column order;
         psycopg's COPY formatter renders each Python value (lists become text arrays)."""
         body_values = self._get_body(event.body)  # type: ignore[attr-defined]
+        if self._arrays:  # type: ignore[attr-defined]
+            body_values = list(body_values)
+            for i in self._arrays:  # type: ignore[attr-defined]
+                body_values[i] = text_array(body_values[i])
         return (
             event.event_id,
             occurred_at,

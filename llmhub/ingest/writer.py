@@ -10,6 +10,7 @@ cannot commit them again.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,9 +53,29 @@ class Message:
 
 
 def kafka_time(timestamp_ms: int | None) -> datetime | None:
+    """The broker timestamp as a datetime; ``None`` when missing, negative or beyond what a
+    datetime holds (CreateTime is set by the producer and may be anything)."""
     if timestamp_ms is None or timestamp_ms < 0:
         return None
-    return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError, TypeError):
+        return None
+
+
+def is_infrastructure_fault(exc: BaseException, conn: psycopg.Connection | None = None) -> bool:
+    """Whether ``exc`` is about the database being unreachable rather than about the data: the
+    connection is gone, or the server is shutting down or cannot be reached. Such a fault stops
+    the run (the next run resumes from the stored offsets); anything else is retried, then
+    narrowed down to the message that causes it."""
+    if conn is not None and (conn.closed or conn.broken):
+        return True
+    if isinstance(exc, psycopg.InterfaceError):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    # 08: connection exception; 57P: operator intervention (shutdown, cannot connect now);
+    # 58: system error (I/O); 53100: disk full.
+    return sqlstate.startswith(("08", "57P", "58")) or sqlstate == "53100"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +117,14 @@ class WriteResult:
     inserted: dict[str, int] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
     dead_lettered: int = 0
+    # The batch's dead letters plus the rows the database refused (the batch is not modified,
+    # so a refused transaction can be retried with the same batch).
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    # Seconds spent rendering rows for COPY, sending rows and dead letters (COPY until the server
+    # acknowledged it, fallbacks, offsets), and committing.
+    format_s: float = 0.0
+    copy_s: float = 0.0
+    commit_s: float = 0.0
 
 
 class RawWriter:
@@ -112,18 +141,26 @@ class RawWriter:
         # Rows keep the client's own record objects (no per-row copy); only the rare
         # dead-letter path converts one into a ``Source``.
         self._as_message = as_message
+        self._format_s = 0.0
 
     def write(self, batch: Batch) -> WriteResult:
         """Write ``batch`` in one transaction; raise ``ConcurrentIngestionError`` if pre-empted."""
         result = WriteResult()
+        self._format_s = 0.0
+        started = time.perf_counter()
+        result.dead_letters = list(batch.dead_letters)
         with self.conn.transaction():
             for table, rows in batch.tables.items():
                 inserted, duplicates, rejected = self._write_table(table, rows)
                 result.inserted[table] = inserted
                 result.duplicates[table] = duplicates
-                batch.dead_letters.extend(rejected)
-            result.dead_lettered = self._write_dead_letters(batch.dead_letters)
+                result.dead_letters.extend(rejected)
+            result.dead_lettered = self._write_dead_letters(result.dead_letters)
             self._advance_offsets(batch.offsets)
+            sent = time.perf_counter()
+        result.format_s = self._format_s
+        result.copy_s = sent - started - self._format_s
+        result.commit_s = time.perf_counter() - sent
         return result
 
     def _copy(self, table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
@@ -132,10 +169,21 @@ class RawWriter:
         statement = sql.SQL("copy {} ({}) from stdin").format(
             sql.Identifier(*table.split(".")), sql.SQL(", ").join(map(sql.Identifier, columns))
         )
+        # The formatter is called directly (what ``copy.write_row`` does) so that the time spent
+        # rendering rows can be told apart from the time spent sending them.
+        started = time.perf_counter()
+        sending = 0.0
         with self.conn.cursor().copy(statement) as copy:
-            write_row = copy.write_row
+            format_row = copy.formatter.write_row
+            send = copy.write
             for row in rows:
-                write_row(row)
+                data = format_row(row)
+                if data:
+                    sent = time.perf_counter()
+                    send(data)
+                    sending += time.perf_counter() - sent
+            formatted = time.perf_counter()
+        self._format_s += formatted - started - sending
 
     def _write_table(self, table: str, rows: TableRows) -> tuple[int, int, list[DeadLetter]]:
         """Fast path: COPY straight into the hypertable. Producer redeliveries make it fail on
@@ -150,14 +198,24 @@ class RawWriter:
                 with self.conn.transaction():
                     inserted = self._insert_deduplicated(table, rows.rows)
                 return inserted, len(rows.rows) - inserted, []
-            except (errors.DataError, errors.IntegrityError) as exc:
+            except Exception as exc:
+                if self._not_about_rows(exc):
+                    raise
                 log.warning(
-                    "%s: batch refused after a redelivery (%s); row by row", table, exc.sqlstate
+                    "%s: batch refused after a redelivery (%s); row by row", table, _describe(exc)
                 )
                 return self._insert_row_by_row(table, rows)
-        except (errors.DataError, errors.IntegrityError) as exc:
-            log.warning("COPY into %s refused (%s); writing row by row", table, exc.sqlstate)
+        except Exception as exc:
+            # A value PostgreSQL refuses, or one the row formatter cannot render: find it.
+            if self._not_about_rows(exc):
+                raise
+            log.warning("COPY into %s refused (%s); writing row by row", table, _describe(exc))
             return self._insert_row_by_row(table, rows)
+
+    def _not_about_rows(self, exc: Exception) -> bool:
+        """Errors that row-by-row writing cannot resolve: the connection or the server is in
+        trouble (the caller retries or stops), or a resource limit of the whole transaction."""
+        return isinstance(exc, psycopg.OperationalError) or is_infrastructure_fault(exc, self.conn)
 
     def _insert_deduplicated(self, table: str, rows: Sequence[tuple]) -> int:
         spec = TABLES[table]
@@ -181,24 +239,41 @@ class RawWriter:
         return cursor.rowcount
 
     def _insert_row_by_row(self, table: str, rows: TableRows) -> tuple[int, int, list[DeadLetter]]:
+        inserted = duplicates = 0
+        rejected: list[DeadLetter] = []
+        for outcome in self.insert_each(table, rows):
+            if isinstance(outcome, DeadLetter):
+                rejected.append(outcome)
+            else:
+                inserted += outcome
+                duplicates += 1 - outcome
+        return inserted, duplicates, rejected
+
+    def insert_each(self, table: str, rows: TableRows) -> list[int | DeadLetter]:
+        """Insert ``rows`` one by one, each in a savepoint: per row 1 (stored), 0 (already
+        stored: same event key) or the dead letter saying why the database refused it."""
         spec = TABLES[table]
         statement = sql.SQL("insert into {} ({}) values ({}) on conflict do nothing").format(
             sql.Identifier("raw", table),
             sql.SQL(", ").join(map(sql.Identifier, spec.columns)),
             sql.SQL(", ").join(sql.Placeholder() * len(spec.columns)),
         )
-        inserted = duplicates = 0
-        rejected: list[DeadLetter] = []
+        outcomes: list[int | DeadLetter] = []
         for row, source in zip(rows.rows, rows.sources, strict=True):
             try:
                 with self.conn.transaction():
-                    count = self.conn.execute(statement, row).rowcount
-                inserted += count
-                duplicates += 1 - count
-            except (errors.DataError, errors.IntegrityError) as exc:
-                message = f"database refused the row ({exc.sqlstate}): {exc.diag.message_primary}"
-                rejected.append(DeadLetter(self._as_message(source), ErrorClass.database, message))
-        return inserted, duplicates, rejected
+                    outcomes.append(self.conn.execute(statement, row).rowcount)
+            except Exception as exc:
+                if self._not_about_rows(exc):
+                    raise
+                if isinstance(exc, psycopg.Error):
+                    error_class = ErrorClass.database
+                    message = f"database refused the row ({_describe(exc)})"
+                else:  # the row formatter or the adapter raised: a bug, kept with the message
+                    error_class = ErrorClass.internal
+                    message = f"row could not be written: {type(exc).__name__}: {exc}"
+                outcomes.append(DeadLetter(self._as_message(source), error_class, message[:1000]))
+        return outcomes
 
     def _write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> int:
         if not dead_letters:
@@ -251,6 +326,13 @@ class RawWriter:
                     f"{topic}[{partition}] moved past offset {start} under another ingester; "
                     "the batch was rolled back"
                 )
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, psycopg.Error):
+        primary = exc.diag.message_primary if exc.diag else None
+        return f"{exc.sqlstate or type(exc).__name__}: {primary or exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def stored_offsets(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from llmhub.config import Settings, mlflow_tracking_uri, prometheus_url, redact
+from llmhub.config import Settings, load_api_settings, mlflow_tracking_uri, prometheus_url, redact
 from llmhub.db import connect, migrate
+from llmhub.stack.api_server import ApiStack
 from llmhub.stack.broker import BrokerStack, ensure_topics
 from llmhub.stack.mlflow_server import MlflowStack
 from llmhub.stack.prometheus import PrometheusStack
@@ -22,6 +23,7 @@ class StackReport:
     mlflow: str
     notes: list[str]
     prometheus: str = ""
+    api: str = ""
 
 
 def is_loopback(host: str) -> bool:
@@ -72,8 +74,16 @@ def up(settings: Settings) -> StackReport:
         notes.append(f"Prometheus on {prometheus.host}: using it, not starting one")
     else:
         prometheus.start()
+    # After the migration: the API connects as role llmhub_api, which migration 0010 creates.
+    api = ApiStack.for_settings(settings.stack_dir, load_api_settings(settings))
+    api.start()
     return StackReport(
-        redact(settings.database_url), settings.kafka_bootstrap, mlflow.url, notes, prometheus.url
+        redact(settings.database_url),
+        settings.kafka_bootstrap,
+        mlflow.url,
+        notes,
+        prometheus.url,
+        api.url,
     )
 
 
@@ -83,6 +93,7 @@ def _prometheus(settings: Settings) -> PrometheusStack:
 
 def down(settings: Settings) -> None:
     timescale, broker, mlflow = _services(settings)
+    ApiStack.for_settings(settings.stack_dir, load_api_settings(settings)).stop()
     prometheus = _prometheus(settings)
     if is_loopback(prometheus.host):
         prometheus.stop()

@@ -270,7 +270,11 @@ def test_every_mart_has_row_level_security(access_db: AccessDb) -> None:
     assert {row[0] for row in rows} == set(MARTS)
     for name, enabled, forced, policies in rows:
         assert enabled and not forced, name
-        assert policies == ["analyst_all_tenants", "tenant_analyst_granted_tenants"], name
+        assert policies == [
+            "analyst_all_tenants",
+            "llmhub_api_current_tenant",
+            "tenant_analyst_granted_tenants",
+        ], name
 
 
 @pytest.mark.parametrize(("reader", "tenant"), [("a", TENANT_A), ("b", TENANT_B)])

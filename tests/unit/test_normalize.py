@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,8 +18,10 @@ from llmhub.ingest.tables import TABLES
 EventFactory = Callable[..., dict[str, Any]]
 Build = Callable[[EventFactory], bytes | None]
 
-# The factory stamps events a minute before the real clock, so "now" is the real clock too.
-NOW = datetime.now(UTC)
+# The factory stamps events a minute before the real clock, so "now" is the real clock too, read
+# when each message is normalised (a module-level "now" made events stamped minutes into a slow
+# test run look more than the allowed skew in the future).
+NOW = datetime.now(UTC)  # for the parametrized rejections, which name exact distances
 TELEMETRY = BY_TOPIC["llm.telemetry"]
 
 
@@ -214,7 +217,7 @@ def test_rejection_class_and_reason(
 
 def test_many_schema_errors_are_summarised(event: EventFactory) -> None:
     payload = {"body": {}}
-    outcome = Normalizer(TELEMETRY, Settings()).normalize(_dumps(payload), 0, 0, NOW)
+    outcome = Normalizer(TELEMETRY, Settings()).normalize(_dumps(payload), 0, 0, datetime.now(UTC))
     assert isinstance(outcome, Rejection)
     assert outcome.error_class is ErrorClass.schema
     assert "... and" in outcome.error and "more" in outcome.error
@@ -223,14 +226,16 @@ def test_many_schema_errors_are_summarised(event: EventFactory) -> None:
 def test_literal_backslash_u0000_text_is_stored(event: EventFactory) -> None:
     # "\\u0000" in JSON is a backslash followed by "u0000", which text can store.
     value = _raw_json_with("tenant_id", b'"a\\\\u0000b"')(event)
-    row = Normalizer(TELEMETRY, Settings()).normalize(value, 0, 0, NOW)
+    row = Normalizer(TELEMETRY, Settings()).normalize(value, 0, 0, datetime.now(UTC))
     assert isinstance(row, tuple)
     assert row[TABLES[TELEMETRY.table].columns.index("tenant_id")] == "a\\u0000b"
 
 
 def test_message_at_the_size_limit_is_accepted(event: EventFactory) -> None:
     value = _dumps(event("telemetry"))
-    row = Normalizer(TELEMETRY, Settings(max_message_bytes=len(value))).normalize(value, 0, 0, NOW)
+    row = Normalizer(TELEMETRY, Settings(max_message_bytes=len(value))).normalize(
+        value, 0, 0, datetime.now(UTC)
+    )
     assert isinstance(row, tuple)
 
 
@@ -241,7 +246,7 @@ def test_accepted_row_carries_utc_time_attributes_and_kafka_coordinates(
     spec = BY_FAMILY[family]
     table = TABLES[spec.table]
     payload = event(family, occurred_at="2026-03-12T13:00:00+02:00", body={"custom.note": "kept"})
-    row = Normalizer(spec, Settings()).normalize(_dumps(payload), 3, 41, NOW)
+    row = Normalizer(spec, Settings()).normalize(_dumps(payload), 3, 41, datetime.now(UTC))
     assert isinstance(row, tuple)
     values = dict(zip(table.columns, row, strict=True))
     assert values["event_id"] == payload["event_id"]
@@ -252,7 +257,9 @@ def test_accepted_row_carries_utc_time_attributes_and_kafka_coordinates(
 
 
 def test_row_without_extra_keys_has_empty_attributes(event: EventFactory) -> None:
-    row = Normalizer(TELEMETRY, Settings()).normalize(_dumps(event("telemetry")), 0, 0, NOW)
+    row = Normalizer(TELEMETRY, Settings()).normalize(
+        _dumps(event("telemetry")), 0, 0, datetime.now(UTC)
+    )
     assert isinstance(row, tuple)
     assert row[TABLES[TELEMETRY.table].columns.index("attributes")] == "{}"
 
@@ -266,7 +273,39 @@ def test_unrepresentable_time_is_rejected_not_raised(event: EventFactory, occurr
     # Regression: OverflowError escaped the normaliser, so one such message crashed every run
     # on its partition (a poison pill).
     outcome = Normalizer(TELEMETRY, Settings()).normalize(
-        _dumps(event("telemetry", occurred_at=occurred_at)), 0, 0, NOW
+        _dumps(event("telemetry", occurred_at=occurred_at)), 0, 0, datetime.now(UTC)
     )
     assert isinstance(outcome, Rejection)
     assert outcome.error_class in (ErrorClass.schema, ErrorClass.timestamp_out_of_range)
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [10**399, -(10**399), "9" * 400, 2**1024],
+    ids=["400-digit-int", "400-digit-negative-int", "400-digit-string", "beyond-float"],
+)
+def test_integer_beyond_float_range_is_rejected_not_raised(
+    event: EventFactory, occurred_at: Any
+) -> None:
+    # Regression: an integer of 400 digits raised OverflowError (int to float) inside the
+    # contract, outside the dead-letter path, and stopped the partition for good.
+    value = json.dumps(event("telemetry", occurred_at=occurred_at)).encode()
+    outcome = Normalizer(TELEMETRY, Settings()).normalize(value, 0, 0, datetime.now(UTC))
+    assert isinstance(outcome, Rejection)
+    assert outcome.error_class is ErrorClass.schema
+    assert outcome.error.startswith("occurred_at")
+
+
+def test_an_unexpected_exception_is_an_internal_rejection(
+    event: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    normalizer = Normalizer(TELEMETRY, Settings())
+
+    def explode(*args: Any) -> Any:
+        raise KeyError("a bug in the normaliser")
+
+    monkeypatch.setattr(normalizer, "_in_range", explode)
+    outcome = normalizer.normalize(_dumps(event("telemetry")), 0, 0, datetime.now(UTC))
+    assert isinstance(outcome, Rejection)
+    assert outcome.error_class is ErrorClass.internal
+    assert "KeyError" in outcome.error and "a bug in the normaliser" in outcome.error

@@ -99,14 +99,23 @@ run "dagster_ui_requires_a_cognito_login" {
       dagster = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dagster"
       mlflow  = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow"
     }
-    kafka_bootstrap       = "b-1:9092"
-    mlflow_host           = "mlflow.llmhub-test.internal"
-    dagster_host          = "dagster.llmhub-test.internal"
-    dagster_daemon_cpu    = 2048
-    dagster_daemon_memory = 8192
-    log_retention_days    = 7
+    kafka_bootstrap        = "b-1:9092"
+    mlflow_host            = "mlflow.llmhub-test.internal"
+    dagster_host           = "dagster.llmhub-test.internal"
+    api_host               = "api.llmhub-test.internal"
+    api_security_group_ids = ["sg-api"]
+    dagster_daemon_cpu     = 2048
+    dagster_daemon_memory  = 8192
+    log_retention_days     = 7
   }
 
+  assert {
+    condition = alltrue([
+      for secret in jsondecode(aws_ecs_task_definition.api.container_definitions)[0].secrets :
+      startswith(secret.valueFrom, var.service_secret_arns["api"])
+    ])
+    error_message = "the HTTP API must log in as its own service role (llmhub_api), never as the owner"
+  }
   assert {
     condition     = aws_lb_listener.https.protocol == "HTTPS" && aws_lb_listener.https.certificate_arn == var.ui_certificate_arn
     error_message = "the UIs must be served over HTTPS with the given certificate"

@@ -23,7 +23,7 @@ Create Date: 2026-11-29
 from alembic import op
 
 revision = "0011"
-down_revision = "0005"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

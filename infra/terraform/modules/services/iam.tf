@@ -44,6 +44,7 @@ data "aws_iam_policy_document" "execution" {
       var.migration_secret_arn,
       var.service_secret_arns["dagster"],
       var.service_secret_arns["mlflow"],
+      var.service_secret_arns["api"],
       var.mlflow_auth_secret_arn,
     ]
   }

@@ -8,6 +8,7 @@ locals {
     dagster-daemon    = { cpu = var.dagster_daemon_cpu, memory = var.dagster_daemon_memory }
     mlflow            = { cpu = 1024, memory = 2048 }
     migrate           = { cpu = 512, memory = 1024 }
+    api               = { cpu = 1024, memory = 2048 }
   }
 
   mlflow_tracking_uri = "https://${var.mlflow_host}"

@@ -102,3 +102,37 @@ variable "log_retention_days" {
   description = "CloudWatch retention of the task logs, in days."
   type        = number
 }
+
+variable "api_security_group_ids" {
+  description = "Security groups of the API tasks (their own and the Kafka client group)."
+  type        = list(string)
+}
+
+variable "api_host" {
+  description = "Host name routed to the HTTP API on the load balancer."
+  type        = string
+}
+
+variable "api_desired_count" {
+  description = "API tasks (quota state is shared through PostgreSQL, so any count works)."
+  type        = number
+  default     = 2
+}
+
+variable "api_jwks_url" {
+  description = "JWKS URL of the OIDC issuer whose bearer tokens the API accepts (empty: API keys only)."
+  type        = string
+  default     = ""
+}
+
+variable "api_jwt_issuer" {
+  description = "Required iss claim of OIDC tokens."
+  type        = string
+  default     = ""
+}
+
+variable "api_jwt_audience" {
+  description = "Required aud claim of OIDC tokens."
+  type        = string
+  default     = ""
+}

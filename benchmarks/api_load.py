@@ -1,0 +1,447 @@
+"""HTTP API load: OTLP ingest spans/s (all in Kafka) and query latency at 50 and 200 clients.
+
+1. A bench database (``llmhub_test_api_bench``, recreated; dropped unless ``--keep``): migrated,
+   the request marts created empty by dbt (their indexes and row-level security), then filled
+   directly by SQL with ``--tenants x --apps x --models`` series (5,000 by default) over
+   ``--days`` days of hours and days: the marts of a realistic organisation, not the pipeline.
+2. ``llmhub serve`` with ``--workers`` processes, as role ``llmhub_api``, quotas set high (each
+   request still takes its quota tokens from PostgreSQL).
+3. Ingest: locust (headless) users posting one OTLP/protobuf request of ``--spans`` GenAI spans
+   back to back for ``--ingest-seconds``; spans/s accepted = acknowledged requests x spans / s.
+   The topic is then read back and counted (Tansu's end offsets are not the log end).
+4. Query: locust users, one per dashboard of a random tenant, asking ``GET /api/v1/metrics``
+   questions (24 h hourly by series, 7/30 days daily...) for ``--query-seconds`` at 50 and at 200
+   concurrent clients, ``--think`` seconds between a client's requests; p50/p95/p99 from locust.
+
+The last line printed is one JSON object; it is also written to benchmarks/results/api_load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from psycopg import sql
+from rich.console import Console
+
+from llmhub.api.keys import create_key
+from llmhub.config import load_settings, with_database
+from llmhub.db import migrate
+from llmhub.stack.broker import ensure_topics
+
+console = Console(stderr=True)
+DATABASE = "llmhub_test_api_bench"
+RESULTS = Path(__file__).parent / "results"
+DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_marts(url: str, workdir: Path) -> None:
+    env = {**os.environ, "LLMHUB_DB_NAME": DATABASE}
+    result = subprocess.run(
+        [
+            str(BIN / "dbt"),
+            "build",
+            "--select",
+            "+fct_llm_requests_hourly",
+            "+fct_llm_requests_daily",
+            "--exclude-resource-type",
+            "test",
+            "--profiles-dir",
+            ".",
+            "--target-path",
+            str(workdir / "target"),
+            "--log-path",
+            str(workdir / "logs"),
+        ],
+        cwd=DBT_PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"dbt failed:\n{result.stdout[-3000:]}")
+
+
+FILL = """
+insert into marts.{table} (
+    {key}, tenant_id, asset_id, asset_version_id, asset_version, provider, request_model,
+    {bucket}, {extra_cols} request_count, success_count, error_count, rate_limited_count,
+    error_rate, rate_limited_rate, latency_avg_ms, latency_p50_ms, latency_p95_ms,
+    latency_p99_ms, time_to_first_token_p50_ms, time_to_first_token_p95_ms,
+    output_tokens_per_second, input_tokens, output_tokens, cache_read_tokens,
+    generation_output_tokens, generation_time_ms, cost_usd
+)
+select
+    md5(t || '/' || a || '/' || m || '/' || b::text), 'tenant-' || t, 'app-' || a,
+    'app-' || a || '@1', '1', case when m %% 2 = 0 then 'openai' else 'anthropic' end,
+    'model-' || m, b, {extra_vals} n, n - n / 50 - n / 100, n / 50, n / 100,
+    round((n / 50)::numeric / n, 6), round((n / 100)::numeric / n, 6),
+    500 + m * 10, 400 + m * 10, 900 + m * 20, 1500 + m * 30, 150, 300, 40,
+    n * 500, n * 120, n * 50, n * 120, n * 3000, n * 0.002
+from generate_series(1, %(tenants)s) as t
+cross join generate_series(1, %(apps)s) as a
+cross join generate_series(1, %(models)s) as m
+cross join generate_series(%(lo)s::timestamptz, %(hi)s::timestamptz, %(step)s::interval) as b
+cross join lateral (select ({scale} * (20 + floor(random() * 200)))::int as n) as x
+"""
+
+
+def fill_marts(url: str, tenants: int, apps: int, models: int, days: int) -> dict[str, int]:
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    params = {"tenants": tenants, "apps": apps, "models": models}
+    counts = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table, key, bucket, step, extra_cols, extra_vals, scale in (
+            (
+                "fct_llm_requests_hourly",
+                "request_hour_key",
+                "request_hour_at",
+                "1 hour",
+                "request_date,",
+                "(b at time zone 'utc')::date,",
+                1,
+            ),
+            ("fct_llm_requests_daily", "request_day_key", "request_date", "1 day", "", "", 24),
+        ):
+            lo = now.timestamp() - days * 86400
+            query = FILL.format(
+                table=table,
+                key=key,
+                bucket=bucket,
+                extra_cols=extra_cols,
+                extra_vals=extra_vals,
+                scale=scale,
+            )
+            if bucket == "request_date":
+                query = query.replace("'model-' || m, b,", "'model-' || m, b::date,")
+            # Indexes dropped for the bulk insert and rebuilt after: several times faster than
+            # maintaining five B-trees (one on random md5 keys) row by row.
+            indexes = [
+                row[0]
+                for row in conn.execute(
+                    "select indexdef from pg_indexes where schemaname = 'marts' and tablename = %s",
+                    (table,),
+                )
+            ]
+            for (name,) in conn.execute(
+                "select indexname from pg_indexes where schemaname = 'marts' and tablename = %s",
+                (table,),
+            ).fetchall():
+                conn.execute(sql.SQL("drop index marts.{}").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL(query),  # fixed text of this module
+                {**params, "lo": datetime.fromtimestamp(lo, UTC), "hi": now, "step": step},
+            )
+            for definition in indexes:
+                conn.execute(sql.SQL(definition))  # read back from pg_indexes
+            conn.execute(sql.SQL("analyze marts.{}").format(sql.Identifier(table)))
+            counts[table] = conn.execute(
+                sql.SQL("select count(*) from marts.{}").format(sql.Identifier(table))
+            ).fetchone()[0]
+    return counts
+
+
+def _kv(key: str, value: Any) -> KeyValue:
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def otlp_payload(spans: int) -> bytes:
+    """One export request of ``spans`` chat spans (new-style names), like an SDK batch."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.append(_kv("service.name", "bench-app"))
+    ss = rs.scope_spans.add()
+    now = time.time_ns()
+    for i in range(spans):
+        span = ss.spans.add()
+        span.trace_id = uuid.uuid4().bytes
+        span.span_id = uuid.uuid4().bytes[:8]
+        span.name = "chat gpt-4o"
+        span.start_time_unix_nano = now - 10_000_000_000 + i * 1000
+        span.end_time_unix_nano = span.start_time_unix_nano + 800_000_000
+        for key, value in (
+            ("gen_ai.operation.name", "chat"),
+            ("gen_ai.provider.name", "openai"),
+            ("gen_ai.request.model", "gpt-4o"),
+            ("gen_ai.response.model", "gpt-4o-2024-08-06"),
+            ("gen_ai.usage.input_tokens", 100 + i % 50),
+            ("gen_ai.usage.output_tokens", 20 + i % 10),
+        ):
+            span.attributes.append(_kv(key, value))
+    return req.SerializeToString()
+
+
+def locust(user: str, users: int, seconds: int, host: str, env: dict[str, str], out: Path) -> dict:
+    prefix = out / f"{user}_{users}"
+    subprocess.run(
+        [
+            str(BIN / "locust"),
+            "-f",
+            str(HERE / "locust_api.py"),
+            user,
+            "--headless",
+            "-u",
+            str(users),
+            "-r",
+            str(max(users, 10)),
+            "-t",
+            # Locust 2.47 counts its run time from process start; its imports take seconds here.
+            f"{seconds + 10}s",
+            "--host",
+            host,
+            "--csv",
+            str(prefix),
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+        ],
+        env={**os.environ, **env},
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=(out / f"locust_{user}_{users}.log").open("wb"),
+    )
+    with open(f"{prefix}_stats.csv", newline="") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    agg = rows["Aggregated"]
+    if agg["50%"] == "N/A":
+        raise RuntimeError(f"locust completed no request; see {out}/locust_{user}_{users}.log")
+    return {
+        "requests": int(agg["Request Count"]),
+        "failures": int(agg["Failure Count"]),
+        "rps": round(float(agg["Requests/s"]), 1),
+        "ok_rps": float(agg["Requests/s"]) - float(agg["Failures/s"]),
+        "p50_ms": float(agg["50%"]),
+        "p95_ms": float(agg["95%"]),
+        "p99_ms": float(agg["99%"]),
+    }
+
+
+def count_topic(bootstrap: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        total, idle = 0, 0
+        while idle < 5:
+            batch = consumer.consume(10_000, timeout=1.0)
+            idle = 0 if batch else idle + 1
+            total += sum(1 for m in batch if m.error() is None)
+        return total
+    finally:
+        consumer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--apps", type=int, default=10)
+    parser.add_argument("--models", type=int, default=5)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--spans", type=int, default=1000, help="spans per OTLP request")
+    parser.add_argument("--ingest-users", type=int, default=8)
+    parser.add_argument("--ingest-seconds", type=int, default=30)
+    parser.add_argument("--query-seconds", type=int, default=30)
+    parser.add_argument("--clients", default="50,200")
+    parser.add_argument(
+        "--think", type=float, default=0.0, help="seconds between a client's requests"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument(
+        "--reuse", action="store_true", help="use the database a --keep run left (no refill)"
+    )
+    args = parser.parse_args()
+
+    base = load_settings()
+    admin = with_database(base.database_url, "postgres")
+    url = with_database(base.database_url, DATABASE)
+    drop = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(DATABASE))
+    if not args.reuse:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(drop)
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(DATABASE)))
+    run = uuid.uuid4().hex[:8]
+    settings = replace(base, database_url=url, topic_prefix=f"bench{run}.")
+    workdir = Path(tempfile.mkdtemp(prefix="api_load_"))
+    server: subprocess.Popen[bytes] | None = None
+    result: dict[str, Any] = {"benchmark": "api_load", "at": datetime.now(UTC).isoformat()}
+    try:
+        migrate(settings)
+        ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+        if args.reuse:
+            with psycopg.connect(url) as conn:
+                rows = {
+                    table: conn.execute(
+                        sql.SQL("select count(*) from marts.{}").format(sql.Identifier(table))
+                    ).fetchone()[0]
+                    for table in ("fct_llm_requests_hourly", "fct_llm_requests_daily")
+                }
+        else:
+            console.print("[cyan]creating the marts (dbt, empty) ...")
+            build_marts(url, workdir)
+            console.print(
+                f"[cyan]filling {args.tenants * args.apps * args.models} series x "
+                f"{args.days} days ..."
+            )
+            t0 = time.perf_counter()
+            rows = fill_marts(url, args.tenants, args.apps, args.models, args.days)
+            console.print(f"  {rows} in {time.perf_counter() - t0:.0f} s")
+        with psycopg.connect(url, autocommit=True) as conn:
+            keys = [
+                create_key(conn, f"tenant-{t}", "bench", ("read",), "viewer")[0]
+                for t in range(1, args.tenants + 1)
+            ]
+            ingest_key, _ = create_key(conn, "tenant-1", "bench", ("ingest",), "editor")
+        port = free_port()
+        host = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "LLMHUB_DATABASE_URL": url,
+            "LLMHUB_API_DATABASE_URL": url.replace("postgres@", "llmhub_api@", 1),
+            "LLMHUB_TOPIC_PREFIX": settings.topic_prefix,
+            "LLMHUB_API_INGEST_RATE": "1e9",
+            "LLMHUB_API_INGEST_BURST": "1e9",
+            "LLMHUB_API_QUERY_RATE": "1e9",
+            "LLMHUB_API_QUERY_BURST": "1e9",
+            "LLMHUB_API_MONTHLY_EVENTS": str(10**12),
+            "LLMHUB_API_POOL_SIZE": "20",
+        }
+        log = (workdir / "serve.log").open("wb")
+        server = subprocess.Popen(
+            [str(BIN / "llmhub"), "serve", "--port", str(port), "--workers", str(args.workers)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{host}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("llmhub serve did not start; see " + str(workdir))
+            time.sleep(0.5)
+        time.sleep(3)  # every worker up
+        load1 = os.getloadavg()[0]
+        payload = workdir / "payload.pb"
+        payload.write_bytes(otlp_payload(args.spans))
+        console.print(f"[cyan]ingest: {args.ingest_users} exporters x {args.spans} spans ...")
+        ingest = locust(
+            "IngestUser",
+            args.ingest_users,
+            args.ingest_seconds,
+            host,
+            {
+                "LLMHUB_BENCH_MODE": "ingest",
+                "LLMHUB_BENCH_PAYLOAD": str(payload),
+                "LLMHUB_BENCH_INGEST_KEY": ingest_key,
+            },
+            workdir,
+        )
+        ok = ingest["requests"] - ingest["failures"]
+        in_kafka = count_topic(settings.kafka_bootstrap, settings.topic("llm.telemetry"))
+        result["ingest"] = {
+            "spans_per_request": args.spans,
+            "exporters": args.ingest_users,
+            "seconds": args.ingest_seconds,
+            "requests_ok": ok,
+            "failures": ingest["failures"],
+            "spans_accepted": ok * args.spans,
+            "spans_per_s": round(ingest["ok_rps"] * args.spans),
+            "spans_in_kafka": in_kafka,
+            "request_p50_ms": ingest["p50_ms"],
+            "request_p99_ms": ingest["p99_ms"],
+        }
+        console.print(result["ingest"])
+        result["query"] = {}
+        for clients in (int(c) for c in args.clients.split(",")):
+            console.print(f"[cyan]query: {clients} clients ...")
+            q = locust(
+                "DashboardUser",
+                clients,
+                args.query_seconds,
+                host,
+                {
+                    "LLMHUB_BENCH_MODE": "query",
+                    "LLMHUB_BENCH_KEYS": ",".join(keys),
+                    "LLMHUB_BENCH_THINK_S": str(args.think),
+                },
+                workdir,
+            )
+            result["query"][str(clients)] = q
+            console.print(q)
+        result.update(
+            series=args.tenants * args.apps * args.models,
+            days=args.days,
+            mart_rows=rows,
+            workers=args.workers,
+            think_s=args.think,
+            load1_at_start=round(load1, 2),
+            load1_at_end=round(os.getloadavg()[0], 2),
+            cpus=os.cpu_count(),
+        )
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        if not args.keep:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(drop)
+        try:
+            from confluent_kafka.admin import AdminClient
+
+            from llmhub.contract.topics import TOPICS
+
+            AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics(
+                [settings.topic(spec.topic) for spec in TOPICS]
+            )
+        except Exception:  # the prefix is unique; a broker refusing deletion is harmless
+            pass
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "api_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""What every route needs: the process's services, the caller, and a tenant-scoped transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from fastapi import Request
+from psycopg_pool import AsyncConnectionPool
+
+from llmhub.api.auth import Authenticator, Principal, check
+from llmhub.api.kafka import EventSender
+from llmhub.api.quotas import Quotas
+from llmhub.config import ApiSettings, Settings
+from llmhub.contract.topics import TOPICS
+from llmhub.ingest.normalize import Normalizer
+
+
+@dataclass
+class Services:
+    """One per API process, built by the app's lifespan."""
+
+    settings: Settings
+    api: ApiSettings
+    pool: AsyncConnectionPool
+    sender: EventSender
+    auth: Authenticator
+    quotas: Quotas
+    normalizers: dict[str, Normalizer]
+    inflight: int = 0
+
+    @classmethod
+    def normalizers_for(cls, settings: Settings) -> dict[str, Normalizer]:
+        """The ingester's own validators, one per family (the HTTP layer validates nothing
+        itself: what it accepts is exactly what ingestion would store)."""
+        return {spec.family: Normalizer(spec, settings) for spec in TOPICS}
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def require(scope: str, role: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: authenticate, check scope and role, remember the tenant for the log."""
+
+    async def dependency(request: Request) -> Principal:
+        principal = await services(request).auth.authenticate(request)
+        request.state.tenant = principal.tenant_id
+        request.state.subject = principal.subject
+        check(principal, scope, role)
+        return principal
+
+    return dependency
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    svc: Services, principal: Principal
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A transaction whose row-level security sees only the caller's tenant."""
+    async with svc.pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            "select set_config('llmhub.tenant_id', %s, true)", (principal.tenant_id,)
+        )
+        yield conn
+
+
+def utc_iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

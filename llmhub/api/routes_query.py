@@ -1,0 +1,532 @@
+"""Reading: request metrics from the marts, anomalies, forecasts, budgets; anomaly feedback.
+
+Every query runs in ``tenant_transaction``: row-level security (policies for role
+``llmhub_api``) returns the caller's tenant only, whatever the SQL asks for.
+
+Percentiles are read from the marts, never combined across rows: a mart row holds the exact
+percentiles of its group (tenant, application, application version, provider, model, hour or
+day). An output row that merges several mart rows (a coarser ``group_by``) reports its
+percentiles as null and says how many mart rows it spans (``mart_rows``); counts, rates, tokens,
+cost and output tokens/s are re-aggregated exactly from the mart's sums.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from psycopg import sql
+from pydantic import BaseModel, Field
+
+from llmhub.api.auth import Principal
+from llmhub.api.deps import require, services, tenant_transaction
+from llmhub.api.problems import Problem
+
+router = APIRouter(prefix="/api/v1")
+Reader = Annotated[Principal, Depends(require("read", "viewer"))]
+Editor = Annotated[Principal, Depends(require("read", "editor"))]
+MAX_LIMIT = 10_000
+
+
+class Dimension(StrEnum):
+    tenant = "tenant"
+    application = "application"
+    version = "version"
+    model = "model"
+    provider = "provider"
+
+
+DIMENSION_COLUMNS = {
+    Dimension.tenant: "tenant_id",
+    Dimension.application: "asset_id",
+    Dimension.version: "asset_version_id",
+    Dimension.model: "request_model",
+    Dimension.provider: "provider",
+}
+# The mart's grain: grouping by all of these reads one mart row per output row.
+MART_GRAIN = frozenset(Dimension)
+PERCENTILES = {
+    "latency_p50_ms": "latency_p50_ms",
+    "latency_p95_ms": "latency_p95_ms",
+    "latency_p99_ms": "latency_p99_ms",
+    "ttft_p50_ms": "time_to_first_token_p50_ms",
+    "ttft_p95_ms": "time_to_first_token_p95_ms",
+}
+AGGREGATES = {
+    "requests": "sum(request_count)",
+    "successes": "sum(success_count)",
+    "errors": "sum(error_count)",
+    "rate_limited": "sum(rate_limited_count)",
+    "error_rate": "round(sum(error_count)::numeric / nullif(sum(request_count), 0), 6)",
+    "rate_limited_rate": (
+        "round(sum(rate_limited_count)::numeric / nullif(sum(request_count), 0), 6)"
+    ),
+    "input_tokens": "sum(input_tokens)",
+    "output_tokens": "sum(output_tokens)",
+    "cache_read_tokens": "sum(cache_read_tokens)",
+    "cost_usd": "sum(cost_usd)",
+    "output_tokens_per_second": (
+        "round(sum(generation_output_tokens) * 1000.0 / nullif(sum(generation_time_ms), 0), 3)"
+    ),
+}
+Metric = StrEnum("Metric", {name: name for name in (*AGGREGATES, *PERCENTILES)})  # type: ignore[misc]
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values, default=str)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, width: int) -> list[Any]:
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        raise Problem(400, "invalid-cursor", "cursor is not one this API issued") from None
+    if not isinstance(values, list) or len(values) != width:
+        raise Problem(400, "invalid-cursor", "cursor does not match this query")
+    return values
+
+
+def _csv(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or () for v in item.split(",") if v.strip()]
+
+
+def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    end = (end or datetime.now(UTC)).astimezone(UTC)
+    start = (start or end - timedelta(days=1)).astimezone(UTC)
+    if start >= end:
+        raise Problem(400, "invalid-range", "start must be before end")
+    if end - start > timedelta(days=400):
+        raise Problem(400, "invalid-range", "at most 400 days per query")
+    return start, end
+
+
+@router.get("/metrics", tags=["query"], summary="LLM request metrics over time")
+async def get_metrics(
+    request: Request,
+    principal: Reader,
+    start: Annotated[datetime | None, Query(description="Inclusive; default end - 1 day")] = None,
+    end: Annotated[datetime | None, Query(description="Exclusive; default now")] = None,
+    granularity: Literal["hour", "day"] = "hour",
+    group_by: Annotated[
+        list[str] | None,
+        Query(description="Comma-separated: tenant, application, version, model, provider"),
+    ] = None,
+    metrics: Annotated[
+        list[str] | None, Query(description=f"Comma-separated; default all of {list(Metric)}")
+    ] = None,
+    application: Annotated[list[str] | None, Query(description="Filter (repeatable)")] = None,
+    model: Annotated[list[str] | None, Query(description="Filter (repeatable)")] = None,
+    provider: Annotated[list[str] | None, Query(description="Filter (repeatable)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Buckets of ``granularity`` grouped by ``group_by``, from
+    ``marts.fct_llm_requests_hourly`` / ``_daily``. Percentiles are exact where an output row
+    is one mart row (group by all five dimensions) and null otherwise (see ``mart_rows``)."""
+    svc = services(request)
+    await svc.quotas.query(principal.tenant_id)
+    try:
+        dims = list(dict.fromkeys(Dimension(d) for d in _csv(group_by)))
+        chosen = list(dict.fromkeys(Metric(m) for m in _csv(metrics))) or list(Metric)
+    except ValueError as exc:
+        raise Problem(400, "invalid-parameter", str(exc)) from None
+    lo, hi = _window(start, end)
+    table, bucket = (
+        ("fct_llm_requests_hourly", "request_hour_at")
+        if granularity == "hour"
+        else ("fct_llm_requests_daily", "request_date")
+    )
+    keys = [sql.Identifier(bucket), *(sql.Identifier(DIMENSION_COLUMNS[d]) for d in dims)]
+    selects: list[sql.Composable] = [*keys, sql.SQL("count(*) as mart_rows")]
+    for m in chosen:
+        name = str(m)
+        if name in AGGREGATES:
+            expr = sql.SQL(AGGREGATES[name])  # fixed fragments of this module, never input
+        else:
+            expr = sql.SQL("case when count(*) = 1 then max({}) end").format(
+                sql.Identifier(PERCENTILES[name])
+            )
+        selects.append(sql.SQL("{} as {}").format(expr, sql.Identifier(name)))
+    where: list[sql.Composable] = [
+        sql.SQL("{} >= %(lo)s and {} < %(hi)s").format(
+            sql.Identifier(bucket), sql.Identifier(bucket)
+        )
+    ]
+    params: dict[str, Any] = {
+        "lo": lo if granularity == "hour" else lo.date(),
+        "hi": hi if granularity == "hour" else _ceil_day(hi),
+        "limit": limit + 1,
+    }
+    for column, values in (
+        ("asset_id", application),
+        ("request_model", model),
+        ("provider", provider),
+    ):
+        if values:
+            where.append(
+                sql.SQL("{} = any(%({})s)").format(sql.Identifier(column), sql.SQL(column))
+            )
+            params[column] = _csv(values)
+    if cursor:
+        after = decode_cursor(cursor, len(keys))
+        placeholders = sql.SQL(", ").join(sql.Placeholder(f"c{i}") for i in range(len(keys)))
+        where.append(sql.SQL("({}) > ({})").format(sql.SQL(", ").join(keys), placeholders))
+        for i, value in enumerate(after):
+            params[f"c{i}"] = (
+                (
+                    datetime.fromisoformat(value)
+                    if granularity == "hour"
+                    else date.fromisoformat(value)
+                )
+                if i == 0
+                else value
+            )
+    query = sql.SQL(
+        "select {selects} from marts.{table} where {where} group by {keys} order by {keys} "
+        "limit %(limit)s"
+    ).format(
+        selects=sql.SQL(", ").join(selects),
+        table=sql.Identifier(table),
+        where=sql.SQL(" and ").join(where),
+        keys=sql.SQL(", ").join(keys),
+    )
+    async with tenant_transaction(svc, principal) as conn:
+        cur = await conn.execute(query, params)
+        rows = await cur.fetchall()
+        names = [c.name for c in cur.description or ()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    data = [_row_json(names, row, bucket) for row in rows]
+    return {
+        "granularity": granularity,
+        "group_by": [str(d) for d in dims],
+        "start": lo.isoformat(),
+        "end": hi.isoformat(),
+        "percentiles": "exact per mart row; null where a row spans several mart rows "
+        "(group by all of tenant, application, version, model, provider for exact ones)",
+        "data": data,
+        "next_cursor": encode_cursor(list(rows[-1][: len(keys)])) if more else None,
+    }
+
+
+def _ceil_day(value: datetime) -> date:
+    day = value.date()
+    return day if value == datetime.combine(day, datetime.min.time(), UTC) else day + timedelta(1)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if value is not None and type(value).__name__ == "Decimal":
+        return float(value)
+    return value
+
+
+_RENAMES = {
+    "request_hour_at": "bucket",
+    "request_date": "bucket",
+    "tenant_id": "tenant",
+    "asset_id": "application",
+    "asset_version_id": "version",
+    "request_model": "model",
+}
+
+
+def _row_json(names: list[str], row: tuple, bucket: str) -> dict[str, Any]:
+    return {_RENAMES.get(n, n): _jsonable(v) for n, v in zip(names, row, strict=True)}
+
+
+# --- anomalies ------------------------------------------------------------------------------
+
+
+def anomaly_id(bucket_at: datetime, asset_id: str, model: str, metric: str) -> str:
+    """Opaque id of one anomaly row (its key without the tenant, which the caller implies)."""
+    return encode_cursor([bucket_at.astimezone(UTC).isoformat(), asset_id, model, metric])
+
+
+@router.get("/anomalies", tags=["query"], summary="Scored hours (flagged only by default)")
+async def get_anomalies(
+    request: Request,
+    principal: Reader,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    application: str | None = None,
+    model: str | None = None,
+    metric: str | None = None,
+    flagged_only: bool = True,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """``analytics.anomalies`` newest first, with any feedback already given."""
+    svc = services(request)
+    await svc.quotas.query(principal.tenant_id)
+    lo, hi = _window(start, end or datetime.now(UTC) + timedelta(hours=1))
+    params: dict[str, Any] = {
+        "lo": lo,
+        "hi": hi,
+        "app": application,
+        "model": model,
+        "metric": metric,
+        "flagged": flagged_only,
+        "limit": limit + 1,
+        "c0": None,
+        "c1": None,
+        "c2": None,
+        "c3": None,
+    }
+    if cursor:
+        c = decode_cursor(cursor, 4)
+        params.update(c0=datetime.fromisoformat(c[0]), c1=c[1], c2=c[2], c3=c[3])
+    async with tenant_transaction(svc, principal) as conn:
+        cur = await conn.execute(
+            """
+            select a.bucket_at, a.asset_id, a.request_model, a.metric, a.observed, a.expected,
+                   a.deviation, a.score, a.is_anomaly, a.detector, a.model_name,
+                   a.model_version, f.verdict, f.noted_by, f.noted_at, f.comment
+            from analytics.anomalies as a
+            left join analytics.anomaly_feedback as f using (
+                bucket_at, tenant_id, asset_id, request_model, metric
+            )
+            where a.bucket_at >= %(lo)s and a.bucket_at < %(hi)s
+              and (%(app)s::text is null or a.asset_id = %(app)s)
+              and (%(model)s::text is null or a.request_model = %(model)s)
+              and (%(metric)s::text is null or a.metric = %(metric)s)
+              and (not %(flagged)s or a.is_anomaly)
+              and (%(c0)s::timestamptz is null
+                   or (a.bucket_at, a.asset_id, a.request_model, a.metric)
+                      < (%(c0)s, %(c1)s, %(c2)s, %(c3)s))
+            order by a.bucket_at desc, a.asset_id desc, a.request_model desc, a.metric desc
+            limit %(limit)s
+            """,
+            params,
+        )
+        rows = await cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    data = [
+        {
+            "id": anomaly_id(r[0], r[1], r[2], r[3]),
+            "bucket_at": r[0].isoformat(),
+            "application": r[1],
+            "model": r[2],
+            "metric": r[3],
+            "observed": r[4],
+            "expected": r[5],
+            "deviation": r[6],
+            "score": r[7],
+            "is_anomaly": r[8],
+            "detector": r[9],
+            "model_name": r[10],
+            "model_version": r[11],
+            "feedback": None
+            if r[12] is None
+            else {
+                "verdict": r[12],
+                "noted_by": r[13],
+                "noted_at": r[14].isoformat(),
+                "comment": r[15],
+            },
+        }
+        for r in rows
+    ]
+    last = rows[-1] if more else None
+    return {
+        "data": data,
+        "next_cursor": encode_cursor([last[0].isoformat(), last[1], last[2], last[3]])
+        if last
+        else None,
+    }
+
+
+class Feedback(BaseModel):
+    verdict: Literal["false_positive", "true_positive"]
+    comment: str | None = Field(None, max_length=2000)
+
+
+@router.post(
+    "/anomalies/{anomaly_id}/feedback",
+    tags=["query"],
+    summary="Mark an anomaly as a false (or true) positive",
+)
+async def post_feedback(
+    request: Request,
+    principal: Editor,
+    feedback: Feedback,
+    anomaly_id: Annotated[str, Path(description="The anomaly's id from GET /anomalies")],
+) -> dict[str, Any]:
+    """Upserts ``analytics.anomaly_feedback`` (what the detectors' feedback loop reads)."""
+    svc = services(request)
+    await svc.quotas.query(principal.tenant_id)
+    key = decode_cursor(anomaly_id, 4)
+    try:
+        bucket_at = datetime.fromisoformat(key[0])
+    except (TypeError, ValueError):
+        raise Problem(404, "not-found", "no such anomaly") from None
+    async with tenant_transaction(svc, principal) as conn:
+        cur = await conn.execute(
+            """
+            insert into analytics.anomaly_feedback (
+                bucket_at, tenant_id, asset_id, request_model, metric, verdict, noted_by, comment
+            )
+            select a.bucket_at, a.tenant_id, a.asset_id, a.request_model, a.metric,
+                   %(verdict)s, %(by)s, %(comment)s
+            from analytics.anomalies as a
+            where a.bucket_at = %(b)s and a.asset_id = %(app)s and a.request_model = %(model)s
+              and a.metric = %(metric)s
+            on conflict (bucket_at, tenant_id, asset_id, request_model, metric) do update set
+                verdict = excluded.verdict, noted_by = excluded.noted_by,
+                noted_at = now(), comment = excluded.comment
+            returning noted_at
+            """,
+            {
+                "verdict": feedback.verdict,
+                "by": principal.subject,
+                "comment": feedback.comment,
+                "b": bucket_at,
+                "app": key[1],
+                "model": key[2],
+                "metric": key[3],
+            },
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise Problem(404, "not-found", "no such anomaly")
+    return {"id": anomaly_id, "verdict": feedback.verdict, "noted_at": row[0].isoformat()}
+
+
+# --- forecasts and budgets ------------------------------------------------------------------
+
+
+@router.get("/forecasts", tags=["query"], summary="Latest forecasts per series")
+async def get_forecasts(
+    request: Request,
+    principal: Reader,
+    metric: str | None = None,
+    grain: Literal["hour", "day"] | None = None,
+    application: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """``analytics.forecasts``: for each series, metric and grain, the latest forecast run."""
+    svc = services(request)
+    await svc.quotas.query(principal.tenant_id)
+    params: dict[str, Any] = {
+        "metric": metric,
+        "grain": grain,
+        "app": application,
+        "lo": start,
+        "hi": end,
+        "limit": limit + 1,
+        "c0": None,
+        "c1": None,
+        "c2": None,
+        "c3": None,
+    }
+    if cursor:
+        c = decode_cursor(cursor, 4)
+        params.update(c0=c[0], c1=c[1], c2=c[2], c3=datetime.fromisoformat(c[3]))
+    async with tenant_transaction(svc, principal) as conn:
+        cur = await conn.execute(
+            """
+            with latest as (
+                select series_key, metric, grain, max(forecast_made_at) as made_at
+                from analytics.forecasts
+                where (%(metric)s::text is null or metric = %(metric)s)
+                  and (%(grain)s::text is null or grain = %(grain)s)
+                  and (%(app)s::text is null or asset_id = %(app)s)
+                group by series_key, metric, grain
+            )
+            select f.series_key, f.metric, f.grain, f.target_at, f.asset_id, f.yhat,
+                   f.yhat_lower, f.yhat_upper, f.forecast_made_at, f.model_name,
+                   f.model_version
+            from analytics.forecasts as f
+            inner join latest as l
+                on f.series_key = l.series_key and f.metric = l.metric and f.grain = l.grain
+                and f.forecast_made_at = l.made_at
+            where (%(lo)s::timestamptz is null or f.target_at >= %(lo)s)
+              and (%(hi)s::timestamptz is null or f.target_at < %(hi)s)
+              and (%(c0)s::text is null
+                   or (f.series_key, f.metric, f.grain, f.target_at)
+                      > (%(c0)s, %(c1)s, %(c2)s, %(c3)s))
+            order by f.series_key, f.metric, f.grain, f.target_at
+            limit %(limit)s
+            """,
+            params,
+        )
+        rows = await cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    keys = (
+        "series_key",
+        "metric",
+        "grain",
+        "target_at",
+        "application",
+        "yhat",
+        "yhat_lower",
+        "yhat_upper",
+        "forecast_made_at",
+        "model_name",
+        "model_version",
+    )
+    data = [{k: _jsonable(v) for k, v in zip(keys, r, strict=True)} for r in rows]
+    last = rows[-1] if more else None
+    return {
+        "data": data,
+        "next_cursor": encode_cursor([last[0], last[1], last[2], last[3].isoformat()])
+        if last
+        else None,
+    }
+
+
+@router.get("/budgets", tags=["query"], summary="Budgets and their latest month-end projection")
+async def get_budgets(
+    request: Request,
+    principal: Reader,
+    month: Annotated[date | None, Query(description="First day of the month; default now")] = None,
+) -> dict[str, Any]:
+    """``analytics.budgets`` with the latest ``analytics.budget_projections`` row of the month."""
+    svc = services(request)
+    await svc.quotas.query(principal.tenant_id)
+    month = (month or datetime.now(UTC).date()).replace(day=1)
+    async with tenant_transaction(svc, principal) as conn:
+        cur = await conn.execute(
+            """
+            select b.asset_id, b.monthly_budget_usd, p.projected_on, p.month_to_date_usd,
+                   p.projected_month_end_usd, p.projected_lower_usd, p.projected_upper_usd,
+                   p.breach_date, p.model_name, p.model_version
+            from analytics.budgets as b
+            left join lateral (
+                select * from analytics.budget_projections as p
+                where p.tenant_id = b.tenant_id and p.asset_id = b.asset_id
+                  and p.month = %(month)s
+                order by p.projected_on desc
+                limit 1
+            ) as p on true
+            order by b.asset_id
+            """,
+            {"month": month},
+        )
+        rows = await cur.fetchall()
+    keys = (
+        "application",
+        "monthly_budget_usd",
+        "projected_on",
+        "month_to_date_usd",
+        "projected_month_end_usd",
+        "projected_lower_usd",
+        "projected_upper_usd",
+        "breach_date",
+        "model_name",
+        "model_version",
+    )
+    return {
+        "month": month.isoformat(),
+        "data": [{k: _jsonable(v) for k, v in zip(keys, r, strict=True)} for r in rows],
+    }

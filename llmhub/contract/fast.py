@@ -1,0 +1,98 @@
+"""A fast decoder for the common shape of ``llm.telemetry`` events; the pydantic models stay the
+contract.
+
+msgspec decodes and checks a message in C straight into a struct, several times cheaper than a
+pydantic model. It is only a shortcut: it accepts a message only in the canonical shape
+(OpenTelemetry key names, ISO-8601 ``occurred_at`` with an offset, lower-case severity, no
+extra keys, exact JSON types), where every constraint below is the pydantic model's. Anything
+else -- older aliases, epoch timestamps, extra body keys kept as attributes, lax coercions, and
+every invalid message -- returns ``None`` and goes through the pydantic model, which decides and
+explains. So the fast path can only agree with the contract (tested with hypothesis in
+tests/unit/test_fast_contract.py).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+# The contract's patterns with `\Z`: Python's `$` also matches before a final newline,
+# pydantic's (Rust) regex does not.
+_UUID = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z"
+# Only the plain ISO-8601 form with an explicit offset; everything else takes the slow path.
+_ISO = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})", re.ASCII
+).fullmatch
+
+ShortText = Annotated[str, Meta(min_length=1, max_length=256)]
+Tokens = Annotated[int, Meta(ge=0, le=100_000_000)]
+Millis = Annotated[float, Meta(ge=0, le=86_400_000)]
+
+
+class FastTelemetryBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    provider: ShortText = msgspec.field(name="gen_ai.provider.name")
+    request_model: ShortText = msgspec.field(name="gen_ai.request.model")
+    operation_name: ShortText = msgspec.field(default="chat", name="gen_ai.operation.name")
+    response_model: ShortText | None = msgspec.field(default=None, name="gen_ai.response.model")
+    response_id: ShortText | None = msgspec.field(default=None, name="gen_ai.response.id")
+    input_tokens: Tokens = msgspec.field(default=0, name="gen_ai.usage.input_tokens")
+    output_tokens: Tokens = msgspec.field(default=0, name="gen_ai.usage.output_tokens")
+    cache_read_tokens: Tokens = msgspec.field(
+        default=0, name="gen_ai.usage.cache_read.input_tokens"
+    )
+    finish_reasons: (
+        Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=16)] | None
+    ) = msgspec.field(default=None, name="gen_ai.response.finish_reasons")
+    error_type: ShortText | None = msgspec.field(default=None, name="error.type")
+    http_status_code: Annotated[int, Meta(ge=100, le=599)] | None = msgspec.field(
+        default=None, name="http.response.status_code"
+    )
+    status: Literal["ok", "error", "rate_limited"] | None = None
+    latency_ms: Millis | None = None
+    time_to_first_token_ms: Millis | None = None
+    cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None = None
+    user_id: ShortText | None = msgspec.field(default=None, name="user.id")
+
+
+class FastTelemetryEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    event_id: Annotated[str, Meta(pattern=_UUID)]
+    source_module: ShortText
+    occurred_at: str
+    tenant_id: ShortText
+    asset_id: ShortText
+    body: FastTelemetryBody
+    event_type: Literal["llm_request"] = "llm_request"
+    severity: Literal["info", "low", "medium", "high", "critical"] = "info"
+    schema_version: Annotated[str, Meta(pattern=r"^1\.\d+\Z")] = "1.0"
+
+
+_decode = msgspec.json.Decoder(FastTelemetryEvent).decode
+
+
+def decode_telemetry(value: bytes) -> tuple[FastTelemetryEvent, datetime, str] | None:
+    """(event, occurred_at with its offset, status) when ``value`` is a telemetry event in the
+    canonical shape that the contract accepts; ``None`` means: ask the pydantic model."""
+    try:
+        event = _decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    body = event.body
+    if body.latency_ms is None or not _ISO(event.occurred_at):
+        return None
+    try:
+        occurred_at = datetime.fromisoformat(event.occurred_at)
+    except ValueError:
+        return None
+    status = body.status
+    if status is None:  # the contract's derivation (TelemetryBody._derive)
+        if body.http_status_code == 429 or body.error_type == "429":
+            status = "rate_limited"
+        elif body.error_type is not None or (body.http_status_code or 200) >= 400:
+            status = "error"
+        else:
+            status = "ok"
+    return event, occurred_at, status

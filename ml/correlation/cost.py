@@ -1,0 +1,169 @@
+"""Cost impact analysis: excess cost over the forecast upper bound, split by what drove it.
+
+Excess cost of an incident = for each member series, observed cost over the incident window
+minus the forecast upper bound summed over the same hours, floored at zero, summed over series.
+The forecast is ``analytics.forecasts`` where it has ``cost_usd`` rows for the series-hour;
+elsewhere a seasonal baseline from the series' own history before the window: per hour of day,
+the median of the previous ``HISTORY_DAYS`` days, with an upper bound ``median + Z_UPPER *
+1.4826 * MAD`` (an 80% one-sided bound: spend between the typical day and the upper bound is
+normal variation, not incident cost).
+
+The change in cost against the forecast, ``C1 - C0`` with ``C = R * T * P`` (requests, tokens per
+request, price per token), is split exactly with the logarithmic mean Divisia index:
+``part_X = L(C1, C0) * ln(X1 / X0)``, ``L(a, b) = (a - b) / ln(a / b)``. The excess is split in
+the same proportions, so volume + tokens-per-request + price/mix = excess.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ml.correlation.model import SERIES_KEY, CostImpact
+from ml.correlation.temporal import naive_ns
+
+HISTORY_DAYS = 7
+Z_UPPER = 1.2816
+
+
+@dataclass
+class Baseline:
+    """Series-hours from ``history_end`` on with their expected values and cost upper bound,
+    as flat arrays (one pass prices every incident with numpy, no per-incident frames)."""
+
+    keys: pd.MultiIndex
+    code: np.ndarray
+    hour: np.ndarray
+    cost: np.ndarray
+    upper: np.ndarray
+    cost_expected: np.ndarray
+    requests: np.ndarray
+    requests_expected: np.ndarray
+    tokens: np.ndarray
+    tokens_expected: np.ndarray
+    source: str
+
+    def codes_for(self, frame: pd.DataFrame) -> np.ndarray:
+        """Series code of each row of ``frame`` (-1 for a series without baseline)."""
+        if frame.empty:
+            return np.zeros(0, dtype=np.int64)
+        return self.keys.get_indexer(pd.MultiIndex.from_frame(frame[SERIES_KEY]))
+
+
+def build_baseline(
+    series: pd.DataFrame, history_end: pd.Timestamp, forecasts: pd.DataFrame | None = None
+) -> Baseline:
+    """Expected requests, tokens and cost, and the cost upper bound, of every series-hour from
+    ``history_end`` on: forecast rows where there are ``cost_usd`` forecasts, else the seasonal
+    baseline of the ``HISTORY_DAYS`` days before ``history_end`` (built once per pass)."""
+    history = series[
+        (series["bucket_at"] < history_end)
+        & (series["bucket_at"] >= history_end - pd.Timedelta(days=HISTORY_DAYS))
+    ]
+    window = series[series["bucket_at"] >= history_end].copy()
+    window["hod"] = window["bucket_at"].dt.hour
+    history = history.assign(hod=history["bucket_at"].dt.hour)
+    grouped = history.groupby([*SERIES_KEY, "hod"])[["request_count", "tokens", "cost_usd"]]
+    med = grouped.median().add_suffix("_expected")
+    dev = history.join(med["cost_usd_expected"], on=[*SERIES_KEY, "hod"])
+    dev = (dev["cost_usd"] - dev["cost_usd_expected"]).abs()
+    mad = dev.groupby([history[k] for k in [*SERIES_KEY, "hod"]]).median().rename("cost_mad")
+    window = window.join(med, on=[*SERIES_KEY, "hod"]).join(mad, on=[*SERIES_KEY, "hod"])
+    window["cost_upper"] = window["cost_usd_expected"] + Z_UPPER * 1.4826 * window["cost_mad"]
+    source = "seasonal"
+    if forecasts is not None and not forecasts.empty:
+        cost_fc = forecasts[forecasts["metric"] == "cost_usd"]
+        if not cost_fc.empty:
+            cost_fc = cost_fc.rename(columns={"target_at": "bucket_at"}).set_index(
+                [*SERIES_KEY, "bucket_at"]
+            )[["yhat", "yhat_upper"]]
+            window = window.join(cost_fc, on=[*SERIES_KEY, "bucket_at"])
+            has = window["yhat"].notna()
+            window.loc[has, "cost_usd_expected"] = window.loc[has, "yhat"]
+            window.loc[has, "cost_upper"] = window.loc[has, "yhat_upper"]
+            source = "forecast" if has.all() else "forecast+seasonal"
+    window = window.dropna(subset=["cost_usd_expected", "cost_upper"])
+    index = pd.MultiIndex.from_frame(window[SERIES_KEY])
+    code, keys = pd.factorize(index)
+
+    def col(name: str) -> np.ndarray:
+        return window[name].to_numpy(dtype=float)
+
+    return Baseline(
+        keys=pd.MultiIndex.from_tuples(keys, names=SERIES_KEY) if len(keys) else index[:0],
+        code=np.asarray(code, dtype=np.int64),
+        hour=naive_ns(window["bucket_at"]),
+        cost=col("cost_usd"),
+        upper=col("cost_upper"),
+        cost_expected=col("cost_usd_expected"),
+        requests=col("request_count"),
+        requests_expected=col("request_count_expected"),
+        tokens=col("tokens"),
+        tokens_expected=col("tokens_expected"),
+        source=source,
+    )
+
+
+def window_mask(
+    baseline: Baseline, codes: np.ndarray, start: pd.Timestamp, end: pd.Timestamp
+) -> np.ndarray:
+    """Rows of ``baseline`` of the series ``codes`` in ``[start, end)``."""
+    lo = np.datetime64(start.tz_convert(None), "ns")
+    hi = np.datetime64(end.tz_convert(None), "ns")
+    return np.isin(baseline.code, codes[codes >= 0]) & (baseline.hour >= lo) & (baseline.hour < hi)
+
+
+def _log_mean(a: float, b: float) -> float:
+    if a <= 0 or b <= 0:
+        return 0.0
+    return a if math.isclose(a, b) else (a - b) / math.log(a / b)
+
+
+def decompose(
+    r0: float, t0: float, c0: float, r1: float, t1: float, c1: float
+) -> tuple[float, float, float]:
+    """LMDI parts (volume, tokens per request, price/mix) of ``c1 - c0``.
+
+    ``r`` requests, ``t`` tokens, ``c`` cost; tokens per request = t / r, price = c / t. The
+    parts sum to ``c1 - c0`` whenever all inputs are positive (else everything is volume)."""
+    if min(r0, t0, c0, r1, t1, c1) <= 0:
+        return c1 - c0, 0.0, 0.0
+    weight = _log_mean(c1, c0)
+    volume = weight * math.log(r1 / r0)
+    per_request = weight * math.log((t1 / r1) / (t0 / r0))
+    price = weight * math.log((c1 / t1) / (c0 / t0))
+    return volume, per_request, price
+
+
+def excess_cost(
+    baseline: Baseline | None, codes: np.ndarray, start: pd.Timestamp, end: pd.Timestamp
+) -> CostImpact:
+    """Excess cost of the series ``codes`` (``Baseline.codes_for``) over ``[start, end)``."""
+    if baseline is None or not len(codes) or not len(baseline.code):
+        return CostImpact.zero()
+    sel = window_mask(baseline, np.asarray(codes), start, end)
+    if not sel.any():
+        return CostImpact.zero("no history")
+    code = baseline.code[sel]
+    over = np.bincount(code, baseline.cost[sel] - baseline.upper[sel], len(baseline.keys))
+    excess = float(np.maximum(over, 0.0).sum())
+    c1, c0 = float(baseline.cost[sel].sum()), float(baseline.cost_expected[sel].sum())
+    r1, r0 = float(baseline.requests[sel].sum()), float(baseline.requests_expected[sel].sum())
+    t1, t0 = float(baseline.tokens[sel].sum()), float(baseline.tokens_expected[sel].sum())
+    parts = decompose(r0, t0, c0, r1, t1, c1)
+    delta = c1 - c0
+    shares = [p / delta for p in parts] if abs(delta) > 1e-12 else [1.0, 0.0, 0.0]
+    volume, per_request, price = (round(excess * s, 6) for s in shares)
+    return CostImpact(
+        observed_usd=round(c1, 6),
+        expected_usd=round(c0, 6),
+        upper_usd=round(float(baseline.upper[sel].sum()), 6),
+        excess_usd=round(excess, 6),
+        volume_usd=volume,
+        tokens_per_request_usd=per_request,
+        price_mix_usd=price,
+        baseline=baseline.source,
+    )

@@ -1,0 +1,157 @@
+"""The msgspec shortcut for telemetry (llmhub.contract.fast) accepts and rejects exactly what the
+pydantic contract does, and yields the same rows: the normaliser's outcome with the shortcut
+equals its outcome without it, for canonical, borderline, mutated and random messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from llmhub.config import Settings
+from llmhub.contract.fast import decode_telemetry
+from llmhub.contract.models import TelemetryEvent
+from llmhub.contract.topics import BY_TOPIC
+from llmhub.ingest.normalize import Normalizer, Rejection
+
+EventFactory = Callable[..., dict[str, Any]]
+TELEMETRY = BY_TOPIC["llm.telemetry"]
+NOW = datetime.now(UTC)
+FAST = Normalizer(TELEMETRY, Settings())
+SLOW = Normalizer(TELEMETRY, Settings(), fast=False)
+
+BODY_KEYS = [
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.response.id",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.response.finish_reasons",
+    "error.type",
+    "http.response.status_code",
+    "status",
+    "latency_ms",
+    "time_to_first_token_ms",
+    "cost_usd",
+    "user.id",
+    # aliases and derived inputs the shortcut leaves to pydantic
+    "gen_ai.system",
+    "gen_ai.usage.prompt_tokens",
+    "provider",
+    "latency_s",
+    "gen_ai.server.time_to_first_token",
+    "extra.attribute",
+]
+ENVELOPE_KEYS = [
+    "event_id",
+    "event_type",
+    "source_module",
+    "occurred_at",
+    "tenant_id",
+    "asset_id",
+    "severity",
+    "schema_version",
+    "unknown",
+]
+
+
+def _stamp(moment: datetime, digits: int, zone: str) -> str:
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        text += "." + f"{moment.microsecond:06d}{moment.microsecond:03d}"[:digits]
+    return text + zone
+
+
+recent = st.builds(
+    _stamp,
+    st.datetimes(min_value=NOW - timedelta(days=3), max_value=NOW),
+    st.integers(0, 6),
+    st.sampled_from(["Z", "+00:00", "-05:30", "+01:00"]),
+)
+timestamps = st.one_of(
+    recent,
+    recent,
+    recent,
+    st.builds(
+        _stamp,
+        st.datetimes(min_value=NOW - timedelta(days=4000), max_value=NOW + timedelta(days=2)),
+        st.integers(0, 9),
+        st.sampled_from(["Z", "z", "+00:00", "-05:30", "+14:00", "+24:00", "", "+0100", " Z"]),
+    ),
+    st.integers(-(2**64), 2**64),
+    st.floats(),
+    st.text(max_size=30),
+    st.sampled_from(
+        ["2026-02-30T00:00:00Z", "2026-11-28T24:00:00Z", "2026-11-28T23:59:60Z", "2026-11-28"]
+    ),
+)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, 1, 99, 100, 429, 599, 600, 100_000_000, 100_000_001, 86_400_000]),
+    st.floats(),
+    st.sampled_from([0.0, -0.0, 1e6, 1_000_000.0000001, 86_400_000.0, 86_400_000.1]),
+    st.text(max_size=70),
+    st.sampled_from(["", "x" * 256, "x" * 257, "é" * 256, "429", "INFO", "High", "1.0", "1.2\n"]),
+    st.sampled_from(["2.0", "ok", "error", "rate_limited", "00000000-0000-0000-0000-00000000000g"]),
+    st.lists(st.text(max_size=70), max_size=18),
+)
+
+
+@st.composite
+def telemetry_messages(draw: st.DrawFn, make_event: EventFactory) -> bytes:
+    event = make_event("telemetry")
+    event["occurred_at"] = draw(timestamps)
+    for _ in range(draw(st.integers(0, 4))):
+        where = draw(st.sampled_from(["envelope", "body"]))
+        target, keys = (event, ENVELOPE_KEYS) if where == "envelope" else (event["body"], BODY_KEYS)
+        key = draw(st.sampled_from(keys))
+        if draw(st.booleans()):
+            target.pop(key, None)
+        else:
+            target[key] = draw(scalars)
+    value = json.dumps(event, ensure_ascii=draw(st.booleans())).encode()
+    if draw(st.integers(0, 9)) == 0:
+        at = draw(st.integers(0, len(value)))
+        value = value[:at] + draw(st.binary(max_size=4)) + value[at + draw(st.integers(0, 3)) :]
+    return value
+
+
+def _outcome(normalizer: Normalizer, value: bytes) -> Any:
+    outcome = normalizer.normalize(value, 3, 7, NOW)
+    if isinstance(outcome, Rejection):
+        return (outcome.error_class, outcome.error)
+    return tuple(type(v).__name__ if v is not None else None for v in outcome), outcome
+
+
+def test_canonical_events_take_the_shortcut(event: EventFactory) -> None:
+    # A guard: if the shortcut declined everything, the equivalence below would prove nothing.
+    for overrides in ({}, {"severity": "high"}, {"body": {"error.type": "429"}}):
+        value = json.dumps(event("telemetry", **overrides)).encode()
+        assert decode_telemetry(value) is not None
+
+
+@settings(
+    max_examples=600,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+@example(data=None)
+def test_the_shortcut_agrees_with_the_pydantic_contract(event: EventFactory, data: Any) -> None:
+    if data is None:  # a fixed canonical example
+        value = json.dumps(event("telemetry")).encode()
+    else:
+        value = data.draw(telemetry_messages(event))
+    fast, slow = _outcome(FAST, value), _outcome(SLOW, value)
+    assert fast == slow, value
+    if decode_telemetry(value) is not None:
+        TelemetryEvent.model_validate_json(value)  # the contract accepts what the shortcut does
