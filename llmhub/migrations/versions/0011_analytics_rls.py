@@ -1,8 +1,8 @@
 """Row-level security on the ML outputs: tenant analysts read their own tenants' rows only.
 
 The marts already keep tenants apart (0004 and the dbt post-hook); the ``analytics`` schema
-(anomalies, forecasts, budgets, budget projections, anomaly feedback, and incidents where that
-table exists) gets the same two read policies:
+(anomalies, forecasts, budgets, budget projections, anomaly feedback; incidents have theirs from
+0008) gets the same two read policies:
 
 - ``analyst_all_tenants``: members of ``analyst`` read every tenant;
 - ``tenant_analyst_granted_tenants``: members of ``tenant_analyst`` read the tenants that
