@@ -16,7 +16,7 @@ export LLMHUB_DAGSTER_STORAGE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:54
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:5000
 
-.PHONY: help setup stack demo test dev bench bench-query bench-score bench-correlation lint down contract bench-api
+.PHONY: help setup stack demo test dev bench bench-query bench-score bench-correlation lint down contract bench-api bench-alerts
 
 help:
 	@echo "make demo   set up, start the local stack, run the pipeline end to end, print a summary"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench-score  hourly anomaly scoring of 300 series with the fitted fleet (prints JSON)"
 	@echo "make bench-correlation  one correlation pass: 1,000 anomalies, 10,000 events (prints JSON)"
 	@echo "make bench-api    HTTP API: OTLP spans/s into Kafka, query p50/p95/p99 at 50/200 clients (JSON)"
+	@echo "make bench-alerts 10,000 incidents fanned out to 4 channels at local receivers (prints JSON)"
 	@echo "make down   stop the local stack"
 
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -68,6 +69,8 @@ bench-correlation: setup
 	$(PY) benchmarks/correlation_pass.py
 bench-api: stack
 	$(PY) benchmarks/api_load.py
+bench-alerts: stack
+	$(PY) benchmarks/alert_fanout.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

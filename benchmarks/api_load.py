@@ -243,6 +243,22 @@ def locust(user: str, users: int, seconds: int, host: str, env: dict[str, str], 
     }
 
 
+def server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the server and its worker processes so far: a figure the
+    other jobs on the machine do not inflate the way they inflate wall-clock latency."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    total = 0.0
+    for proc in [parent, *parent.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def count_topic(bootstrap: str, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
@@ -364,6 +380,7 @@ def main() -> None:
         payload = workdir / "payload.pb"
         payload.write_bytes(otlp_payload(args.spans))
         console.print(f"[cyan]ingest: {args.ingest_users} exporters x {args.spans} spans ...")
+        cpu0 = server_cpu_s(server.pid)
         ingest = locust(
             "IngestUser",
             args.ingest_users,
@@ -376,6 +393,7 @@ def main() -> None:
             },
             workdir,
         )
+        ingest_cpu = server_cpu_s(server.pid) - cpu0
         ok = ingest["requests"] - ingest["failures"]
         in_kafka = count_topic(settings.kafka_bootstrap, settings.topic("llm.telemetry"))
         result["ingest"] = {
@@ -389,11 +407,15 @@ def main() -> None:
             "spans_in_kafka": in_kafka,
             "request_p50_ms": ingest["p50_ms"],
             "request_p99_ms": ingest["p99_ms"],
+            # Spans in Kafka (those answered and those in flight at the end) per API CPU second.
+            "api_cpu_s": round(ingest_cpu, 1),
+            "spans_per_api_cpu_s": round(in_kafka / ingest_cpu) if ingest_cpu else None,
         }
         console.print(result["ingest"])
         result["query"] = {}
         for clients in (int(c) for c in args.clients.split(",")):
             console.print(f"[cyan]query: {clients} clients ...")
+            cpu0 = server_cpu_s(server.pid)
             q = locust(
                 "DashboardUser",
                 clients,
@@ -405,6 +427,10 @@ def main() -> None:
                     "LLMHUB_BENCH_THINK_S": str(args.think),
                 },
                 workdir,
+            )
+            cpu = server_cpu_s(server.pid) - cpu0
+            q["api_cpu_ms_per_request"] = (
+                round(1000 * cpu / q["requests"], 1) if q["requests"] else None
             )
             result["query"][str(clients)] = q
             console.print(q)

@@ -5,8 +5,8 @@
    request, token and cost series look.
 2. Fits the published detector fleet (``DetectorSpec()``: robust baseline + Isolation Forest +
    shared LSTM autoencoder, mean fusion) on the training weeks, as the weekly training does,
-   and writes it with joblib the way it becomes the MLflow model's artifact.
-3. Loads the artifact and scores one hourly batch through ``DetectorModel.score``, the pyfunc
+   and writes it as the data files of the MLflow model's artifact (``ml.anomaly.fleet_state``).
+3. Loads the files and scores one hourly batch through ``DetectorModel.score``, the pyfunc
    path (DataFrame in, grouping, scoring, DataFrame out; the ``analytics/anomalies`` asset calls
    ``score_series`` with its series directly, skipping the grouping, so it is a bound). Each
    series is handed the hours since its training data ended: at the first run after training
@@ -29,14 +29,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
 
-from assets.ml_models.pyfunc import DetectorModel
 from ml.anomaly.fleet import DetectorSpec, Fleet
+from ml.anomaly.fleet_state import load_fleet, save_fleet
+from ml.pyfunc import DetectorModel
 
 console = Console(stderr=True)
 RESULTS = Path(__file__).parent / "results"
@@ -93,15 +93,13 @@ def main() -> None:
     fleet = Fleet.fit(DetectorSpec(), train)
     fit_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "fleet.joblib"
-        joblib.dump(fleet, path, compress=3)
-        artifact_mb = path.stat().st_size / 1e6
+        paths = save_fleet(fleet, Path(tmp))
+        artifact_mb = sum(p.stat().st_size for p in paths) / 1e6
         started = time.perf_counter()
-        loaded = joblib.load(path)
+        loaded = load_fleet(Path(tmp))
         load_s = time.perf_counter() - started
 
-    model = DetectorModel({**DetectorSpec().__dict__, "score_hours": args.score_hours})
-    model.fleet = loaded
+    model = DetectorModel(loaded, score_hours=args.score_hours)
     # The input the asset hands over: each series from the end of its training data.
     scenarios = {
         "after_training": args.score_hours + 1,

@@ -1,5 +1,6 @@
 """``make demo``: synthetic traffic -> Kafka -> Dagster ingestion -> TimescaleDB -> dbt marts ->
-ML training (MLflow) -> anomalies, forecasts and budget projections, summarised.
+ML training (MLflow) -> anomalies, forecasts and budget projections -> alerts to five channels
+(local receivers), summarised.
 
 Runs the same jobs the schedules run, in-process against the PostgreSQL-backed Dagster instance
 (``$DAGSTER_HOME``), so the runs and their metadata show in Dagit afterwards (``make dev``). The
@@ -28,6 +29,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from llmhub.alerts.demo import show_channels
 from llmhub.config import Settings, load_settings, mlflow_tracking_uri
 from llmhub.db import connect
 from llmhub.incidents.report import print_incidents
@@ -96,6 +98,21 @@ select tenant_id,
 from month_to_date
 on conflict (tenant_id, asset_id) do update
     set monthly_budget_usd = excluded.monthly_budget_usd, updated_at = now()
+"""
+
+# Two SLOs per tenant (availability 99%, p95 latency under 5 s) for the SLO marts and alerts.
+DEMO_SLOS_SQL = """
+insert into alerting.slo_objectives (
+    slo_id, tenant_id, asset_id, kind, objective, latency_percentile, latency_threshold_ms
+)
+select tenant_id || ':' || slo.suffix, tenant_id, '*', slo.kind, slo.objective, slo.percentile,
+       slo.threshold_ms
+from (select distinct tenant_id from raw.llm_requests) as tenants
+cross join (
+    values ('availability', 'availability', 0.99, null::float, null::float),
+           ('latency-p95', 'latency', 0.95, 0.95, 5000.0)
+) as slo (suffix, kind, objective, percentile, threshold_ms)
+on conflict (slo_id) do nothing
 """
 
 
@@ -211,6 +228,10 @@ def run(
     retention = step(console, "retention_job", lambda: execute("retention_job"))
     console.print(f"retention_job: {'succeeded' if retention.success else 'FAILED'}")
 
+    # Before the dbt jobs, which build the SLO marts from them.
+    with connect(settings, autocommit=True) as conn:
+        conn.execute(DEMO_SLOS_SQL)
+
     console.rule("3. Dagster dbt jobs (raw -> staging -> marts, with dbt tests and GX checks)")
     # The demo's four weeks end now but reach back before the marts' newest hour when an earlier
     # demo ran: a backfill of the window, as an operator would run it, not the 6 h lookback.
@@ -249,7 +270,14 @@ def run(
         for name in ("ml_scoring_job", "budget_projections_job", "incidents_job"):
             require(step(console, name, lambda name=name: execute(name)), name)
 
-    console.rule("5. Summary")
+    console.rule("5. Alerts: what Slack, PagerDuty, Teams, a webhook and email would receive")
+    step(
+        console,
+        "route the alert sources to local receivers",
+        lambda: show_channels(settings.database_url, console=console),
+    )
+
+    console.rule("6. Summary")
     print_summary(console, settings, started_at if ml_ok else None)
 
 

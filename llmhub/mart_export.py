@@ -36,7 +36,7 @@ DEFAULT_SCHEMA = "marts"
 DEFAULT_CHUNK_ROWS = 10_000
 
 # The time a row is about, by preference: raw events' occurred_at, then the marts' bucket columns
-# (dbt_project/models/marts/_marts__models.yml: the hourly mart has request_hour_at and
+# (dbt_project/models/marts/fct_llm_requests_hourly.yml: the hourly mart has request_hour_at and
 # request_date, the hour wins), the type-2 dimensions' validity start, then the bookkeeping
 # tables' own timestamps.
 TIME_COLUMNS = (

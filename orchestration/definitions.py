@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.alerts import alert_deliveries, alert_outbox, notifications_delivered
 from assets.incidents import incident_integrity, incidents
 from assets.ingestion import RAW_FRESHNESS_CHECKS, kafka_ingestion, retention_runs
 from assets.ml_models import anomaly_detector, request_rate_forecaster
@@ -13,25 +14,31 @@ from assets.resources.mlflow import MlflowResource
 from assets.transform import dbt_model_assets
 from llmhub.config import DEFAULT_CONSUMER_GROUP
 from orchestration.jobs import (
+    alert_delivery_job,
+    alerts_job,
     budget_projections_job,
     incidents_job,
     ingestion_job,
     ml_scoring_job,
     ml_training_job,
     retention_job,
+    slo_burn_rate_job,
     transform_daily_job,
     transform_hourly_job,
 )
 from orchestration.schedules import (
+    alert_delivery_schedule,
     budget_projections_schedule,
     incidents_schedule,
     ingestion_schedule,
     ml_scoring_schedule,
     ml_training_schedule,
     retention_schedule,
+    slo_burn_rate_schedule,
     transform_daily_schedule,
     transform_hourly_schedule,
 )
+from orchestration.sensors import alerts_sensor
 
 # The one place the dbt project is parsed (when its manifest is missing or stale, or always under
 # `dagster dev`): the dbt assets are built from the manifest.
@@ -48,12 +55,15 @@ defs = dg.Definitions(
         anomalies,
         forecasts,
         budget_projections,
+        alert_outbox,
+        alert_deliveries,
         incidents,
     ],
     asset_checks=[
         *RAW_FRESHNESS_CHECKS,
         raw_quality_checks,
         mart_quality_checks,
+        notifications_delivered,
         incident_integrity,
     ],
     jobs=[
@@ -64,6 +74,9 @@ defs = dg.Definitions(
         ml_training_job,
         ml_scoring_job,
         budget_projections_job,
+        alerts_job,
+        alert_delivery_job,
+        slo_burn_rate_job,
         incidents_job,
     ],
     schedules=[
@@ -74,8 +87,11 @@ defs = dg.Definitions(
         ml_training_schedule,
         ml_scoring_schedule,
         budget_projections_schedule,
+        alert_delivery_schedule,
+        slo_burn_rate_schedule,
         incidents_schedule,
     ],
+    sensors=[alerts_sensor],
     resources={
         "hub": HubResource(
             database_url=env.database_url(),

@@ -4,11 +4,13 @@ import dagster as dg
 
 from assets import groups
 
-# The request marts (the ML inputs) and every transform asset upstream of them: what the
-# dbt_hourly_models definition builds (dbt selection +fct_llm_requests_hourly
-# +fct_llm_requests_daily).
+# The request marts (the ML inputs), the asset dimension, and every transform asset upstream of
+# them: what the dbt_hourly_models definition builds (dbt selection +fct_llm_requests_hourly
+# +fct_llm_requests_daily +dim_assets).
 REQUEST_MARTS = dg.AssetSelection.assets(
-    ["marts", "fct_llm_requests_hourly"], ["marts", "fct_llm_requests_daily"]
+    ["marts", "fct_llm_requests_hourly"],
+    ["marts", "fct_llm_requests_daily"],
+    ["marts", "dim_assets"],
 )
 HOURLY_TRANSFORM = REQUEST_MARTS.upstream() & dg.AssetSelection.groups(groups.TRANSFORM)
 DAILY_TRANSFORM = dg.AssetSelection.groups(groups.TRANSFORM) - HOURLY_TRANSFORM
@@ -73,6 +75,21 @@ budget_projections_job = dg.define_asset_job(
     "budget_projections_job",
     selection=dg.AssetSelection.assets(["analytics", "budget_projections"]),
     description="Project month-end cost per tenant and budgeted application.",
+)
+alerts_job = dg.define_asset_job(
+    "alerts_job",
+    selection=dg.AssetSelection.groups(groups.ALERTS),
+    description="Evaluate the alert sources into the outbox and send what is due.",
+)
+alert_delivery_job = dg.define_asset_job(
+    "alert_delivery_job",
+    selection=dg.AssetSelection.assets(["alerting", "delivery_attempts"]),
+    description="Send due notifications (retries, group waits) from the outbox.",
+)
+slo_burn_rate_job = dg.define_asset_job(
+    "slo_burn_rate_job",
+    selection=dg.AssetSelection.assets(["marts", "fct_slo_burn_rate_alerts"]),
+    description="Rebuild the SLO burn-rate mart (its windows are 5 minutes to 6 hours).",
 )
 incidents_job = dg.define_asset_job(
     "incidents_job",

@@ -10,12 +10,14 @@ if TYPE_CHECKING:
     )
 
 from orchestration.jobs import (
+    alert_delivery_job,
     budget_projections_job,
     incidents_job,
     ingestion_job,
     ml_scoring_job,
     ml_training_job,
     retention_job,
+    slo_burn_rate_job,
     transform_daily_job,
     transform_hourly_job,
 )
@@ -146,6 +148,21 @@ budget_projections_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 
+# Retries and group waits fall due between source materialisations; the alerts sensor covers
+# new alerts within a minute, this picks up what became due since.
+alert_delivery_schedule = dg.ScheduleDefinition(
+    name="alert_delivery_schedule",
+    cron_schedule="*/2 * * * *",
+    job=alert_delivery_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+# Multiwindow burn rates need fresh short windows (5 and 30 minutes).
+slo_burn_rate_schedule = dg.ScheduleDefinition(
+    name="slo_burn_rate_schedule",
+    cron_schedule="*/5 * * * *",
+    job=slo_burn_rate_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 incidents_schedule = exclusive_schedule(
     "incidents_schedule",
     "55 * * * *",

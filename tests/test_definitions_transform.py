@@ -11,6 +11,7 @@ HOURLY_KEYS = {
     for path in (
         ["staging", "stg_raw__llm_requests"],
         ["staging", "stg_raw__registry_events"],
+        ["intermediate", "int_registry__asset_versions"],
         ["marts", "dim_assets"],
         ["intermediate", "int_llm_requests_enriched"],
         ["marts", "fct_llm_requests_hourly"],

@@ -1,17 +1,15 @@
-"""Model training assets: evaluate, log to MLflow, register, gate the `champion` alias."""
+"""Model training assets: evaluate candidates, register the best in MLflow as `champion`."""
 
-from assets.ml_models.detector import DETECTOR_KEY, anomaly_detector
+from assets.ml_models.detector import DETECTOR_KEY, DETECTOR_METRICS, anomaly_detector
 from assets.ml_models.forecaster import FORECASTER_KEY, request_rate_forecaster
-from assets.ml_models.promotion import BEATS_CHAMPION_AND_BASELINE, CHAMPION
-
-ML_MODELS_GROUP = "ml_models"
+from assets.ml_models.promotion import BEST_OF_CANDIDATES, CHAMPION
 
 __all__ = [
-    "BEATS_CHAMPION_AND_BASELINE",
+    "BEST_OF_CANDIDATES",
     "CHAMPION",
     "DETECTOR_KEY",
+    "DETECTOR_METRICS",
     "FORECASTER_KEY",
-    "ML_MODELS_GROUP",
     "anomaly_detector",
     "request_rate_forecaster",
 ]

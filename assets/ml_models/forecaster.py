@@ -1,35 +1,35 @@
-"""The request-rate forecaster: backtested against the seasonal naive, registered in MLflow."""
+"""The request-rate forecaster: candidates backtested on the same series, the winner registered."""
 
-import math
 import tempfile
 import time
 from pathlib import Path
 
 import dagster as dg
 import mlflow
-import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 from pydantic import Field
 
-from assets.ml_models.data import HOURLY_MART, busiest_series, read_hourly_mart
+from assets import groups
 from assets.ml_models.promotion import (
-    BEATS_CHAMPION_AND_BASELINE,
+    BEST_OF_CANDIDATES,
     CHAMPION,
-    TrainedCandidate,
-    apply_gate,
+    TrainedModel,
     finite,
+    log_gate,
+    prefixed,
+    promote,
+    register_model,
 )
-from assets.ml_models.pyfunc import FORECAST_MEMBERS, ForecasterModel, build_forecaster
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
-from ml.forecast import BacktestResult, SeasonalNaive, rolling_origin_backtest
+from llmhub.ml_data import HOURLY_MART, busiest_series, read_hourly_mart
 from ml.forecast.plots import save_forecast_plot
-from ml.registry import should_promote
+from ml.forecast.training import FORECAST_MEMBERS, SCORES, ForecastSpec, evaluate_forecasters
+from ml.promotion import NOISE_MULTIPLE, RESAMPLES
+from ml.pyfunc import FORECASTER_CODE, ForecasterModel, save_forecaster
 
 FORECASTER_KEY = dg.AssetKey(["ml", "request_rate_forecaster"])
-SCORES = ("mape", "smape", "mase")
 
 
 class ForecasterConfig(dg.Config):
@@ -51,28 +51,35 @@ class ForecasterConfig(dg.Config):
         168, description="Second period the adaptive_naive member may pick, in hours."
     )
     level: float = Field(0.95, description="Nominal coverage of the prediction intervals.")
-    promotion_metric: str = Field("mase", description="Lower-is-better metric that promotes.")
+    promotion_metric: str = Field(
+        "mase", description=f"Lower-is-better gate metric, one of {SCORES}."
+    )
+    gate_resamples: int = Field(
+        RESAMPLES, description="Bootstrap resamples of the series measuring the gate's noise."
+    )
+    gate_noise_multiple: float = Field(
+        NOISE_MULTIPLE,
+        description="A more complex candidate must win by more than this many noise sds.",
+    )
+    gate_seed: int = Field(0, description="Seed of the bootstrap resamples.")
 
-
-def _mean(results: list[BacktestResult], score: str) -> float:
-    """Mean over series, ignoring series where the score is undefined (MAPE at zeros, MASE of
-    a series without seasonal variation); ``nan`` when no series defines it."""
-    values = [getattr(r, score) for r in results if math.isfinite(getattr(r, score))]
-    return float(np.mean(values)) if values else math.nan
+    def spec(self) -> ForecastSpec:
+        return ForecastSpec(tuple(self.members), self.season, self.weekly_season, self.level)
 
 
 @dg.asset(
     key=FORECASTER_KEY,
-    group_name="ml_models",
+    group_name=groups.ML_MODELS,
     kinds={"mlflow", "python"},
     deps=[HOURLY_MART],
     check_specs=[
         dg.AssetCheckSpec(
-            BEATS_CHAMPION_AND_BASELINE,
+            BEST_OF_CANDIDATES,
             asset=FORECASTER_KEY,
             blocking=True,
-            description="The new version beats the seasonal naive and the champion on the "
-            "backtest (it then holds the `champion` alias).",
+            description="The registered version is the best of the backtested candidates "
+            "(seasonal naive, configured ensemble, champion's configuration); a more complex "
+            "one wins only beyond the backtest's noise. It holds the `champion` alias.",
         )
     ],
 )
@@ -84,13 +91,13 @@ def request_rate_forecaster(
 ) -> dg.MaterializeResult:
     """Hourly request-count forecaster per (tenant, application, model), as an MLflow model.
 
-    Rolling-origin backtest of the median ensemble and of the seasonal naive on the busiest
-    series of ``marts.fct_llm_requests_hourly``; metrics, parameters, the data window and a
-    forecast plot go to MLflow, the configuration is registered as a new model version. The
-    current champion is backtested on the same series and origins for the comparison. The
-    `champion` alias moves here, in the same step as the registration, so a version that lost
-    the gate can never be published even if its check is skipped; the check reports the
-    decision.
+    Rolling-origin backtest of the seasonal naive, the configured median ensemble and the
+    champion's configuration on the same origins of the busiest series of
+    ``marts.fct_llm_requests_hourly`` (``ml.forecast.training``); the gate (``ml.promotion``)
+    keeps the simplest unless a more complex one wins by more than the backtest's bootstrap
+    noise. Metrics, the gate's verdict, the data window and a forecast plot go to MLflow; the
+    winner's configuration is registered (a JSON artifact, SHA-256 on the version) and made
+    `champion`, so a fresh install always publishes a forecaster.
     """
     started = time.monotonic()
     with hub.connect() as conn:
@@ -104,51 +111,34 @@ def request_rate_forecaster(
     window_start = min(values.index[0] for _, values in series)
     window_end = max(values.index[-1] for _, values in series)
 
-    candidate = build_forecaster(config.members, config.season, config.level, config.weekly_season)
-    baseline = SeasonalNaive(season=config.season, level=config.level)
-    candidate_results, baseline_results = [], []
-    for key, values in series:
-        context.log.debug(f"backtesting {key.label()}")
-        candidate_results.append(
-            rolling_origin_backtest(
-                candidate, values, config.horizon, config.season, config.n_origins
-            )
-        )
-        baseline_results.append(
-            rolling_origin_backtest(
-                baseline, values, config.horizon, config.season, config.n_origins
-            )
-        )
-    candidate_metrics = {s: _mean(candidate_results, s) for s in SCORES}
-    candidate_metrics["coverage"] = _mean(candidate_results, "coverage")
-    baseline_metrics = {s: _mean(baseline_results, s) for s in SCORES}
-
-    # The champion is re-evaluated on the same series and origins: its own logged metrics come
-    # from an older data window, which would make the comparison one of windows, not models.
+    spec = config.spec()
+    candidates = {"baseline": spec.baseline(), "candidate": spec}
     name = config.registered_model_name
     champion_version = mlflow_tracking.champion_version(name, CHAMPION)
-    champion_metrics: dict[str, float] | None = None
     if champion_version is not None:
-        champion_model, _ = mlflow_tracking.load_champion(name, CHAMPION)
-        champion = champion_model.unwrap_python_model().forecaster()
-        champion_results = [
-            rolling_origin_backtest(
-                champion, values, config.horizon, config.season, config.n_origins
-            )
-            for _, values in series
-        ]
-        champion_metrics = {s: _mean(champion_results, s) for s in SCORES}
-    decision = should_promote(
-        candidate_metrics, champion_metrics, baseline_metrics, config.promotion_metric
+        champion, _ = mlflow_tracking.load_champion(name, CHAMPION)
+        if not isinstance(champion, ForecasterModel):
+            raise dg.Failure(f"{name}@{CHAMPION} is not a forecaster")
+        candidates["champion"] = ForecastSpec.from_config(champion.config)
+    training = evaluate_forecasters(
+        [values for _, values in series],
+        candidates,
+        horizon=config.horizon,
+        n_origins=config.n_origins,
+        incumbent="champion" if champion_version is not None else None,
+        metric=config.promotion_metric,
+        resamples=config.gate_resamples,
+        seed=config.gate_seed,
+        noise_multiple=config.gate_noise_multiple,
+        progress=lambda candidate: context.log.debug(f"backtesting {candidate}"),
     )
+    decision = training.decision
+    context.log.info(decision.reason)
+    if decision.winner is None:
+        raise dg.Failure(f"the forecaster backtest produced no usable metric: {decision.reason}")
+    winner = training.winner
+    model_config = winner.config(config.publish_horizon)
 
-    model_config = {
-        "members": list(config.members),
-        "season": config.season,
-        "weekly_season": config.weekly_season,
-        "level": config.level,
-        "horizon": config.publish_horizon,
-    }
     example_key, example = series[0]
     model_input = pd.DataFrame(
         {
@@ -172,7 +162,14 @@ def request_rate_forecaster(
     with mlflow_tracking.start_run(config.experiment, run_name=context.run_id[:8]) as run:
         mlflow.log_params(
             {
-                **{f"model_{k}": v for k, v in model_config.items()},
+                **{
+                    f"model_{k}": ",".join(v) if isinstance(v, list) else v
+                    for k, v in model_config.items()
+                },
+                "candidates": ",".join(training.specs),
+                **{
+                    f"candidate_{k}_members": ",".join(s.members) for k, s in training.specs.items()
+                },
                 "backtest_horizon": config.horizon,
                 "n_origins": config.n_origins,
                 "series": len(series),
@@ -181,64 +178,44 @@ def request_rate_forecaster(
                 "dagster_run_id": context.run_id,
             }
         )
+        log_gate(decision, config.gate_noise_multiple, config.gate_resamples)
         mlflow.log_metrics(
-            {
-                **finite(candidate_metrics),
-                **{f"baseline_{k}": v for k, v in finite(baseline_metrics).items()},
-                **{f"champion_{k}": v for k, v in finite(champion_metrics or {}).items()},
-            }
+            {**finite(training.metrics[decision.winner]), **prefixed(training.metrics)}
         )
-        per_series = pd.concat(
-            [
-                pd.DataFrame(
-                    {
-                        "series": [key.label()] * 2,
-                        "model": [c.model, b.model],
-                        "mape": [c.mape, b.mape],
-                        "smape": [c.smape, b.smape],
-                        "mase": [c.mase, b.mase],
-                        "coverage": [c.coverage, b.coverage],
-                    }
-                )
-                for (key, _), c, b in zip(series, candidate_results, baseline_results, strict=True)
-            ],
-            ignore_index=True,
+        mlflow.log_table(
+            training.per_series([key.label() for key, _ in series]), "backtest_per_series.json"
         )
-        mlflow.log_table(per_series, "backtest_per_series.json")
         with tempfile.TemporaryDirectory() as tmp:
-            fold = candidate_results[0].folds[-1]
+            fold = training.results[decision.winner][0].folds[-1]
             plot = save_forecast_plot(
                 Path(tmp) / "forecast.png",
                 fold.forecast,
                 example.iloc[: fold.train_size],
                 fold.actual,
                 history_points=config.season * 7,
-                title=f"{example_key.label()}: last backtest fold",
+                title=f"{example_key.label()}: last backtest fold ({decision.winner})",
             )
             mlflow.log_artifact(str(plot), "plots")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ForecasterModel(model_config),
-            signature=signature,
-            registered_model_name=name,
-            # Only the repository's own code: the wrapper imports ml/ and assets/ at load time.
-            pip_requirements=["mlflow", "pandas", "numpy"],
-        )
+            version = register_model(
+                mlflow_tracking,
+                code=FORECASTER_CODE,
+                artifacts=save_forecaster(model_config, Path(tmp) / "model"),
+                signature=signature,
+                model_name=name,
+                pip_requirements=["mlflow", "pandas", "numpy"],
+            )
         run_id = run.info.run_id
-    return apply_gate(
+    return promote(
         context,
         mlflow_tracking,
-        TrainedCandidate(
+        TrainedModel(
             asset_key=FORECASTER_KEY,
             model_name=name,
-            version=str(info.registered_model_version),
+            version=version,
             run_id=run_id,
             decision=decision,
-            champion_version=champion_version,
-            promotion_metric=config.promotion_metric,
-            candidate_metrics=candidate_metrics,
-            baseline_metrics=baseline_metrics,
-            champion_metrics=champion_metrics,
+            previous_champion=champion_version,
+            metrics=training.metrics,
             series=len(series),
             window=(window_start, window_end),
             duration_s=time.monotonic() - started,

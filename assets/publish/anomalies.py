@@ -8,13 +8,13 @@ import pandas as pd
 from pydantic import Field
 
 from assets import groups
-from assets.ml_models import DETECTOR_KEY
-from assets.ml_models.data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
-from assets.ml_models.detector import DETECTOR_METRICS
+from assets.ml_models import DETECTOR_KEY, DETECTOR_METRICS
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
+from llmhub.ml_data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
 from ml.features import SERIES_COLUMNS
 from ml.keys import RouteKey
+from ml.pyfunc import DetectorModel
 
 
 def route_parts(series_id: str) -> tuple[str, str, str]:
@@ -100,6 +100,8 @@ def anomalies(
     """
     started = time.monotonic()
     model, version = mlflow_tracking.load_champion(config.detector_model_name)
+    if not isinstance(model, DetectorModel):
+        raise dg.Failure(f"{config.detector_model_name} is not a detector")
     loaded_s = time.monotonic() - started
     with hub.connect() as conn:
         hourly = read_hourly_mart(conn, config.history_hours)
@@ -108,8 +110,10 @@ def anomalies(
     if not series:
         return dg.MaterializeResult(metadata={"rows_written": 0, "series": 0})
     labels = {series_id: route_parts(series_id) for series_id, _ in series}
+    # The champion's members, e.g. "robust_baseline" when the gate kept the floor.
+    detector_name = "+".join(model.spec().members)
     scoring_started = time.monotonic()
-    scores, stats = model.unwrap_python_model().score_series(series, config.score_hours)
+    scores, stats = model.score_series(series, config.score_hours)
     scoring_s = time.monotonic() - scoring_started
     if scores.empty:
         return dg.MaterializeResult(
@@ -152,7 +156,7 @@ def anomalies(
                 float(r.deviation),
                 float(r.score),
                 bool(r.is_anomaly),
-                "ensemble",
+                detector_name,
                 config.detector_model_name,
                 str(version.version),
                 version.run_id,

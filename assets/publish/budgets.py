@@ -9,8 +9,8 @@ import pandas as pd
 from pydantic import Field
 
 from assets import groups
-from assets.ml_models.data import COST_DAILY_MART, read_frame
 from assets.resources import HubResource
+from llmhub.ml_data import COST_DAILY_MART, read_frame
 from ml.budget import budgets_from_frame, daily_cost_forecasts, project_budgets
 from ml.keys import encode_key
 

@@ -9,9 +9,10 @@ from pydantic import Field
 
 from assets import groups
 from assets.ml_models import FORECASTER_KEY
-from assets.ml_models.data import HOURLY_MART, busiest_series, read_hourly_mart
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
+from llmhub.ml_data import HOURLY_MART, busiest_series, read_hourly_mart
+from ml.pyfunc import ForecasterModel
 
 UPSERT_FORECAST = """
 insert into analytics.forecasts (
@@ -59,6 +60,8 @@ def forecasts(
     """
     started = time.monotonic()
     model, version = mlflow_tracking.load_champion(config.forecaster_model_name)
+    if not isinstance(model, ForecasterModel):
+        raise dg.Failure(f"{config.forecaster_model_name} is not a forecaster")
     with hub.connect() as conn:
         hourly = read_hourly_mart(conn, config.history_hours)
     series = busiest_series(hourly, METRIC, config.max_series, config.min_history_hours)
@@ -78,7 +81,7 @@ def forecasts(
         ],
         ignore_index=True,
     )
-    predicted = model.predict(model_input, params={"horizon": config.horizon})
+    predicted = model.predict(None, model_input, params={"horizon": config.horizon})
     predicted["ds"] = pd.to_datetime(predicted["ds"], utc=True)
     rows = []
     for r in predicted.itertuples(index=False):

@@ -23,6 +23,7 @@ import getpass
 import os
 import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ DEFAULT_PORT = "5432"
 # does not test daily marts it did not build merely because they reference dim_assets (dbt's
 # default, eager, would), and the daily build still runs their relationship tests to dim_assets.
 DBT_INDIRECT_SELECTION = "buildable"
+# dbt's partial parsing state, kept beside the manifest.
+PARTIAL_PARSE = "partial_parse.msgpack"
 # Everything dbt reads to build the manifest; a newer file means the manifest is stale.
 PROJECT_PATHS = ("dbt_project.yml", "models", "macros", "seeds", "snapshots", "tests", "analyses")
 
@@ -134,7 +137,12 @@ def manifest_is_stale(project_dir: Path, manifest_path: Path) -> bool:
 def prepare(project: DbtProject) -> DbtProject:
     """Make ``project.manifest_path`` loadable: re-parse under ``dagster dev`` (as
     ``prepare_if_dev`` would), else parse only when the manifest is missing or stale (a fresh
-    clone has no ``target/``)."""
+    clone has no ``target/``).
+
+    dbt parses into a directory of its own and the manifest is moved into place with one
+    ``os.replace``: a process loading the Definitions meanwhile (a ``dagster dev`` reload, a test
+    run beside it) reads the old manifest or the new one, never a half-written file.
+    """
     project_dir, manifest = Path(project.project_dir), Path(project.manifest_path)
     always = project.preparer.using_dagster_dev()
     if not (always or manifest_is_stale(project_dir, manifest)):
@@ -146,10 +154,21 @@ def prepare(project: DbtProject) -> DbtProject:
         # Another process may have parsed while this one waited for the lock.
         current = manifest.stat().st_mtime if manifest.exists() else None
         if current == seen and (always or manifest_is_stale(project_dir, manifest)):
-            dbt_cli_resource(project).cli(
-                ["parse", "--quiet"], target_path=project.target_path
-            ).wait()
+            _parse_into_place(project, manifest)
     return project
+
+
+def _parse_into_place(project: DbtProject, manifest: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="parse-", dir=manifest.parent) as scratch:
+        work = Path(scratch)
+        # dbt's partial parsing state, so a re-parse reads only what changed.
+        state = manifest.parent / PARTIAL_PARSE
+        if state.exists():
+            shutil.copy2(state, work / PARTIAL_PARSE)
+        dbt_cli_resource(project).cli(["parse", "--quiet"], target_path=work).wait()
+        if (work / PARTIAL_PARSE).exists():
+            os.replace(work / PARTIAL_PARSE, state)
+        os.replace(work / manifest.name, manifest)
 
 
 def dbt_cli_resource(project: DbtProject) -> DbtCliResource:

@@ -1,16 +1,27 @@
 """The MLflow tracking server and model registry, as one resource."""
 
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import mlflow
-import mlflow.pyfunc
+import mlflow.artifacts
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from pydantic import Field
+
+from ml.pyfunc import (
+    ArtifactIntegrityError,
+    DetectorModel,
+    ForecasterModel,
+    digests_from_tags,
+    load_model_dir,
+    verify_tree,
+)
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -54,21 +65,45 @@ class MlflowResource(dg.ConfigurableResource):
                 return None
             raise
 
+    def download_model(self, model_name: str, version: str, directory: Path) -> Path:
+        """The files of ``model_name`` version ``version``, downloaded into ``directory``."""
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model_name}/{version}",
+                dst_path=str(directory),
+                tracking_uri=self.tracking_uri,
+            )
+        )
+
     def load_champion(
         self, model_name: str, alias: str = "champion"
-    ) -> tuple[mlflow.pyfunc.PyFuncModel, ModelVersion]:
-        """The pyfunc model behind ``alias`` and its registry version.
+    ) -> tuple[DetectorModel | ForecasterModel, ModelVersion]:
+        """The model behind ``alias``, checked against its SHA-256 tags, and its version.
 
         The alias is resolved once and the model loaded by version, so the version recorded
         with the outputs is the one that produced them even if the alias moves meanwhile.
+        The model's files are downloaded and each compared with the digest recorded on the
+        version at registration before anything is read from them; the wrapper is then built
+        from the current code and the model's data files (``ml.pyfunc.load_model_dir``).
 
         Raises:
-            dagster.Failure: the model has no such alias (nothing has been promoted yet).
+            dagster.Failure: the model has no such alias (nothing has been promoted yet), or
+                its files differ from those registered (tampered, or never digested).
         """
         if self.champion_version(model_name, alias) is None:
             raise dg.Failure(f"registered model {model_name!r} has no {alias!r} alias yet")
         version = self.client().get_model_version_by_alias(model_name, alias)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version.version}")
-        return model, version
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.download_model(model_name, version.version, Path(tmp))
+            try:
+                verify_tree(
+                    local,
+                    digests_from_tags(version.tags or {}),
+                    f"{model_name} v{version.version}",
+                )
+            except ArtifactIntegrityError as exc:
+                raise dg.Failure(
+                    description=str(exc),
+                    metadata={"model_name": model_name, "model_version": version.version},
+                ) from exc
+            return load_model_dir(local), version

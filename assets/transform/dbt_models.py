@@ -5,10 +5,12 @@ tests) each; dbt tests are asset checks of the model they test.
 
 - ``dbt_hourly_models``: the incremental request marts and everything upstream of them
   (``+fct_llm_requests_hourly +fct_llm_requests_daily``: the requests and registry staging views,
-  ``dim_assets``, ``int_llm_requests_enriched``). ``dim_assets`` is here although it is a
-  dimension: the request marts take each request's asset version from it (as-of join), and a
-  version first seen by a daily rebuild would leave up to a day of hourly buckets, older than the
-  6-hour lookback, attributed to the previous version until someone backfilled them.
+  ``int_registry__asset_versions``, ``int_llm_requests_enriched``), and ``dim_assets``. The
+  registry history is built hourly: the request marts take each request's asset version from it
+  (as-of join), and a version first seen by a daily rebuild would leave up to a day of hourly
+  buckets, older than the 6-hour lookback, attributed to the previous version until someone
+  backfilled them. ``dim_assets``, its mart, is built with it so that the marts' relationship
+  tests find every version the hourly buckets carry.
 - ``dbt_daily_models``: the rest (``dim_models``, cost, security and compliance marts, the price
   seed), which read closed days.
 
@@ -33,7 +35,7 @@ from assets.resources.dbt import dbt_cli_environ
 from assets.transform.mart_metadata import MART_TIMING, mart_metadata
 from assets.transform.translator import HubDbtTranslator
 
-HOURLY_SELECT = "+fct_llm_requests_hourly +fct_llm_requests_daily"
+HOURLY_SELECT = "+fct_llm_requests_hourly +fct_llm_requests_daily +dim_assets"
 TRANSLATOR = HubDbtTranslator()
 
 

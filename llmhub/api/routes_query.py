@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from psycopg import sql
 from pydantic import BaseModel, Field
 
@@ -76,6 +76,12 @@ AGGREGATES = {
 Metric = StrEnum("Metric", {name: name for name in (*AGGREGATES, *PERCENTILES)})  # type: ignore[misc]
 
 
+def json_response(payload: dict[str, Any]) -> Response:
+    """The body serialised by orjson directly: FastAPI's own path (jsonable_encoder, then json)
+    walks every value in Python, most of a 1,000-row answer's time (measured under load)."""
+    return Response(orjson.dumps(payload, default=float), media_type="application/json")
+
+
 def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values, default=str)).decode().rstrip("=")
 
@@ -123,7 +129,7 @@ async def get_metrics(
     provider: Annotated[list[str] | None, Query(description="Filter (repeatable)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
     cursor: str | None = None,
-) -> dict[str, Any]:
+) -> Response:
     """Buckets of ``granularity`` grouped by ``group_by``, from
     ``marts.fct_llm_requests_hourly`` / ``_daily``. Percentiles are exact where an output row
     is one mart row (group by all five dimensions) and null otherwise (see ``mart_rows``)."""
@@ -201,16 +207,18 @@ async def get_metrics(
     more = len(rows) > limit
     rows = rows[:limit]
     data = [_row_json(names, row, bucket) for row in rows]
-    return {
-        "granularity": granularity,
-        "group_by": [str(d) for d in dims],
-        "start": lo.isoformat(),
-        "end": hi.isoformat(),
-        "percentiles": "exact per mart row; null where a row spans several mart rows "
-        "(group by all of tenant, application, version, model, provider for exact ones)",
-        "data": data,
-        "next_cursor": encode_cursor(list(rows[-1][: len(keys)])) if more else None,
-    }
+    return json_response(
+        {
+            "granularity": granularity,
+            "group_by": [str(d) for d in dims],
+            "start": lo.isoformat(),
+            "end": hi.isoformat(),
+            "percentiles": "exact per mart row; null where a row spans several mart rows "
+            "(group by all of tenant, application, version, model, provider for exact ones)",
+            "data": data,
+            "next_cursor": encode_cursor(list(rows[-1][: len(keys)])) if more else None,
+        }
+    )
 
 
 def _ceil_day(value: datetime) -> date:
@@ -530,3 +538,82 @@ async def get_budgets(
         "month": month.isoformat(),
         "data": [{k: _jsonable(v) for k, v in zip(keys, r, strict=True)} for r in rows],
     }
+
+
+# --- incidents ------------------------------------------------------------------------------
+
+_INCIDENT_COLUMNS = (
+    "incident_id",
+    "status",
+    "severity",
+    "opened_at",
+    "last_seen_at",
+    "resolved_at",
+    "asset_ids",
+    "root_cause_type",
+    "root_cause_entity",
+    "confidence",
+    "impact_score",
+    "affected_requests",
+    "excess_cost_usd",
+    "explanation",
+    "rules",
+    "member_count",
+)
+
+
+@router.get("/incidents", tags=["query"], summary="Correlated incidents, newest first")
+async def get_incidents(
+    request: Request,
+    principal: Reader,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    status: Literal["open", "resolved"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    cursor: str | None = None,
+) -> Response:
+    """``analytics.incidents`` (migration 0008) opened in the window, with root cause, impact
+    and explanation."""
+    svc = services(request)
+    await svc.quotas.query(principal.tenant_id)
+    lo, hi = _window(start or datetime.now(UTC) - timedelta(days=30), end)
+    params: dict[str, Any] = {
+        "lo": lo,
+        "hi": hi,
+        "status": status,
+        "limit": limit + 1,
+        "c0": None,
+        "c1": None,
+    }
+    if cursor:
+        c = decode_cursor(cursor, 2)
+        params.update(c0=datetime.fromisoformat(c[0]), c1=c[1])
+    async with tenant_transaction(svc, principal) as conn:
+        cur = await conn.execute(
+            sql.SQL(
+                "select {} from analytics.incidents "
+                "where opened_at >= %(lo)s and opened_at < %(hi)s "
+                "and (%(status)s::text is null or status = %(status)s) "
+                "and (%(c0)s::timestamptz is null or (opened_at, incident_id) < (%(c0)s, %(c1)s)) "
+                "order by opened_at desc, incident_id desc limit %(limit)s"
+            ).format(
+                sql.SQL(", ").join(
+                    # A cross-tenant incident's applications may be other tenants'.
+                    sql.SQL("case when tenant_id = '*' then null else asset_ids end")
+                    if column == "asset_ids"
+                    else sql.Identifier(column)
+                    for column in _INCIDENT_COLUMNS
+                )
+            ),
+            params,
+        )
+        rows = await cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    return json_response(
+        {
+            "data": [dict(zip(_INCIDENT_COLUMNS, r, strict=True)) for r in rows],
+            "next_cursor": encode_cursor([last[3].isoformat(), last[0]]) if last else None,
+        }
+    )

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
+from llmhub.cli.alerts import alerts_app
 from llmhub.cli.contract import contract_app
 from llmhub.cli.db import db_app
 from llmhub.cli.dead_letter import dead_letter_app
@@ -53,6 +54,7 @@ app.add_typer(ml_app, name="ml")
 # `eval-incidents`, `eval-correlation`.
 ml_app.add_typer(ml_forecast_app)
 ml_app.add_typer(ml_incidents_app)
+app.add_typer(alerts_app, name="alerts")
 ml_app.add_typer(ml_correlation_app)
 
 

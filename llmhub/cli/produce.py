@@ -87,3 +87,34 @@ def produce_file(
     from llmhub.producers.sink import produce_file as lines
 
     console.print(f"sent {_send(lines(topic, path), hub_settings())} messages")
+
+
+@produce_app.command("scenarios")
+def produce_scenarios(
+    out: Annotated[Path, typer.Argument(help="Directory for the frames and the ground truth.")],
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    days: Annotated[
+        int, typer.Option(min=2, help="Days of hourly series; the last one carries the scenarios.")
+    ] = 8,
+) -> None:
+    """Correlated incident scenarios for the correlation engine, with ground truth.
+
+    Writes series, events, forecasts and the stand-in detector's anomalies as Parquet, and
+    ground_truth.json naming each scenario's root cause and members (frames, not Kafka
+    messages: see ``llmhub.producers.scenarios``).
+    """
+    from llmhub.producers.scenarios import detect_anomalies, generate_scenarios
+
+    data = generate_scenarios(seed, days=days)
+    out.mkdir(parents=True, exist_ok=True)
+    data.series.to_parquet(out / "series.parquet", index=False)
+    data.events.to_parquet(out / "events.parquet", index=False)
+    data.forecasts.to_parquet(out / "forecasts.parquet", index=False)
+    detect_anomalies(data.series, data.scenario_start).to_parquet(
+        out / "anomalies.parquet", index=False
+    )
+    data.write_ground_truth(out / "ground_truth.json")
+    console.print(
+        f"{len(data.scenarios)} scenarios, {len(data.series):,} series-hours, "
+        f"{len(data.events):,} events -> {out}"
+    )

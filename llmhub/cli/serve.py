@@ -19,9 +19,30 @@ def serve(
 ) -> None:
     """Serve the HTTP API (OTLP + events in, metrics/anomalies/forecasts/budgets out)."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from llmhub.config import load_api_settings
 
+    # Worker processes start afresh: the request log needs its handler in uvicorn's own config.
+    log_config = {
+        **LOGGING_CONFIG,
+        "formatters": {
+            **LOGGING_CONFIG["formatters"],
+            "request": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        },
+        "handlers": {
+            **LOGGING_CONFIG["handlers"],
+            "request": {
+                "class": "logging.StreamHandler",
+                "formatter": "request",
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "loggers": {
+            **LOGGING_CONFIG["loggers"],
+            "llmhub": {"handlers": ["request"], "level": "INFO", "propagate": False},
+        },
+    }
     api = load_api_settings()
     uvicorn.run(
         "llmhub.api.app:factory",
@@ -30,6 +51,7 @@ def serve(
         port=port or api.port,
         workers=workers or api.workers,
         log_level="info",
+        log_config=log_config,
         access_log=False,
         proxy_headers=True,
         # Worker health pings: the 5 s default kills workers still importing on a loaded host.

@@ -121,7 +121,8 @@ def _continues(train_end: pd.Timestamp, index: pd.Index, step: pd.Timedelta) -> 
 class Fleet:
     """Fitted detectors, one per series, sharing one configuration (and LSTM network).
 
-    Build it with ``Fleet.fit``; it pickles (the network once, however many series use it).
+    Build it with ``Fleet.fit``; ``ml.anomaly.fleet_state`` writes it as data files (the
+    network once, however many series use it) and reads it back.
     """
 
     def __init__(
@@ -165,11 +166,6 @@ class Fleet:
             step,
             skipped,
         )
-
-    @classmethod
-    def empty(cls, spec: DetectorSpec, step: pd.Timedelta = HOUR) -> Fleet:
-        """A fleet that knows no series: every series is fitted when scored."""
-        return cls(spec, {}, {}, None, step, [])
 
     def __len__(self) -> int:
         return len(self.detectors)

@@ -6,8 +6,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.ensemble import IsolationForest
 
-from ml.anomaly.base import OnlineDetector, global_scale, rolling_baseline
-from ml.anomaly.forest import CompiledForest
+from ml.anomaly.base import OnlineDetector
+from ml.anomaly.compiled_forest import CompiledForest
+from ml.anomaly.seasonal import global_scale, rolling_baseline
 
 
 class IsolationForestDetector(OnlineDetector):
@@ -59,7 +60,7 @@ class IsolationForestDetector(OnlineDetector):
         self.random_state = random_state
         self._center = 0.0
         self._scale = 1.0
-        # Kept flattened: scoring is vectorised and the pickle about half scikit-learn's.
+        # Kept flattened: scoring is vectorised, and the fitted forest is plain arrays (NPZ).
         self._forest: CompiledForest | None = None
 
     @property

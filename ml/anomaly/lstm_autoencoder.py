@@ -17,7 +17,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ml.anomaly.base import OnlineDetector, global_scale
+from ml.anomaly.base import OnlineDetector
+from ml.anomaly.seasonal import global_scale
 
 # Lightning announces every Trainer (accelerators, tips) at INFO; a detector trains several per
 # series, so those lines are muted while it trains and the levels restored afterwards.
@@ -40,6 +41,26 @@ def _quiet_lightning() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+@contextmanager
+def _reproducible() -> Iterator[None]:
+    """Deterministic kernels on one intra-op thread while training, then the caller's settings.
+
+    The same data and seed then give the same weights on any machine: a multi-threaded
+    reduction sums in an order that depends on the core count. For windows this small one
+    thread costs nothing measurable (the hand-offs outweigh the work).
+    """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 # Normalised values beyond this are clipped before they reach the network: one huge spike in the
@@ -85,7 +106,7 @@ def _train(
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
     )
-    with _quiet_lightning(), torch.random.fork_rng(devices=[]):
+    with _quiet_lightning(), _reproducible(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         trainer = pl.Trainer(
             max_epochs=epochs,

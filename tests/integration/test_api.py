@@ -134,6 +134,30 @@ def _analytics_rows(conn: psycopg.Connection, tenant: str, now: datetime) -> Non
         (f"{tenant}/app-chat", tenant, now, now),
     )
     conn.execute(
+        "insert into analytics.incidents (incident_id, tenant_id, tenant_ids, asset_ids, "
+        "opened_at, last_seen_at, status, severity, root_cause_type, root_cause_entity, "
+        "confidence, candidates, impact_score, affected_requests, excess_cost_usd, "
+        "excess_volume_usd, excess_tokens_per_request_usd, excess_price_mix_usd, "
+        "cost_baseline, explanation, rules, signature, member_count) values "
+        "(%s, %s, array[%s], array['app-chat'], %s, %s, 'open', 'high', 'model', 'gpt-4o', "
+        "0.9, '[]', 70, 1200, 12.5, 10, 2, 0.5, 'forecast', 'latency regression of gpt-4o', "
+        "array['latency'], 'sig', 3)",
+        (f"inc-{tenant}", tenant, tenant, hour - timedelta(hours=2), hour),
+    )
+    if tenant == A:
+        # A provider incident touching A and a third tenant: A sees it, B does not, and A is
+        # not told which applications it spans.
+        conn.execute(
+            "insert into analytics.incidents select 'inc-provider', '*', "
+            "array[%s, 'tenant-z'], array['z-app'], opened_at - interval '1 hour', "
+            "last_seen_at, resolved_at, status, severity, 'provider', 'openai', confidence, "
+            "candidates, impact_score, affected_requests, excess_cost_usd, excess_volume_usd, "
+            "excess_tokens_per_request_usd, excess_price_mix_usd, cost_baseline, explanation, "
+            "rules, 'sig2', seen_before, member_count from analytics.incidents "
+            "where incident_id = %s",
+            (A, f"inc-{tenant}"),
+        )
+    conn.execute(
         "insert into analytics.budgets (tenant_id, asset_id, monthly_budget_usd) "
         "values (%s, '*', 1000)",
         (tenant,),
@@ -271,6 +295,7 @@ READS = (
     ("/api/v1/metrics", {"start": "-3d", "granularity": "day", "group_by": "tenant"}),
     ("/api/v1/anomalies", {"start": "-3d", "flagged_only": "false"}),
     ("/api/v1/forecasts", {}),
+    ("/api/v1/incidents", {}),
     ("/api/v1/budgets", {}),
 )
 
@@ -301,6 +326,10 @@ def test_each_tenant_reads_only_its_own_rows_through_every_endpoint(
                 assert {row["tenant"] for row in data} == {tenant}, path
             elif path == "/api/v1/anomalies":
                 assert len(data) == 2, data
+            elif path == "/api/v1/incidents":
+                expected = [f"inc-{tenant}"] + (["inc-provider"] if tenant == A else [])
+                assert [row["incident_id"] for row in data] == expected
+                assert data[-1]["asset_ids"] == (None if tenant == A else ["app-chat"])
         # The tenant filter is the database's, not a parameter: asking for the other tenant's
         # application name (both use app-chat) still returns own rows only.
         body = client.get(
@@ -346,7 +375,8 @@ def test_feedback_reaches_own_anomalies_only(api: Api) -> None:
             "select tenant_id, verdict, noted_by from analytics.anomaly_feedback"
         ).fetchall()
     assert len(rows) == 1 and rows[0][0] == A and rows[0][1] == "false_positive"
-    assert rows[0][2].startswith("key:")
+    # Migration 0011's trigger attributes a verdict to the database role that wrote it.
+    assert rows[0][2] == "llmhub_api"
 
 
 def test_percentiles_are_exact_per_mart_row_and_never_combined(api: Api) -> None:

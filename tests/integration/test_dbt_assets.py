@@ -183,8 +183,10 @@ def seed_raw(settings: Settings) -> RawRows:
             },
         ),
         (yesterday + timedelta(hours=23, minutes=59), {"latency_ms": 420.0}),
-        (now - timedelta(minutes=5), {}),
-        (now - timedelta(minutes=3), {"tenant": "tenant-b", "asset": "app-search"}),
+        # Today's, even in the first minutes after midnight (regression: at 00:03 UTC they fell
+        # on yesterday and the complete days' counts the tests expect were off by them).
+        (max(now - timedelta(minutes=5), today), {}),
+        (max(now - timedelta(minutes=3), today), {"tenant": "tenant-b", "asset": "app-search"}),
     ]
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         for at, overrides in requests:
@@ -383,10 +385,14 @@ def test_lineage_runs_from_kafka_through_raw_and_staging_to_the_marts() -> None:
     assert raw_requests.is_materializable
     assert graph.assets_def_for_key(raw_requests.key).node_def.name == "kafka_ingestion"
     assert parents("staging", "stg_raw__llm_requests") == {"raw/llm_requests"}
-    assert parents("marts", "dim_assets") == {"staging/stg_raw__registry_events"}
+    assert parents("intermediate", "int_registry__asset_versions") == {
+        "staging/stg_raw__registry_events"
+    }
+    assert parents("marts", "dim_assets") == {"intermediate/int_registry__asset_versions"}
+    # Regression: the intermediate model read the dim_assets mart (an upward ref).
     assert parents("intermediate", "int_llm_requests_enriched") == {
         "staging/stg_raw__llm_requests",
-        "marts/dim_assets",
+        "intermediate/int_registry__asset_versions",
     }
     assert parents("marts", "fct_llm_requests_hourly") == {"intermediate/int_llm_requests_enriched"}
     assert "marts/fct_llm_requests_daily" in parents("marts", "fct_llm_cost_daily")

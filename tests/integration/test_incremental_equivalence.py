@@ -75,10 +75,10 @@ def insert_requests(settings: Settings, first: int, last: int, salt: str, offset
         )
 
 
-def dbt(settings: Settings, *args: str) -> None:
+def dbt(settings: Settings, target: Path, *args: str) -> None:
     env = {**os.environ, **dbt_cli_env(settings.database_url)}
     result = subprocess.run(
-        [DBT_EXECUTABLE, *args, "--profiles-dir", str(PROJECT_DIR)],
+        [DBT_EXECUTABLE, *args, "--profiles-dir", str(PROJECT_DIR), "--target-path", str(target)],
         cwd=PROJECT_DIR,
         env=env,
         capture_output=True,
@@ -106,20 +106,32 @@ def settings() -> Iterator[Settings]:
         yield test_settings
 
 
-def test_incremental_run_and_backfill_equal_a_full_refresh(settings: Settings) -> None:
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dbt's target directory for this module.
+
+    Regression: the runs wrote dbt_project/target, whose manifest the code location loads, and
+    left this test's manifest there for the tests after it.
+    """
+    return tmp_path_factory.mktemp("dbt-target")
+
+
+def test_incremental_run_and_backfill_equal_a_full_refresh(
+    settings: Settings, target: Path
+) -> None:
     per_day = 86_400 // SPACING_S
     models = ["--select", "+fct_llm_requests_hourly", "+fct_llm_requests_daily"]
     # Two and a half days first, then the rest of day three plus late events 2 h old.
     cutoff = int(per_day * 2.5)
     insert_requests(settings, 0, cutoff, "a", 0)
-    dbt(settings, "run", *models)
+    dbt(settings, target, "run", *models)
     insert_requests(settings, cutoff + 1, per_day * 3, "a", 0)
     late_from = cutoff - (2 * 3600) // SPACING_S
     insert_requests(settings, late_from, late_from + 200, "late", 10_000_000)
-    dbt(settings, "run", "--select", *MARTS)
+    dbt(settings, target, "run", "--select", *MARTS)
     incremental = snapshot(settings)
 
-    dbt(settings, "run", "--full-refresh", "--select", *MARTS)
+    dbt(settings, target, "run", "--full-refresh", "--select", *MARTS)
     full = snapshot(settings)
     assert all(full.values()), "the marts are empty: nothing was compared"
     assert incremental == full
@@ -139,5 +151,5 @@ def test_incremental_run_and_backfill_equal_a_full_refresh(settings: Settings) -
         )
     assert snapshot(settings) != full
     window = f'{{backfill_start: "{day}", backfill_end: "{day + timedelta(days=1)}"}}'
-    dbt(settings, "run", "--select", *MARTS, "--vars", window)
+    dbt(settings, target, "run", "--select", *MARTS, "--vars", window)
     assert snapshot(settings) == full

@@ -6,25 +6,31 @@ registration, promotion and publishing without a Kafka round trip. Experiments a
 models get a per-run prefix and are deleted afterwards.
 """
 
+import json
 import os
+import re
+import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import mlflow
+import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import psycopg
 import pytest
 from mlflow import MlflowClient
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from psycopg import sql
 
-from assets.ml_models import anomaly_detector, request_rate_forecaster
-from assets.ml_models.detector import DETECTOR_METRICS, DetectorConfig
+from assets.ml_models import DETECTOR_METRICS, anomaly_detector, request_rate_forecaster
+from assets.ml_models.detector import DetectorConfig
 from assets.ml_models.forecaster import ForecasterConfig
 from assets.publish import anomalies, budget_projections, forecasts
 from assets.publish.anomalies import AnomalyScoresConfig
@@ -33,6 +39,7 @@ from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
 from llmhub.config import Settings, load_settings, mlflow_tracking_uri, redact, with_database
 from llmhub.db import migrate
+from ml.pyfunc import DetectorModel, ForecasterModel, digests_from_tags
 
 pytestmark = pytest.mark.integration
 
@@ -188,6 +195,19 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+#: Module paths of the project: none may appear in a registered model's data files.
+PROJECT_MODULES = (b"ml.anomaly", b"ml.forecast", b"ml.pyfunc", b"assets.", b"llmhub.")
+ENTRY_SCRIPTS = {"detector_code.py", "forecaster_code.py"}
+
+
+def _registered_files(stack: MlStack, name: str, version: str) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp))
+        return {
+            p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file()
+        }
+
+
 def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     forecaster = ForecasterConfig(
         experiment=f"{ml_stack.prefix}/forecaster",
@@ -199,8 +219,20 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     assert _check(first).passed, _check(first).description
     meta = _metadata(first)
     champion = ml_stack.client.get_model_version_by_alias(ml_stack.forecaster_name, "champion")
+    # A fresh install always gets a champion: the best candidate, the seasonal naive included.
     assert champion.version == meta["model_version"] == "1"
-    assert meta["candidate_mase"] < meta["baseline_mase"]
+    assert meta["winner"] in {"baseline", "candidate"}
+    if meta["winner"] == "candidate":
+        assert meta["candidate_mase"] < meta["baseline_mase"]
+    run = ml_stack.client.get_run(meta["mlflow_run_id"])
+    assert run.data.tags["gate.winner"] == meta["winner"]
+    assert run.data.tags["gate.reason"] == _check(first).description
+    # Every file of the version has its SHA-256 on it.
+    files = _registered_files(ml_stack, ml_stack.forecaster_name, "1")
+    digests = digests_from_tags(champion.tags)
+    assert set(digests) == set(files) - {"registered_model_meta"}
+    assert "forecaster_code.py" in files and "MLmodel" in files
+    # MLflow's own loader runs the models-from-code entry script: no pickle anywhere.
     champion_model = mlflow.pyfunc.load_model(f"models:/{ml_stack.forecaster_name}@champion")
     history = pd.DataFrame(
         {
@@ -212,47 +244,54 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     predicted = champion_model.predict(history, params={"horizon": 12})
     assert len(predicted) == 12
     assert (predicted["yhat_lower"] <= predicted["yhat"]).all()
+    verified, _ = ml_stack.resources()["mlflow_tracking"].load_champion(ml_stack.forecaster_name)
+    assert isinstance(verified, ForecasterModel)
+    pd.testing.assert_frame_equal(
+        verified.predict(None, history, params={"horizon": 12}), predicted
+    )
 
-    # The seasonal naive alone ties the baseline: registered, never promoted.
-    worse = forecaster.model_copy(update={"members": ["seasonal_naive"]})
-    second = _materialize(ml_stack, request_rate_forecaster, worse)
-    evaluation = _check(second)
-    assert not evaluation.passed
-    assert evaluation.severity == dg.AssetCheckSeverity.WARN
-    assert _metadata(second)["model_version"] == "2"
+    # The seasonal naive configured alone: one candidate with the baseline, against the
+    # champion's configuration. Whichever wins is registered as v2 and becomes champion.
+    naive = forecaster.model_copy(update={"members": ["seasonal_naive"]})
+    second = _materialize(ml_stack, request_rate_forecaster, naive)
+    assert _check(second).passed
+    second_meta = _metadata(second)
+    assert second_meta["model_version"] == "2"
+    assert second_meta["previous_champion_version"] == "1"
     champion = ml_stack.client.get_model_version_by_alias(ml_stack.forecaster_name, "champion")
-    assert champion.version == "1"
-
-    # The champion's own configuration again: re-evaluated on the same data it ties, so stays.
-    again = _materialize(ml_stack, request_rate_forecaster, forecaster)
-    assert not _check(again).passed
-    assert "champion" in (_check(again).description or "")
-    champion = ml_stack.client.get_model_version_by_alias(ml_stack.forecaster_name, "champion")
-    assert champion.version == "1"
+    assert champion.version == "2"
+    run = ml_stack.client.get_run(second_meta["mlflow_run_id"])
+    assert run.data.params["candidates"] == (
+        "baseline" if meta["winner"] == "baseline" else "baseline,champion"
+    )
+    # Same data, same commands: the same verdict (the gate is seeded, the backtest exact).
+    again = _materialize(ml_stack, request_rate_forecaster, naive)
+    assert _metadata(again)["winner"] == second_meta["winner"]
+    assert _check(again).description == _check(second).description
 
     detector = DetectorConfig(
         experiment=f"{ml_stack.prefix}/detector",
         registered_model_name=ml_stack.detector_name,
     )
-    trained = dg.materialize(
-        [anomaly_detector],
-        resources=ml_stack.resources(),
-        run_config=dg.RunConfig(ops={anomaly_detector.op.name: detector}),
-        raise_on_error=False,
-    )
+    trained = _materialize(ml_stack, anomaly_detector, detector)
     evaluation = _check(trained)
     meta = _metadata(trained)
+    assert evaluation.passed and trained.success
     assert meta["series"] == len(TENANTS) * len(DETECTOR_METRICS)
-    # The gate follows the numbers: promoted iff the candidate's AUC beats the floor's (there
-    # is no champion yet). Not promoted with no champion is an ERROR that fails the step.
-    assert evaluation.passed is (meta["candidate_auc"] > meta["baseline_auc"])
-    assert trained.success is evaluation.passed
-    if not evaluation.passed:
-        assert evaluation.severity == dg.AssetCheckSeverity.ERROR
-        # An operator's manual promotion, so the scoring path is still exercised.
-        ml_stack.client.set_registered_model_alias(
-            ml_stack.detector_name, "champion", meta["model_version"]
-        )
+    # The ensemble replaces the robust baseline only beyond the evaluation's noise.
+    assert meta["winner"] in {"baseline", "candidate"}
+    run = ml_stack.client.get_run(meta["mlflow_run_id"])
+    advantage = run.data.metrics.get("gate_candidate_vs_baseline_advantage")
+    noise = run.data.metrics.get("gate_candidate_vs_baseline_noise_sd")
+    assert advantage is not None and noise is not None
+    assert (meta["winner"] == "candidate") is (advantage > 2 * noise)
+    assert advantage == pytest.approx(meta["candidate_auc"] - meta["baseline_auc"])
+    files = _registered_files(ml_stack, ml_stack.detector_name, meta["model_version"])
+    assert {"artifacts/fleet/fleet.json", "artifacts/fleet/fleet.npz"} <= set(files)
+    # No data file names a project module: a refactor cannot break the registered model.
+    for path, content in files.items():
+        if path.rsplit("/", 1)[-1] not in ENTRY_SCRIPTS:
+            assert not any(m in content for m in PROJECT_MODULES), path
 
     scored = _materialize(
         ml_stack, anomalies, AnomalyScoresConfig(detector_model_name=ml_stack.detector_name)
@@ -264,27 +303,30 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     assert scored_meta["series_fitted_at_scoring"] == 0
     assert scored_meta["suppressed_false_positives"] >= 1
     flagged = ml_stack.conn.execute(
-        "select is_anomaly, score from analytics.anomalies where bucket_at = %s and "
+        "select is_anomaly, score, detector from analytics.anomalies where bucket_at = %s and "
         "tenant_id = %s and asset_id = %s and request_model = %s and metric = %s",
         (END, *SPIKED),
     ).fetchone()
     assert flagged is not None and flagged[0] is False and flagged[1] >= 0.5
+    assert flagged[2] == run.data.params["model_members"].replace(",", "+")
 
     # The next training reads the false positive (now scored) and raises that series' threshold.
-    retrained = dg.materialize(
-        [anomaly_detector],
-        resources=ml_stack.resources(),
-        run_config=dg.RunConfig(ops={anomaly_detector.op.name: detector}),
-        raise_on_error=False,
-    )
-    run = ml_stack.client.get_run(_metadata(retrained)["mlflow_run_id"])
+    retrained = _materialize(ml_stack, anomaly_detector, detector)
+    retrained_meta = _metadata(retrained)
+    run = ml_stack.client.get_run(retrained_meta["mlflow_run_id"])
     assert run.data.metrics["feedback_series_tuned"] == 1
     assert run.data.metrics["feedback_false_positives_marked"] == 1
     assert run.data.params["thresholds_tuned_by_feedback"] == "1"
+    # The champion's configuration is one of the configured ones: evaluated once, as incumbent.
+    assert run.data.params["candidates"] == "baseline,candidate"
+    assert retrained_meta["winner"] == meta["winner"]
     assert {a.path for a in ml_stack.client.list_artifacts(run.info.run_id, "plots")} == {
         "plots/anomaly_timeline.png",
         "plots/score_distribution.png",
     }
+    loaded, _ = ml_stack.resources()["mlflow_tracking"].load_champion(ml_stack.detector_name)
+    assert isinstance(loaded, DetectorModel)
+    assert loaded.fleet is not None and len(loaded.fleet) == meta["series"]
 
     published = _materialize(
         ml_stack,
@@ -295,7 +337,7 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     versions = ml_stack.conn.execute(
         "select distinct model_version from analytics.forecasts"
     ).fetchall()
-    assert versions == [("1",)]
+    assert versions == [("3",)]
 
     projected = dg.materialize([budget_projections], resources=ml_stack.resources())
     assert _metadata(projected)["rows_written"] == len(TENANTS)
@@ -307,3 +349,51 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
         "and yhat <= yhat_upper) from analytics.forecasts where grain = 'day'"
     ).fetchone()
     assert daily == (len(TENANTS) * 14, len(TENANTS), True)
+
+
+def test_a_tampered_model_is_refused(ml_stack: MlStack) -> None:
+    config = ForecasterConfig(
+        experiment=f"{ml_stack.prefix}/forecaster",
+        registered_model_name=ml_stack.forecaster_name,
+        members=["seasonal_naive"],
+        max_series=2,
+        n_origins=1,
+    )
+    assert _materialize(ml_stack, request_rate_forecaster, config).success
+    resource = ml_stack.resources()["mlflow_tracking"]
+    resource.load_champion(ml_stack.forecaster_name)
+    version = ml_stack.client.get_model_version(ml_stack.forecaster_name, "1")
+    location = ml_stack.client.get_model_version_download_uri(ml_stack.forecaster_name, "1")
+    # Whoever can write to the artifact store swaps the configuration the model loads.
+    with tempfile.TemporaryDirectory() as tmp:
+        tampered = Path(tmp) / "forecaster.json"
+        tampered.write_text(
+            json.dumps(
+                {
+                    "kind": "forecaster",
+                    "members": ["prophet"],
+                    "season": 24,
+                    "weekly_season": 168,
+                    "level": 0.5,
+                    "horizon": 48,
+                }
+            )
+        )
+        get_artifact_repository(location).log_artifact(str(tampered), "artifacts")
+    with pytest.raises(dg.Failure, match=re.escape("changed ['artifacts/forecaster.json']")):
+        resource.load_champion(ml_stack.forecaster_name)
+    published = dg.materialize(
+        [forecasts],
+        resources=ml_stack.resources(),
+        run_config=dg.RunConfig(
+            ops={forecasts.op.name: ForecastsConfig(forecaster_model_name=ml_stack.forecaster_name)}
+        ),
+        raise_on_error=False,
+    )
+    assert not published.success
+    assert ml_stack.conn.execute("select count(*) from analytics.forecasts").fetchone() == (0,)
+    # A version whose digests were never recorded is refused as well.
+    for key in digests_from_tags(version.tags):
+        ml_stack.client.delete_model_version_tag(ml_stack.forecaster_name, "1", f"sha256/{key}")
+    with pytest.raises(dg.Failure, match="no SHA-256 digests recorded"):
+        resource.load_champion(ml_stack.forecaster_name)

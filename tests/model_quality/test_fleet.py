@@ -1,6 +1,5 @@
 """The detector fleet: fitted once, scores new hours without refitting, exactly like its members."""
 
-import pickle
 from collections.abc import Iterator
 
 import numpy as np
@@ -66,15 +65,6 @@ def test_scoring_the_newest_hours_equals_scoring_them_all(fitted) -> None:
     for key, result in newest.items():
         np.testing.assert_allclose(result.scores, whole[key].scores[-6:])
         np.testing.assert_allclose(result.expected, whole[key].expected[-6:])
-
-
-def test_a_pickled_fleet_scores_the_same(fitted) -> None:
-    fleet, series = fitted
-    again = pickle.loads(pickle.dumps(fleet))
-    for key, result in again.score(series, hours=NEW).results.items():
-        np.testing.assert_array_equal(
-            result.scores, fleet.score(series, hours=NEW).results[key].scores
-        )
 
 
 def test_unknown_stale_and_short_series(fitted) -> None:

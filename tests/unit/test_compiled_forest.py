@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
 
-from ml.anomaly.forest import CompiledForest, average_path_length
+from ml.anomaly.compiled_forest import CompiledForest, average_path_length
 
 
 @pytest.mark.parametrize(

@@ -1,65 +1,114 @@
-"""The promotion rule: beat the baseline and the champion, strictly."""
+"""The gate: the best evaluated candidate, a more complex one only beyond the noise."""
 
 import math
 
+import numpy as np
 import pytest
 
-from ml.registry import should_promote
-
-
-@pytest.mark.parametrize(
-    ("candidate", "champion", "baseline", "promote"),
-    [
-        (0.8, None, 1.0, True),
-        (0.8, 0.9, 1.0, True),
-        (0.95, 0.9, 1.0, False),
-        (1.1, None, 1.0, False),
-        (0.8, 0.7, 1.0, False),
-        # A tie with the champion must not churn the alias.
-        (0.9, 0.9, 1.0, False),
-        # A tie with the baseline is no improvement over the trivial model.
-        (1.0, None, 1.0, False),
-    ],
+from ml.promotion import (
+    GateCandidate,
+    bootstrap_weights,
+    choose_best,
+    weighted_mean_replicates,
 )
-def test_lower_is_better(
-    candidate: float, champion: float | None, baseline: float, promote: bool
-) -> None:
-    decision = should_promote(
-        {"mase": candidate},
-        None if champion is None else {"mase": champion},
-        {"mase": baseline},
-        "mase",
-    )
-    assert decision.promote is promote
-    assert decision.reason
 
 
-@pytest.mark.parametrize(
-    ("candidate", "champion", "baseline", "promote"),
-    [(0.9, 0.8, 0.7, True), (0.75, 0.8, 0.7, False), (0.6, None, 0.7, False)],
-)
-def test_higher_is_better(
-    candidate: float, champion: float | None, baseline: float, promote: bool
-) -> None:
-    decision = should_promote(
-        {"f1": candidate},
-        None if champion is None else {"f1": champion},
-        {"f1": baseline},
-        "f1",
+def _candidate(name: str, complexity: float, value: float, noise: float, seed: int, **kw):
+    # Replicates spread around the value; candidates sharing a seed move together (paired).
+    rng = np.random.default_rng(seed)
+    return GateCandidate(name, complexity, value, value + rng.normal(0, noise, 200), **kw)
+
+
+def test_the_baseline_wins_when_the_complex_model_is_worse() -> None:
+    # The demo on a fresh install: the ensemble below the baseline left no champion at all.
+    decision = choose_best(
+        [_candidate("baseline", 1, 0.9563, 0.003, 1), _candidate("candidate", 6, 0.9504, 0.003, 2)],
+        "auc",
         lower_is_better=False,
     )
-    assert decision.promote is promote
+    assert decision.winner == "baseline"
+    assert decision.promote
+    assert "candidate vs baseline" in decision.reason
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, None])
-def test_candidate_without_a_finite_metric_is_never_promoted(bad: float | None) -> None:
-    candidate = {} if bad is None else {"mase": bad}
-    assert not should_promote(candidate, None, {"mase": 1.0}, "mase").promote
+def test_a_complex_model_must_win_by_more_than_the_noise() -> None:
+    baseline = _candidate("baseline", 1, 0.950, 0.004, 1)
+    close = _candidate("candidate", 6, 0.955, 0.004, 2)
+    decision = choose_best([baseline, close], "auc", lower_is_better=False)
+    # Noise of the difference ~ 0.0057: 0.005 ahead is within twice of it.
+    assert decision.winner == "baseline"
+    (comparison,) = decision.comparisons
+    assert comparison.noise == pytest.approx(0.004 * math.sqrt(2), rel=0.2)
+    clear = _candidate("candidate", 6, 0.975, 0.004, 2)
+    assert choose_best([baseline, clear], "auc", lower_is_better=False).winner == "candidate"
 
 
-def test_missing_baseline_refuses() -> None:
-    assert not should_promote({"mase": 0.5}, None, {}, "mase").promote
+def test_paired_replicates_make_a_consistent_small_win_count() -> None:
+    # Candidates that move together across resamples: their difference has little noise.
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 0.01, 200)
+    baseline = GateCandidate("baseline", 1, 0.90, 0.90 + shared)
+    candidate = GateCandidate("candidate", 6, 0.905, 0.905 + shared + rng.normal(0, 1e-4, 200))
+    assert choose_best([baseline, candidate], "auc", lower_is_better=False).winner == "candidate"
 
 
-def test_champion_without_metric_is_beatable() -> None:
-    assert should_promote({"mase": 0.5}, {"smape": 3.0}, {"mase": 1.0}, "mase").promote
+def test_lower_is_better_and_order_does_not_matter() -> None:
+    naive = _candidate("baseline", 1, 1.00, 0.01, 1)
+    ensemble = _candidate("candidate", 8, 0.80, 0.01, 2)
+    for order in ([naive, ensemble], [ensemble, naive]):
+        assert choose_best(order, "mase", lower_is_better=True).winner == "candidate"
+
+
+def test_the_incumbent_keeps_the_title_at_equal_complexity() -> None:
+    # A challenger as complex as the champion and not better beyond the noise: no churn.
+    champion = _candidate("champion", 6, 0.960, 0.003, 1, incumbent=True)
+    challenger = _candidate("candidate", 6, 0.962, 0.003, 2)
+    baseline = _candidate("baseline", 1, 0.900, 0.003, 3)
+    decision = choose_best([challenger, baseline, champion], "auc", lower_is_better=False)
+    assert decision.winner == "champion"
+    assert [c.challenger for c in decision.comparisons] == ["champion", "candidate"]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_candidate_without_a_finite_metric_is_never_chosen(bad: float) -> None:
+    decision = choose_best(
+        [
+            GateCandidate("baseline", 1, bad, np.full(10, bad)),
+            _candidate("candidate", 6, 0.9, 0.01, 1),
+        ],
+        "auc",
+        lower_is_better=False,
+    )
+    assert decision.winner == "candidate"
+    assert "without a finite auc: baseline" in decision.reason
+
+
+def test_no_finite_candidate_means_no_winner() -> None:
+    decision = choose_best(
+        [GateCandidate("baseline", 1, math.nan, np.full(10, math.nan))],
+        "auc",
+        lower_is_better=False,
+    )
+    assert decision.winner is None and not decision.promote
+
+
+def test_without_a_measured_spread_a_challenger_cannot_win() -> None:
+    baseline = GateCandidate("baseline", 1, 0.5, np.array([0.5]))
+    candidate = GateCandidate("candidate", 6, 0.9, np.array([0.9]))
+    assert choose_best([baseline, candidate], "auc", lower_is_better=False).winner == "baseline"
+
+
+def test_bootstrap_weights_are_seeded_resamples() -> None:
+    weights = bootstrap_weights(7, resamples=50, seed=3)
+    assert weights.shape == (50, 7)
+    assert (weights.sum(axis=1) == 7).all()
+    np.testing.assert_array_equal(weights, bootstrap_weights(7, resamples=50, seed=3))
+    assert not np.array_equal(weights, bootstrap_weights(7, resamples=50, seed=4))
+
+
+def test_weighted_mean_replicates_skip_undefined_units() -> None:
+    values = np.array([1.0, math.nan, 3.0])
+    weights = np.array([[1, 1, 1], [2, 1, 0], [0, 3, 0]])
+    got = weighted_mean_replicates(values, weights)
+    np.testing.assert_allclose(got[:2], [2.0, 1.0])
+    assert math.isnan(got[2])

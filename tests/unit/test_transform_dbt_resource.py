@@ -147,3 +147,41 @@ def test_files_outside_the_project_paths_do_not_count(tmp_path: Path) -> None:
     _touch(project / "logs" / "dbt.log", now)
 
     assert not manifest_is_stale(project, manifest)
+
+
+class _FakeDbt:
+    """Stands in for the dbt CLI: `parse` writes a manifest into the given target path."""
+
+    def __init__(self, seen: list[Path]) -> None:
+        self.seen = seen
+
+    def cli(self, args: list[str], target_path: Path) -> "_FakeDbt":
+        self.seen.append(target_path)
+        (target_path / "manifest.json").write_text('{"nodes": {}}')
+        (target_path / "partial_parse.msgpack").write_bytes(b"state")
+        return self
+
+    def wait(self) -> None:
+        return None
+
+
+def test_the_manifest_is_parsed_aside_and_moved_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: dbt wrote target/manifest.json in place, so a process loading the Definitions
+    # meanwhile (dagster dev beside a test run) could read half a file.
+    from dagster_dbt import DbtProject
+
+    from assets.resources import dbt as dbt_resource
+
+    project_dir, manifest = _project(tmp_path)
+    seen: list[Path] = []
+    monkeypatch.setattr(dbt_resource, "dbt_cli_resource", lambda _project: _FakeDbt(seen))
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+
+    dbt_resource.prepare(project)
+
+    assert manifest.read_text() == '{"nodes": {}}'
+    assert (manifest.parent / "partial_parse.msgpack").read_bytes() == b"state"
+    assert len(seen) == 1 and seen[0] != manifest.parent
+    assert not seen[0].exists()  # the scratch directory is gone

@@ -92,6 +92,7 @@ def test_the_hourly_definition_holds_the_request_marts_and_what_they_read() -> N
     assert {key.to_user_string() for key in dbt_hourly_models.keys} == {
         "staging/stg_raw__llm_requests",
         "staging/stg_raw__registry_events",
+        "intermediate/int_registry__asset_versions",
         "marts/dim_assets",
         "intermediate/int_llm_requests_enriched",
         "marts/fct_llm_requests_hourly",

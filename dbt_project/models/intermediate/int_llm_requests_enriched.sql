@@ -10,7 +10,7 @@ requests as (
 
 assets as (
 
-    select * from {{ ref('dim_assets') }}
+    select * from {{ ref('int_registry__asset_versions') }}
 
 ),
 

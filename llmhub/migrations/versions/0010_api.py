@@ -9,10 +9,11 @@
 - ``api.quota_buckets`` / ``api.quota_months``: the token buckets (ingest events/s, queries/s)
   and monthly event counts, shared by every API process; ``api.take_tokens`` and
   ``api.count_events`` update them atomically (a row lock per bucket).
-- Row-level security on ``analytics.*``: a policy per table for ``llmhub_api`` (its tenant only)
-  and one for every other role that keeps what they could do before (no change for the ML
-  writers or ``analyst``). The marts get the ``llmhub_api`` policy from the dbt post-hook
-  (dbt_project/macros/row_level_security.sql), since dbt recreates them.
+- Row-level security on ``analytics.*`` (incidents included when it exists): a policy per table
+  for ``llmhub_api``, its tenant only. The other roles' policies (analyst, tenant_analyst, the
+  publisher) come from 0011; the owner is not subject to RLS (not forced). The marts get the
+  ``llmhub_api`` policy from the dbt post-hook (dbt_project/macros/row_level_security.sql),
+  since dbt recreates them.
 
 Revision ID: 0010
 Revises: 0007
@@ -22,14 +23,24 @@ Create Date: 2026-11-29
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
 API_ROLE = "llmhub_api"
-ANALYTICS_TABLES = ("anomalies", "anomaly_feedback", "forecasts", "budgets", "budget_projections")
+ANALYTICS_TABLES = (
+    "anomalies",
+    "anomaly_feedback",
+    "forecasts",
+    "budgets",
+    "budget_projections",
+    "incidents",
+)
 TENANT = "current_setting('llmhub.tenant_id', true)"
-IS_API = f"pg_catalog.pg_has_role(current_user, '{API_ROLE}', 'MEMBER')"
+OWN = f"tenant_id = {TENANT}"
+# A cross-tenant incident (tenant_id '*', 0008) is shown to each tenant it touches; the API
+# leaves out the columns that name the others.
+VISIBLE = {"incidents": f"{OWN} or (tenant_id = '*' and {TENANT} = any(tenant_ids))"}
 
 
 def upgrade() -> None:
@@ -158,10 +169,6 @@ def upgrade() -> None:
     )
     op.execute("alter table api.genai_metric_points enable row level security")
     op.execute(
-        "create policy others_unrestricted on api.genai_metric_points for all to public "
-        f"using (not {IS_API}) with check (not {IS_API})"
-    )
-    op.execute(
         f"create policy {API_ROLE}_own_tenant on api.genai_metric_points for all to {API_ROLE} "
         f"using (tenant_id = {TENANT}) with check (tenant_id = {TENANT})"
     )
@@ -171,10 +178,6 @@ def upgrade() -> None:
     # Authentication looks a key up before the tenant is known, so the API role reads every
     # key row (hashes only); it issues and revokes keys of the caller's tenant only.
     op.execute("alter table api.api_keys enable row level security")
-    op.execute(
-        "create policy others_unrestricted on api.api_keys for all to public "
-        f"using (not {IS_API}) with check (not {IS_API})"
-    )
     op.execute(
         f"create policy {API_ROLE}_lookup on api.api_keys for select to {API_ROLE} using (true)"
     )
@@ -192,28 +195,38 @@ def upgrade() -> None:
     op.execute("create schema if not exists marts")
     op.execute(f"grant usage on schema marts to {API_ROLE}")
     op.execute(f"grant usage on schema analytics to {API_ROLE}")
+    # incidents (0008) may come before or after this migration: guarded by to_regclass.
     for table in ANALYTICS_TABLES:
         qualified = f"analytics.{table}"
-        op.execute(f"alter table {qualified} enable row level security")
         op.execute(
-            f"create policy others_unrestricted on {qualified} for all to public "
-            f"using (not {IS_API}) with check (not {IS_API})"
+            f"""
+            do $$ begin
+            if to_regclass('{qualified}') is not null then
+                alter table {qualified} enable row level security;
+                drop policy if exists {API_ROLE}_own_tenant on {qualified};
+                create policy {API_ROLE}_own_tenant on {qualified} for all to {API_ROLE}
+                    using ({VISIBLE.get(table, OWN)}) with check (tenant_id = {TENANT});
+                grant select on {qualified} to {API_ROLE};
+            end if;
+            end $$
+            """
         )
-        op.execute(
-            f"create policy {API_ROLE}_own_tenant on {qualified} for all to {API_ROLE} "
-            f"using (tenant_id = {TENANT}) with check (tenant_id = {TENANT})"
-        )
-        op.execute(f"grant select on {qualified} to {API_ROLE}")
     op.execute(f"grant insert, update on analytics.anomaly_feedback to {API_ROLE}")
 
 
 def downgrade() -> None:
     for table in ANALYTICS_TABLES:
         qualified = f"analytics.{table}"
-        op.execute(f"drop policy if exists others_unrestricted on {qualified}")
-        op.execute(f"drop policy if exists {API_ROLE}_own_tenant on {qualified}")
-        op.execute(f"alter table {qualified} disable row level security")
-        op.execute(f"revoke all on {qualified} from {API_ROLE}")
+        op.execute(
+            f"""
+            do $$ begin
+            if to_regclass('{qualified}') is not null then
+                drop policy if exists {API_ROLE}_own_tenant on {qualified};
+                revoke all on {qualified} from {API_ROLE};
+            end if;
+            end $$
+            """
+        )
     op.execute("drop schema if exists api cascade")
     # Cluster-wide role: other databases may use it; revoke, never drop.
     op.execute(f"revoke usage on schema analytics, marts from {API_ROLE}")

@@ -1,8 +1,9 @@
 """Row-level security on the ML outputs: tenant analysts read their own tenants' rows only.
 
 The marts already keep tenants apart (0004 and the dbt post-hook); the ``analytics`` schema
-(anomalies, forecasts, budgets, budget projections, anomaly feedback; incidents have theirs from
-0008) gets the same two read policies:
+(anomalies, forecasts, budgets, budget projections, anomaly feedback) gets the same two read
+policies (the incident tables get theirs from 0008, which also shows a cross-tenant incident to
+the tenants it touches, without the columns that name the others):
 
 - ``analyst_all_tenants``: members of ``analyst`` read every tenant;
 - ``tenant_analyst_granted_tenants``: members of ``tenant_analyst`` read the tenants that
@@ -39,7 +40,6 @@ TABLES = (
     "budgets",
     "budget_projections",
     "anomaly_feedback",
-    "incidents",
 )
 TENANT_FILTER = "tenant_id in (select tenant_id from marts_access.current_tenants)"
 PUBLISHER = "llmhub_dagster"

@@ -1,0 +1,162 @@
+"""The promotion gate: the best of the evaluated candidates, the simple baseline included.
+
+Pure: evaluation numbers in, a decision out; the training asset registers the winner and moves
+the ``champion`` alias to it. The rule:
+
+1. Every candidate (the simple baseline, the configured model, the current champion's
+   configuration) is evaluated on the same data. Besides its metric on the whole evaluation
+   it has the same metric on ``B`` bootstrap resamples of the evaluation's units (series),
+   drawn once and shared by all candidates, so differences between candidates are paired.
+2. Candidates are taken simplest first (``complexity``); at equal complexity the incumbent
+   (the champion's configuration) comes first, so an equal challenger does not churn it.
+3. The simplest candidate with a finite metric holds the title. Each next candidate takes it
+   only when its advantage over the holder (metric difference, in the better direction)
+   exceeds ``noise_multiple`` (default 2) times the run-to-run noise of that difference: its
+   standard deviation over the bootstrap resamples. A more complex model that is not better
+   beyond the noise of the evaluation is not worth its cost, and choosing it would make the
+   verdict depend on which series happened to be in the window.
+4. With no finite candidate there is no winner; the caller fails the run (an evaluation that
+   produced no number must not publish a model).
+
+A fresh install therefore always has a champion (the baseline, at worst), and the verdict is
+deterministic given the data: resamples come from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Default: a challenger must win by more than twice the bootstrap standard deviation of its
+#: advantage (about a one-sided 97.5% bar for a normal spread).
+NOISE_MULTIPLE = 2.0
+RESAMPLES = 200
+
+
+def bootstrap_weights(units: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """``(resamples, units)`` multiplicities of a seeded bootstrap over ``units`` units.
+
+    Row ``r`` says how often each unit is drawn in resample ``r`` (rows sum to ``units``).
+    Weighting a per-unit statistic by a row is the same as recomputing it on the resample.
+    """
+    if units <= 0:
+        return np.zeros((resamples, 0), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(units, np.full(units, 1.0 / units), size=resamples)
+
+
+def weighted_mean_replicates(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean of the finite ``values`` (one per unit) under each row of ``weights``."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    w = weights[:, finite].astype(float)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, w @ values[finite] / np.where(total > 0, total, 1), np.nan)
+
+
+@dataclass(frozen=True)
+class GateCandidate:
+    """One evaluated candidate.
+
+    Attributes:
+        name: how the run and the decision name it (``baseline``, ``candidate``, ``champion``).
+        complexity: lower is simpler (e.g. the cost of its members).
+        value: the gate metric on the whole evaluation.
+        replicates: the gate metric on each bootstrap resample (same resamples for all).
+        incumbent: the current champion's configuration.
+    """
+
+    name: str
+    complexity: float
+    value: float
+    replicates: np.ndarray = field(repr=False)
+    incumbent: bool = False
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A challenger against the holder of the title at that step."""
+
+    challenger: str
+    holder: str
+    advantage: float
+    noise: float
+    margin: float
+    replaced: bool
+
+    def describe(self, metric: str) -> str:
+        verdict = "takes over" if self.replaced else "does not"
+        return (
+            f"{self.challenger} vs {self.holder}: {metric} advantage {self.advantage:+.4g}, "
+            f"needed > {self.margin:.4g} (noise sd {self.noise:.4g}); {verdict}"
+        )
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The winner (``None``: no candidate had a finite metric) and why."""
+
+    winner: str | None
+    reason: str
+    metric: str
+    values: dict[str, float]
+    comparisons: tuple[Comparison, ...] = ()
+
+    @property
+    def promote(self) -> bool:
+        return self.winner is not None
+
+    @property
+    def noise(self) -> float:
+        """The largest noise sd among the comparisons made (``nan`` with none)."""
+        return max((c.noise for c in self.comparisons), default=math.nan)
+
+
+def choose_best(
+    candidates: Sequence[GateCandidate],
+    metric: str,
+    *,
+    lower_is_better: bool,
+    noise_multiple: float = NOISE_MULTIPLE,
+) -> GateDecision:
+    """The best candidate by the rule in the module docstring."""
+    values = {c.name: c.value for c in candidates}
+    ordered = sorted(
+        (c for c in candidates if math.isfinite(c.value)),
+        key=lambda c: (c.complexity, not c.incumbent),
+    )
+    unusable = [c.name for c in candidates if not math.isfinite(c.value)]
+    if not ordered:
+        return GateDecision(None, f"no candidate has a finite {metric}", metric, values)
+    sign = -1.0 if lower_is_better else 1.0
+    holder = ordered[0]
+    comparisons = []
+    for challenger in ordered[1:]:
+        advantage = sign * (challenger.value - holder.value)
+        diffs = sign * (np.asarray(challenger.replicates) - np.asarray(holder.replicates))
+        diffs = diffs[np.isfinite(diffs)]
+        # One resample or none measures no spread: such a challenger can never prove itself.
+        noise = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.inf
+        margin = noise_multiple * noise
+        replaced = advantage > margin and advantage > 0
+        comparisons.append(
+            Comparison(challenger.name, holder.name, advantage, noise, margin, replaced)
+        )
+        if replaced:
+            holder = challenger
+    steps = "; ".join(c.describe(metric) for c in comparisons)
+    reason = f"{holder.name} chosen ({metric}={holder.value:.4g})"
+    if steps:
+        reason += f": {steps}"
+    if unusable:
+        reason += f"; without a finite {metric}: {', '.join(unusable)}"
+    return GateDecision(holder.name, reason, metric, values, tuple(comparisons))
+
+
+def replicates_of(statistic: Callable[[np.ndarray], float], weights: np.ndarray) -> np.ndarray:
+    """``statistic(row)`` for every row of ``weights`` (a per-unit weight vector each)."""
+    return np.array([statistic(row) for row in weights], dtype=float)
