@@ -51,10 +51,17 @@ def build_forecasters(
         score_season: Naive2's period (M4's; default ``season``).
         seasonal_test: SARIMA keeps its season only where the series shows it.
     """
-    from ml.forecast import Naive2, default_ensemble
+    from ml.forecast import Naive2, SeasonalNaive, default_ensemble
+    from ml.forecast.fallback import Fallback
 
     ensemble = default_ensemble(season, weekly_season=weekly_season, seasonal_test=seasonal_test)
     naive, sarima, prophet = ensemble.members
+    if naive.name != "seasonal_naive" and season > 1:
+        # The ensemble's naive member is the adaptive daily/weekly one: the plain seasonal
+        # naive (the M4 benchmark) is its own model, with the same short-history fallback.
+        naive = Fallback(
+            (SeasonalNaive(season=season), SeasonalNaive(season=1)), label="seasonal_naive"
+        )
     factories = {
         "seasonal_naive": lambda: naive,
         "naive2": lambda: Naive2(season=score_season or season),

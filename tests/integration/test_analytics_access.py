@@ -94,7 +94,7 @@ def roles() -> Iterator[Roles]:
     try:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(DATABASE)))
-        # "heads": until the lead chains the revisions, 0011 and 0007 both follow 0005.
+        # "heads": one head once the revisions are chained; two while a branch adds its own.
         command.upgrade(alembic_config(out.settings), "heads")
         with out.connect() as conn:
             for tenant in (TENANT_A, TENANT_B):

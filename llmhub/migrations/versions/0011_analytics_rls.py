@@ -9,6 +9,12 @@ the tenants it touches, without the columns that name the others):
 - ``tenant_analyst_granted_tenants``: members of ``tenant_analyst`` read the tenants that
   ``marts_access.current_tenants`` lists for them (one grant list for marts and analytics).
 
+Permissive policies add up: 0010 gives every role but the API an unrestricted policy on these
+tables, which alone would let a tenant analyst read every tenant. ``tenant_analyst_only_granted``
+is RESTRICTIVE (ANDed with whatever else applies) for every command: a member of
+``tenant_analyst`` reads and writes its granted tenants' rows and no others, whatever other
+policy exists.
+
 Anomaly feedback is written by analysts: ``analyst`` may write any tenant's, ``tenant_analyst``
 only its tenants' (``with check``), and a trigger stamps ``noted_by`` with the role that wrote
 the row (``current_user``) and ``noted_at`` with the time, whatever the writer put there: a
@@ -69,6 +75,9 @@ def upgrade() -> None:
         execute format('drop policy if exists tenant_analyst_granted_tenants on %1$s', name);
         execute format('create policy tenant_analyst_granted_tenants on %1$s for select
             to tenant_analyst using ({TENANT_FILTER})', name);
+        execute format('drop policy if exists tenant_analyst_only_granted on %1$s', name);
+        execute format('create policy tenant_analyst_only_granted on %1$s as restrictive
+            for all to tenant_analyst using ({TENANT_FILTER}) with check ({TENANT_FILTER})', name);
         execute format('grant select on %1$s to analyst, tenant_analyst', name);
         if exists (select from pg_roles where rolname = '{PUBLISHER}') then
             execute format('drop policy if exists publisher_all_rows on %1$s', name);
@@ -129,6 +138,7 @@ def downgrade() -> None:
         execute format('drop policy if exists analyst_all_tenants on %1$s', name);
         execute format('drop policy if exists tenant_analyst_granted_tenants on %1$s', name);
         execute format('drop policy if exists publisher_all_rows on %1$s', name);
+        execute format('drop policy if exists tenant_analyst_only_granted on %1$s', name);
         execute format('revoke select on %1$s from tenant_analyst', name);
         execute format('alter table %1$s disable row level security', name);
         """
