@@ -26,7 +26,7 @@ from llmhub.alerts.receiver import RecordingHTTPServer, RecordingSMTPServer
 from llmhub.alerts.sender import Sender
 from llmhub.alerts.store import acknowledge, evaluate
 from llmhub.config import Settings
-from tests.integration.conftest import wait_for
+from integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
