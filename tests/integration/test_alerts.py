@@ -21,12 +21,12 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from integration.conftest import wait_for
 from llmhub.alerts.model import Alertable
 from llmhub.alerts.receiver import RecordingHTTPServer, RecordingSMTPServer
 from llmhub.alerts.sender import Sender
 from llmhub.alerts.store import acknowledge, evaluate
 from llmhub.config import Settings
-from integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
