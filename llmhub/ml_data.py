@@ -14,6 +14,7 @@ from ml.features import (
     judged_hours,
     regular_series,
 )
+from ml.keys import RouteKey
 
 HOURLY_MART = ["marts", "fct_llm_requests_hourly"]
 COST_DAILY_MART = ["marts", "fct_llm_cost_daily"]
@@ -78,8 +79,9 @@ def busiest_series(
 
 
 def series_label(key: SeriesKey) -> str:
-    """``tenant/application/model``: the series id the detector fleet and its outputs use."""
-    return f"{key.tenant_id}/{key.asset_id}/{key.request_model}"
+    """The series id the detector fleet and its outputs use: the encoded route key, which no
+    separator inside an id can make collide (``ml.keys``)."""
+    return RouteKey(key.tenant_id, key.asset_id, key.request_model).encode()
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from ml.anomaly.training import (
     evaluate_candidates,
     fit_published,
 )
+from ml.keys import RouteKey
 from ml.promotion import NOISE_MULTIPLE, RESAMPLES
 from ml.pyfunc import DETECTOR_CODE, DetectorModel, save_detector
 
@@ -45,8 +46,7 @@ DETECTOR_KEY = dg.AssetKey(["ml", "anomaly_detector"])
 DETECTOR_METRICS = ["request_count", "tokens", "cost_usd", "error_rate", "latency_p95_ms"]
 
 FALSE_POSITIVE_SCORES = """
-select f.tenant_id || '/' || f.asset_id || '/' || f.request_model as series_id, f.metric,
-    a.score
+select f.tenant_id, f.asset_id, f.request_model, f.metric, a.score
 from analytics.anomaly_feedback f
 join analytics.anomalies a using (bucket_at, tenant_id, asset_id, request_model, metric)
 where f.verdict = 'false_positive' and f.bucket_at >= %s
@@ -192,7 +192,8 @@ def anomaly_detector(
         marked = read_frame(conn, FALSE_POSITIVE_SCORES, (window_start.to_pydatetime(),))
     false_positive_scores: dict[SeriesId, list[float]] = {}
     for row in marked.itertuples(index=False):
-        false_positive_scores.setdefault((row.series_id, row.metric), []).append(float(row.score))
+        series_id = RouteKey(row.tenant_id, row.asset_id, row.request_model).encode()
+        false_positive_scores.setdefault((series_id, row.metric), []).append(float(row.score))
 
     spec = config.spec()
     candidates = {"baseline": baseline_spec(spec), "candidate": spec}

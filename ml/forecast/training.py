@@ -20,6 +20,7 @@ import pandas as pd
 from ml.forecast.backtest import BacktestResult, rolling_origin_backtest
 from ml.forecast.base import Forecaster
 from ml.forecast.ensemble import Ensemble
+from ml.forecast.fallback import Fallback
 from ml.forecast.naive import AdaptiveSeasonalNaive, SeasonalNaive
 from ml.forecast.prophet_model import ProphetForecaster
 from ml.forecast.sarima import Sarima
@@ -44,18 +45,30 @@ def build_forecaster(
 ) -> Forecaster:
     """The median ensemble of ``members`` (a single member is used alone).
 
-    ``adaptive_naive`` picks ``season`` or ``weekly_season`` (default a week) per series.
+    ``adaptive_naive`` picks ``season`` or ``weekly_season`` (default a week) per series. Each
+    member falls back to simpler models where a series' history cannot carry it (a new
+    application, as in ``ml.forecast.ensemble.default_ensemble``), under its own name.
     """
     unknown = set(members) - set(FORECAST_MEMBERS)
     if unknown or not members:
         raise ValueError(f"forecast members must be a non-empty subset of {FORECAST_MEMBERS}")
+    naive = SeasonalNaive(season=1, level=level)
     built: dict[str, Callable[[], Forecaster]] = {
-        "seasonal_naive": lambda: SeasonalNaive(season=season, level=level),
-        "adaptive_naive": lambda: AdaptiveSeasonalNaive(
-            seasons=(season, weekly_season or 7 * season), level=level
+        "seasonal_naive": lambda: Fallback(
+            (SeasonalNaive(season=season, level=level), naive), label="seasonal_naive"
         ),
-        "sarima": lambda: Sarima(season=season, level=level),
-        "prophet": lambda: ProphetForecaster(level=level),
+        "adaptive_naive": lambda: Fallback(
+            (
+                AdaptiveSeasonalNaive(seasons=(season, weekly_season or 7 * season), level=level),
+                naive,
+            ),
+            label="adaptive_naive",
+        ),
+        "sarima": lambda: Fallback(
+            (Sarima(season=season, level=level), Sarima(season=1, level=level), naive),
+            label="sarima",
+        ),
+        "prophet": lambda: Fallback((ProphetForecaster(level=level), naive), label="prophet"),
     }
     chosen = tuple(built[name]() for name in members)
     return chosen[0] if len(chosen) == 1 else Ensemble(members=chosen, combination="median")
