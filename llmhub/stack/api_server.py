@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmhub.config import ApiSettings
-from llmhub.stack.daemon import start_daemon, stop_daemon
+from llmhub.stack.daemon import answers, start_daemon, stop_daemon
 
 
 @dataclass(frozen=True)
@@ -29,11 +27,7 @@ class ApiStack:
         return f"http://{self.host}:{self.port}"
 
     def is_running(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers(f"{self.url}/healthz")
 
     def start(self, timeout_s: float = 120.0) -> bool:
         """Start the API unless one answers; return True if a new one was started."""

@@ -6,10 +6,21 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llmhub.stack.timescale import StackError
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 within a second (the daemons' readiness and health probe)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def start_daemon(

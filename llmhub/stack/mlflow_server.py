@@ -7,15 +7,13 @@ http://127.0.0.1:5000); a remote tracking server is used as is.
 from __future__ import annotations
 
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from llmhub.config import with_database
 from llmhub.db import sqlalchemy_url
-from llmhub.stack.daemon import start_daemon, stop_daemon
+from llmhub.stack.daemon import answers, start_daemon, stop_daemon
 
 
 @dataclass(frozen=True)
@@ -42,11 +40,7 @@ class MlflowStack:
         return f"http://{self.host}:{self.port}"
 
     def is_running(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers(f"{self.url}/health")
 
     def start(self, timeout_s: float = 120.0) -> bool:
         """Start the server unless one answers; return True if a new one was started."""

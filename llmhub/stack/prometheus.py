@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from llmhub.stack.daemon import start_daemon, stop_daemon
+from llmhub.stack.daemon import answers, start_daemon, stop_daemon
 from llmhub.stack.timescale import StackError
 
 log = logging.getLogger(__name__)
@@ -115,14 +115,6 @@ def write_config(path: Path, config: dict) -> None:
     Path(tmp.name).replace(path)
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @dataclass(frozen=True)
 class PrometheusStack:
     """A Prometheus and a textfile-only node exporter with config, data and logs in
@@ -155,10 +147,10 @@ class PrometheusStack:
         return self.run_dir / "prometheus.yml"
 
     def is_running(self) -> bool:
-        return _answers(f"{self.url}/-/ready")
+        return answers(f"{self.url}/-/ready")
 
     def exporter_running(self) -> bool:
-        return _answers(f"http://127.0.0.1:{self.textfile_port}/metrics")
+        return answers(f"http://127.0.0.1:{self.textfile_port}/metrics")
 
     def configure(self) -> None:
         rules = self.run_dir / "rules"
