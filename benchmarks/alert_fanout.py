@@ -23,7 +23,7 @@ import multiprocessing as mp
 import os
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,8 +46,8 @@ DATABASE = "llmhub_bench_alerts"
 CHANNELS = ("slack", "teams", "pagerduty", "webhook")
 
 
-def _worker(database_url: str, stop: mp.Event) -> None:  # type: ignore[valid-type]
-    sender = Sender(database_url)
+def _worker(database_url: str, concurrency: int, stop: mp.Event) -> None:  # type: ignore[valid-type]
+    sender = Sender(database_url, concurrency=concurrency)
     try:
         while True:
             sender.drain()
@@ -98,9 +98,18 @@ def incidents(start: int, count: int, tenants: int = 50) -> list[Alertable]:
     ]
 
 
-def _start_workers(url: str, n: int) -> tuple[list[mp.Process], mp.Event]:  # type: ignore[valid-type]
+@dataclass(frozen=True)
+class Senders:
+    processes: int
+    threads: int  # per process (Sender concurrency)
+
+
+def _start_workers(url: str, senders: Senders) -> tuple[list[mp.Process], mp.Event]:  # type: ignore[valid-type]
     stop = mp.Event()
-    procs = [mp.Process(target=_worker, args=(url, stop), daemon=True) for _ in range(n)]
+    procs = [
+        mp.Process(target=_worker, args=(url, senders.threads, stop), daemon=True)
+        for _ in range(senders.processes)
+    ]
     for p in procs:
         p.start()
     return procs, stop
@@ -108,14 +117,16 @@ def _start_workers(url: str, n: int) -> tuple[list[mp.Process], mp.Event]:  # ty
 
 def _wait_delivered(http: RecordingHTTPServer, total: int, progress: Progress, task) -> None:
     while True:
-        done = len(http.accepted())
+        done = http.accepted_count
         progress.update(task, completed=done)
         if done >= total:
             return
         time.sleep(0.05)
 
 
-def burst(url: str, http: RecordingHTTPServer, n: int, workers: int, progress: Progress) -> dict:
+def burst(
+    url: str, http: RecordingHTTPServer, n: int, senders: Senders, progress: Progress
+) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         t0 = time.perf_counter()
         for start in range(0, n, 1000):
@@ -124,7 +135,7 @@ def burst(url: str, http: RecordingHTTPServer, n: int, workers: int, progress: P
     total = n * len(CHANNELS)
     task = progress.add_task("burst: sending", total=total)
     t1 = time.perf_counter()
-    procs, stop = _start_workers(url, workers)
+    procs, stop = _start_workers(url, senders)
     _wait_delivered(http, total, progress, task)
     drain_s = time.perf_counter() - t1
     stop.set()
@@ -141,12 +152,12 @@ def burst(url: str, http: RecordingHTTPServer, n: int, workers: int, progress: P
 
 
 def paced(
-    url: str, http: RecordingHTTPServer, n: int, rate: float, workers: int, progress: Progress
+    url: str, http: RecordingHTTPServer, n: int, rate: float, senders: Senders, progress: Progress
 ) -> dict:
-    http.requests.clear()
+    http.reset()
     total = n * len(CHANNELS)
     task = progress.add_task(f"paced at {rate:g} incidents/s", total=total)
-    procs, stop = _start_workers(url, workers)
+    procs, stop = _start_workers(url, senders)
     created: dict[str, float] = {}
     batch = max(1, round(rate / 10))
     t0 = time.perf_counter()
@@ -158,7 +169,7 @@ def paced(
             evaluate(conn, alerts=alerts)
             stamp = time.time()  # committed: from here on a sender may deliver it
             created.update((a.key, stamp) for a in alerts)
-            progress.update(task, completed=len(http.accepted()))
+            progress.update(task, completed=http.accepted_count)
     _wait_delivered(http, total, progress, task)
     elapsed = time.perf_counter() - t0
     stop.set()
@@ -185,7 +196,8 @@ def main() -> None:
     parser.add_argument(
         "--incidents", type=int, default=10_000, help="incidents of the burst phase (0: skip it)"
     )
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="sender processes")
+    parser.add_argument("--threads", type=int, default=8, help="sender threads per process")
     parser.add_argument("--rate", type=float, default=100.0, help="paced incidents per second")
     parser.add_argument(
         "--paced-incidents",
@@ -195,6 +207,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    senders = Senders(args.workers, args.threads)
     settings = load_settings()
     admin = with_database(settings.database_url, "postgres")
     url = with_database(settings.database_url, DATABASE)
@@ -209,10 +222,10 @@ def main() -> None:
             with psycopg.connect(url, autocommit=True) as conn:
                 _routes(conn, http)
             burst_result = (
-                burst(url, http, args.incidents, args.workers, progress) if args.incidents else None
+                burst(url, http, args.incidents, senders, progress) if args.incidents else None
             )
             paced_result = paced(
-                url, http, args.paced_incidents or args.incidents, args.rate, args.workers, progress
+                url, http, args.paced_incidents or args.incidents, args.rate, senders, progress
             )
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -223,7 +236,8 @@ def main() -> None:
         "benchmark": "alert_fanout",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "channels": list(CHANNELS),
-        "workers": args.workers,
+        "sender_processes": args.workers,
+        "sender_threads_per_process": args.threads,
         "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "burst": burst_result,

@@ -1,12 +1,19 @@
 """Drains the outbox: claim a due group with ``select ... for update skip locked``, send it,
-record the attempt, commit, next.
+record the attempt, commit, next; ``concurrency`` worker threads do this side by side, each on
+its own database connection, sharing one HTTP client (persistent connections per receiver).
 
 One transaction per delivery: the row lock keeps concurrent senders off it while it is in
-flight, and the attempt row, the status change and the commit happen together after the send.
-A sender killed mid-batch therefore loses nothing (an uncommitted claim is released and the
-rows are sent again) and repeats nothing it committed; the one delivery in flight at the kill
-may reach the receiver twice, which is why every request carries its notification key
-(``X-LLMHub-Notification-Key``, PagerDuty's dedup key) for downstream deduplication.
+flight, and the attempt row, the status change and the commit happen together after the send
+(one statement settles them). A sender killed mid-batch therefore loses nothing (an uncommitted
+claim is released and the rows are sent again) and repeats nothing it committed; the deliveries
+in flight at the kill (at most one per worker thread) may reach the receiver twice, which is why
+every request carries its notification key (``X-LLMHub-Notification-Key``, PagerDuty's dedup key)
+for downstream deduplication.
+
+Rate limits: at most ``max_in_flight`` deliveries per route at once (``channel_config``
+``max_in_flight``, default ``DEFAULT_IN_FLIGHT``); a route that answered 429 with Retry-After is
+not claimed by this sender until that time has passed, so one throttled Slack webhook does not
+keep being hammered while the other channels carry on.
 
 Retries: exponential backoff with equal jitter (``backoff_s``), or the receiver's Retry-After
 when it sends one; permanent failures (non-retryable 4xx, a missing secret) are not retried;
@@ -18,13 +25,16 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import psycopg
 
 from llmhub.alerts.channels import Channels, Delivery, Outcome, SecretError, resolve_secret
@@ -34,13 +44,18 @@ from llmhub.alerts.store import load_routes
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 50
+DEFAULT_CONCURRENCY = 8
+DEFAULT_IN_FLIGHT = 4
 
 # One round trip claims a group: the oldest due row (locked first, so two senders never pick
-# the same head) and the due rows of its group that no other sender holds.
+# the same head) and the due rows of its group that no other sender holds. Routes this sender
+# must leave alone for now (throttled by a Retry-After, or at their in-flight limit) are
+# skipped. The head scan walks outbox_due_ix (next_attempt_at, created_at) in order: with the
+# one-column index every claim sorted all the rows due at the same instant (0013).
 CLAIM = """
 with head as (
     select route_id, group_key, event from alerting.outbox
-    where status = 'pending' and next_attempt_at <= now()
+    where status = 'pending' and next_attempt_at <= now() and route_id <> all(%(skip)s)
     order by next_attempt_at, created_at
     limit 1
     for update skip locked
@@ -50,8 +65,30 @@ from alerting.outbox as o
 inner join head using (route_id, group_key, event)
 where o.status = 'pending' and o.next_attempt_at <= now()
 order by o.created_at, o.notification_key
-limit %s
+limit %(limit)s
 for update of o skip locked
+"""
+
+# The attempt rows and the outbox updates of one delivery in one statement (one round trip).
+SETTLE = """
+with attempt as (
+    insert into alerting.delivery_attempts (
+        notification_key, tenant_id, channel, attempt, started_at, finished_at, outcome,
+        http_status, retry_after_s, error
+    )
+    select k, t, %(channel)s, a, %(started)s, %(finished)s, o, %(http_status)s,
+        %(retry_after_s)s, %(error)s
+    from unnest(%(k)s::text[], %(t)s::text[], %(a)s::int[], %(o)s::text[]) as u (k, t, a, o)
+)
+update alerting.outbox as ob set
+    status = u.status,
+    attempts = u.a,
+    next_attempt_at = coalesce(u.due, ob.next_attempt_at),
+    last_error = %(error)s,
+    sent_at = case when u.status = 'sent' then %(finished)s else ob.sent_at end
+from unnest(%(k)s::text[], %(s)s::text[], %(a)s::int[], %(due)s::timestamptz[])
+    as u (k, status, a, due)
+where ob.notification_key = u.k
 """
 
 
@@ -83,120 +120,198 @@ class SendReport:
 
 
 class Sender:
-    """Sends due outbox rows over ``channels``; safe to run as several processes at once."""
+    """Sends due outbox rows over ``channels``; safe to run as several processes at once.
+
+    Args:
+        concurrency: worker threads, each claiming and sending one delivery at a time on its
+            own connection (1: the old strictly sequential sender).
+    """
 
     def __init__(
         self,
         database_url: str,
         channels: Channels | None = None,
         *,
+        concurrency: int = DEFAULT_CONCURRENCY,
         max_attempts: int = 8,
         base_backoff_s: float = 2.0,
         max_backoff_s: float = 600.0,
         rng: random.Random | None = None,
         on_sent: Callable[[list[str]], None] | None = None,
     ) -> None:
+        self.database_url = database_url
         self.conn = psycopg.connect(database_url, application_name="llmhub-alerts-sender")
-        self.channels = channels or Channels()
+        self.concurrency = max(1, concurrency)
+        # One pool shared by the workers: a keep-alive connection per receiver and worker.
+        self.channels = channels or Channels(
+            httpx.Client(
+                timeout=10.0,
+                limits=httpx.Limits(
+                    max_connections=4 * self.concurrency,
+                    max_keepalive_connections=4 * self.concurrency,
+                ),
+            )
+        )
         self.max_attempts = max_attempts
         self.base_backoff_s = base_backoff_s
         self.max_backoff_s = max_backoff_s
         self.rng = rng or random.Random()
         self.on_sent = on_sent
         self._routes: dict[int, Route] = {}
+        self._lock = threading.Lock()
+        self._in_flight: Counter[int] = Counter()
+        self._throttled_until: dict[int, float] = {}
+        self._workers: list[psycopg.Connection] = []
+        self._budget: int | None = None
         self.report = SendReport()
 
     def close(self) -> None:
+        for conn in self._workers:
+            conn.close()
+        self._workers.clear()
         self.conn.close()
+        self.channels.close()
 
-    def _route(self, route_id: int) -> Route | None:
-        if route_id not in self._routes:
-            self._routes = {r.route_id: r for r in load_routes(self.conn, enabled_only=False)}
-        return self._routes.get(route_id)
+    def _route(self, conn: psycopg.Connection, route_id: int) -> Route | None:
+        with self._lock:
+            cached = route_id in self._routes
+        if not cached:
+            routes = {r.route_id: r for r in load_routes(conn, enabled_only=False)}
+            with self._lock:
+                self._routes = routes
+        with self._lock:
+            return self._routes.get(route_id)
 
-    def send_one(self) -> bool:
-        """Claim, send and settle one delivery; False when nothing is due."""
-        with self.conn.transaction():
-            claimed = self.conn.execute(CLAIM, (MAX_GROUP,)).fetchall()
+    def _skip(self) -> list[int]:
+        """Routes not to claim now: throttled by a Retry-After, or at their in-flight limit."""
+        now = time.monotonic()
+        with self._lock:
+            skip = [r for r, until in self._throttled_until.items() if until > now]
+            for route_id, n in self._in_flight.items():
+                route = self._routes.get(route_id)
+                limit = (route.channel_config if route else {}).get(
+                    "max_in_flight", DEFAULT_IN_FLIGHT
+                )
+                if n >= int(limit):
+                    skip.append(route_id)
+        return skip
+
+    def _take_budget(self) -> bool:
+        with self._lock:
+            if self._budget is None:
+                return True
+            if self._budget <= 0:
+                return False
+            self._budget -= 1
+            return True
+
+    def _return_budget(self) -> None:
+        with self._lock:
+            if self._budget is not None:
+                self._budget += 1
+
+    def send_one(self, conn: psycopg.Connection | None = None) -> bool:
+        """Claim, send and settle one delivery on ``conn`` (default: the sender's own
+        connection); False when nothing is due."""
+        conn = conn or self.conn
+        if not self._take_budget():
+            return False
+        with conn.transaction():
+            claimed = conn.execute(CLAIM, {"skip": self._skip(), "limit": MAX_GROUP}).fetchall()
             if not claimed:
+                self._return_budget()
                 return False
             route_id, event = claimed[0][0], claimed[0][1]
             rows = [r[2:] for r in claimed]
-            route = self._route(route_id)
+            route = self._route(conn, route_id)
             keys = tuple(r[0] for r in rows)
+            with self._lock:
+                self._in_flight[route_id] += 1
             started = datetime.now(UTC)
-            if route is None:
-                outcome = Outcome("permanent", error=f"route {route_id} no longer exists")
-            else:
-                delivery = Delivery(
-                    channel=route.channel,
-                    event=event,
-                    keys=keys,
-                    alerts=tuple(r[1] for r in rows),
-                    config=route.channel_config,
-                )
-                try:
-                    outcome = self.channels.send(delivery, resolve_secret(route.secret_ref))
-                except SecretError as exc:
-                    outcome = Outcome("permanent", error=str(exc))
-            self._settle(route, rows, outcome, started)
+            try:
+                if route is None:
+                    outcome = Outcome("permanent", error=f"route {route_id} no longer exists")
+                else:
+                    delivery = Delivery(
+                        channel=route.channel,
+                        event=event,
+                        keys=keys,
+                        alerts=tuple(r[1] for r in rows),
+                        config=route.channel_config,
+                    )
+                    try:
+                        outcome = self.channels.send(delivery, resolve_secret(route.secret_ref))
+                    except SecretError as exc:
+                        outcome = Outcome("permanent", error=str(exc))
+            finally:
+                with self._lock:
+                    self._in_flight[route_id] -= 1
+            if outcome.retry_after_s:
+                with self._lock:
+                    self._throttled_until[route_id] = time.monotonic() + outcome.retry_after_s
+            self._settle(conn, route, rows, outcome, started)
         if outcome.kind == "sent" and self.on_sent:
             self.on_sent(list(keys))
         return True
 
     def _settle(
-        self, route: Route | None, rows: list[tuple], outcome: Outcome, started: datetime
+        self,
+        conn: psycopg.Connection,
+        route: Route | None,
+        rows: list[tuple],
+        outcome: Outcome,
+        started: datetime,
     ) -> None:
         finished = datetime.now(UTC)
         channel = route.channel if route else "?"
-        self.report.deliveries += 1
-        # Pipelined: the attempt rows and status updates go out without a round trip each.
-        with self.conn.pipeline(), self.conn.cursor() as cur:
-            for key, payload, attempts in rows:
-                attempt = attempts + 1
-                if outcome.kind == "sent":
-                    kind, status, due = "sent", "sent", None
-                elif outcome.kind == "permanent" or attempt >= self.max_attempts:
-                    kind = "permanent" if outcome.kind == "permanent" else "gave_up"
-                    status, due = "failed", None
-                else:
-                    kind, status = "retry", "pending"
-                    wait = outcome.retry_after_s
-                    if wait is None:
+        params: dict[str, Any] = {
+            "channel": channel,
+            "started": started,
+            "finished": finished,
+            "http_status": outcome.http_status,
+            "retry_after_s": outcome.retry_after_s,
+            "error": outcome.error,
+            "k": [],
+            "t": [],
+            "a": [],
+            "o": [],
+            "s": [],
+            "due": [],
+        }
+        counts: Counter[str] = Counter()
+        for key, payload, attempts in rows:
+            attempt = attempts + 1
+            if outcome.kind == "sent":
+                kind, status, due = "sent", "sent", None
+            elif outcome.kind == "permanent" or attempt >= self.max_attempts:
+                kind = "permanent" if outcome.kind == "permanent" else "gave_up"
+                status, due = "failed", None
+            else:
+                kind, status = "retry", "pending"
+                wait = outcome.retry_after_s
+                if wait is None:
+                    with self._lock:
                         wait = backoff_s(attempt, self.base_backoff_s, self.max_backoff_s, self.rng)
-                    due = finished + timedelta(seconds=wait)
-                cur.execute(
-                    "insert into alerting.delivery_attempts (notification_key, tenant_id, channel, "
-                    "attempt, started_at, finished_at, outcome, http_status, retry_after_s, error) "
-                    "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        key,
-                        payload["tenant_id"],
-                        channel,
-                        attempt,
-                        started,
-                        finished,
-                        kind,
-                        outcome.http_status,
-                        outcome.retry_after_s,
-                        outcome.error,
-                    ),
-                )
-                cur.execute(
-                    "update alerting.outbox set status = %s, attempts = %s, "
-                    "next_attempt_at = coalesce(%s, next_attempt_at), last_error = %s, "
-                    "sent_at = case when %s = 'sent' then %s else sent_at end "
-                    "where notification_key = %s",
-                    (status, attempt, due, outcome.error, status, finished, key),
-                )
-                if status == "sent":
-                    self.report.notifications_sent += 1
-                    self.report.per_channel[channel] += 1
-                elif status == "failed":
-                    self.report.failed += 1
-                    self.report.failures_per_channel[channel] += 1
-                else:
-                    self.report.retries += 1
+                due = finished + timedelta(seconds=wait)
+            params["k"].append(key)
+            params["t"].append(payload["tenant_id"])
+            params["a"].append(attempt)
+            params["o"].append(kind)
+            params["s"].append(status)
+            params["due"].append(due)
+            counts[status] += 1
+        conn.execute(SETTLE, params)
+        with self._lock:
+            self.report.deliveries += 1
+            self.report.notifications_sent += counts["sent"]
+            self.report.per_channel[channel] += counts["sent"]
+            self.report.failed += counts["failed"]
+            self.report.failures_per_channel[channel] += counts["failed"]
+            self.report.retries += counts["pending"]
+            if not self.report.per_channel[channel]:
+                del self.report.per_channel[channel]
+            if not self.report.failures_per_channel[channel]:
+                del self.report.failures_per_channel[channel]
         if outcome.kind != "sent":
             log.warning(
                 "%s delivery of %d notification(s) %s: %s %s",
@@ -208,13 +323,45 @@ class Sender:
             )
 
     def next_due_in(self) -> float | None:
-        """Seconds until the next pending notification is due (None: nothing pending)."""
-        row = self.conn.execute(
-            "select extract(epoch from min(next_attempt_at) - now()) from alerting.outbox "
-            "where status = 'pending'"
-        ).fetchone()
+        """Seconds until the next pending notification is due (None: nothing pending); a route
+        throttled by a Retry-After is due when its throttle ends."""
+        rows = self.conn.execute(
+            "select route_id, extract(epoch from min(next_attempt_at) - now()) "
+            "from alerting.outbox where status = 'pending' group by route_id"
+        ).fetchall()
         self.conn.commit()
-        return None if row[0] is None else max(float(row[0]), 0.0)
+        if not rows:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            throttled = {r: until - now for r, until in self._throttled_until.items()}
+        return max(min(max(float(due), throttled.get(r, 0.0)) for r, due in rows), 0.0)
+
+    def _worker_conns(self) -> list[psycopg.Connection]:
+        while len(self._workers) < self.concurrency - 1:
+            self._workers.append(
+                psycopg.connect(self.database_url, application_name="llmhub-alerts-sender")
+            )
+        return [self.conn, *self._workers]
+
+    def _run_until_idle(self, progress: Callable[[SendReport], None] | None) -> int:
+        """Every worker sends until it finds nothing due; returns the deliveries made."""
+        before = self.report.deliveries
+
+        def work(conn: psycopg.Connection) -> None:
+            while self.send_one(conn):
+                if progress:
+                    with self._lock:
+                        progress(self.report)
+
+        conns = self._worker_conns()
+        if len(conns) == 1:
+            work(conns[0])
+        else:
+            with ThreadPoolExecutor(len(conns), thread_name_prefix="alerts-sender") as pool:
+                for future in [pool.submit(work, conn) for conn in conns]:
+                    future.result()
+        return self.report.deliveries - before
 
     def drain(
         self,
@@ -225,13 +372,15 @@ class Sender:
     ) -> SendReport:
         """Send until nothing is due; then, while a pending row falls due within
         ``wait_up_to_s`` seconds (a retry, a Retry-After, a group wait), wait for it."""
-        while limit is None or self.report.deliveries < limit:
-            if self.send_one():
-                if progress:
-                    progress(self.report)
-                continue
-            wait = self.next_due_in()
-            if wait is None or wait > wait_up_to_s:
-                break
-            time.sleep(min(wait, wait_up_to_s) + 0.01)
+        self._budget = None if limit is None else max(limit - self.report.deliveries, 0)
+        try:
+            while self._budget is None or self._budget > 0:
+                if self._run_until_idle(progress):
+                    continue
+                wait = self.next_due_in()
+                if wait is None or wait > wait_up_to_s:
+                    break
+                time.sleep(min(wait, wait_up_to_s) + 0.01)
+        finally:
+            self._budget = None
         return self.report
