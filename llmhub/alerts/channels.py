@@ -46,6 +46,7 @@ PAGERDUTY_SEVERITY = {
     "critical": "critical",
 }
 SLACK_MAX_ALERTS = 10
+SLACK_ACK_ACTION = "llmhub_ack"
 # Slack: 400 invalid_payload, 403 action_prohibited, 404 channel_not_found, 410
 # channel_is_archived; none gets better by retrying. 408 (timeout) and 429 do.
 RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -133,7 +134,7 @@ def render_slack(d: Delivery) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _headline(d)[:150]}}
     ]
-    for alert in d.alerts[:SLACK_MAX_ALERTS]:
+    for index, alert in enumerate(d.alerts[:SLACK_MAX_ALERTS]):
         blocks.append(
             {
                 "type": "section",
@@ -146,20 +147,28 @@ def render_slack(d: Delivery) -> dict[str, Any]:
         )
         context_block = [{"type": "mrkdwn", "text": context}]
         blocks.append({"type": "context", "elements": context_block})
-        if alert.get("links"):
-            blocks.append(
+        buttons: list[dict[str, Any]] = [
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": link["text"]},
+                "url": link["href"],
+            }
+            for link in alert.get("links", [])[:4]
+        ]
+        if d.event in ("trigger", "repeat"):
+            # Answered by llmhub/api/routes_alert_callbacks.py (the Slack app's interactivity
+            # URL); action ids must be unique within a message.
+            buttons.append(
                 {
-                    "type": "actions",
-                    "elements": [
-                        {
-                            "type": "button",
-                            "text": {"type": "plain_text", "text": link["text"]},
-                            "url": link["href"],
-                        }
-                        for link in alert["links"][:5]
-                    ],
+                    "type": "button",
+                    "style": "primary",
+                    "text": {"type": "plain_text", "text": "Acknowledge"},
+                    "action_id": f"{SLACK_ACK_ACTION}:{index}",
+                    "value": alert["key"][:2000],
                 }
             )
+        if buttons:
+            blocks.append({"type": "actions", "elements": buttons})
     if len(d.alerts) > SLACK_MAX_ALERTS:
         rest = len(d.alerts) - SLACK_MAX_ALERTS
         blocks.append(

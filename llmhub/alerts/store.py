@@ -305,15 +305,23 @@ def enqueue(conn: psycopg.Connection, notes: Sequence[Notification], now: dateti
     return len(inserted)
 
 
-def acknowledge(conn: psycopg.Connection, alert_key: str, by: str) -> int:
+def acknowledge(conn: psycopg.Connection, alert_key: str, by: str, source: str = "cli") -> int:
     """Mark an alert acknowledged; PagerDuty routes that were triggered get an ``acknowledge``
-    event. Returns the number of notifications enqueued."""
+    event.
+
+    Args:
+        by: who acknowledged (a user name, a Slack user, a PagerDuty agent).
+        source: where from (``cli``, ``slack``, ``pagerduty``), kept in ``ack_source``.
+
+    Returns:
+        The number of notifications enqueued (0: unknown, resolved or already acknowledged).
+    """
     with conn.transaction():
         row = conn.execute(
-            "update alerting.alert_state set acked_at = now(), acked_by = %s "
+            "update alerting.alert_state set acked_at = now(), acked_by = %s, ack_source = %s "
             "where alert_key = %s and status = 'firing' and acked_at is null "
             "returning acked_at, detail",
-            (by, alert_key),
+            (by, source, alert_key),
         ).fetchone()
         if row is None:
             return 0
@@ -343,3 +351,49 @@ def acknowledge(conn: psycopg.Connection, alert_key: str, by: str) -> int:
             if route_id in routes
         ]
         return enqueue(conn, notes, acked_at)
+
+
+def resolve_by_hand(conn: psycopg.Connection, alert_key: str, by: str, source: str) -> int:
+    """Resolve a firing alert because a person resolved it elsewhere (a PagerDuty incident
+    resolved in PagerDuty): the alert state records who, and every route that heard the alert
+    fire hears it resolve (PagerDuty included: resolving a resolved incident changes nothing).
+
+    As in Alertmanager, the hub does not overrule its sources: if the condition is still
+    reported at the next evaluation, the alert fires again as a new trigger.
+
+    Returns:
+        The number of notifications enqueued (0: unknown or not firing).
+    """
+    with conn.transaction():
+        row = conn.execute(
+            "update alerting.alert_state set status = 'resolved', resolved_at = now(), "
+            "resolved_by = %s, last_changed_at = now(), acked_at = coalesce(acked_at, now()), "
+            "acked_by = coalesce(acked_by, %s), ack_source = coalesce(ack_source, %s) "
+            "where alert_key = %s and status = 'firing' returning resolved_at, detail",
+            (by, by, source, alert_key),
+        ).fetchone()
+        if row is None:
+            return 0
+        resolved_at, detail = row
+        firing = from_payload(detail)
+        alert = Alertable(**{**firing.__dict__, "status": "resolved", "resolved_at": resolved_at})
+        notes, _ = plan(
+            [alert],
+            load_routes(conn),
+            [],
+            [],
+            _history(conn, [alert_key]),
+            {},
+            resolved_at,
+        )
+        return enqueue(conn, notes, resolved_at)
+
+
+def alert_for_dedup_key(conn: psycopg.Connection, dedup_key: str) -> str | None:
+    """The alert key behind a PagerDuty dedup key (``incident_key`` in its webhooks)."""
+    row = conn.execute(
+        "select alert_key from alerting.outbox where channel = 'pagerduty' "
+        "and payload ->> 'dedup_key' = %s limit 1",
+        (dedup_key,),
+    ).fetchone()
+    return row[0] if row else None

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request, Response
 from psycopg_pool import AsyncConnectionPool
 
-from llmhub.api import problems, routes_admin, routes_ingest, routes_query
+from llmhub.api import problems, routes_admin, routes_alert_callbacks, routes_ingest, routes_query
 from llmhub.api.auth import Authenticator, Principal
 from llmhub.api.deps import Services, require
 from llmhub.api.kafka import EventSender
@@ -102,6 +102,7 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     app.include_router(routes_ingest.router)
     app.include_router(routes_query.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_alert_callbacks.router)
     return app
 
 
