@@ -292,11 +292,14 @@ def send_cmd(
         float, typer.Option(help="Also wait for retries / group waits due within this many s.")
     ] = 0.0,
     limit: Annotated[int | None, typer.Option(help="Stop after this many deliveries.")] = None,
+    concurrency: Annotated[
+        int, typer.Option(help="Deliveries in flight at once (worker threads).")
+    ] = 8,
 ) -> None:
     """Drain the outbox: send every due notification, one commit per delivery."""
     from llmhub.alerts.sender import Sender
 
-    sender = Sender(load_settings().database_url)
+    sender = Sender(load_settings().database_url, concurrency=concurrency)
     try:
         report = sender.drain(wait_up_to_s=wait, limit=limit)
     finally:
