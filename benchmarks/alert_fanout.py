@@ -200,10 +200,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="sender threads per process")
     parser.add_argument("--rate", type=float, default=100.0, help="paced incidents per second")
     parser.add_argument(
-        "--paced-incidents",
-        type=int,
-        default=None,
-        help="incidents of the paced phase (default: --incidents)",
+        "--paced-incidents", type=int, default=2_000, help="incidents of the paced phase"
     )
     args = parser.parse_args()
 
@@ -224,9 +221,7 @@ def main() -> None:
             burst_result = (
                 burst(url, http, args.incidents, senders, progress) if args.incidents else None
             )
-            paced_result = paced(
-                url, http, args.paced_incidents or args.incidents, args.rate, senders, progress
-            )
+            paced_result = paced(url, http, args.paced_incidents, args.rate, senders, progress)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
