@@ -27,7 +27,7 @@ from urllib.parse import parse_qs
 
 import psycopg
 
-from llmhub.alerts.channels import SLACK_ACK_ACTION
+from llmhub.alerts.channels import SLACK_ACK_ACTION, SecretError, resolve_secret
 from llmhub.alerts.store import acknowledge, alert_for_dedup_key, resolve_by_hand
 
 SLACK_SECRET_ENV = "LLMHUB_SLACK_SIGNING_SECRET"
@@ -48,6 +48,15 @@ class Action:
     by: str
     source: str
     dedup_key: str | None = None
+
+
+def signing_secret(variable: str) -> str | None:
+    """A callback's signing secret, read when the request arrives (a rotation needs no
+    restart); None when unset."""
+    try:
+        return resolve_secret(f"env:{variable}")
+    except SecretError:
+        return None
 
 
 def slack_signature(secret: str, timestamp: str, body: bytes) -> str:

@@ -48,15 +48,24 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_IN_FLIGHT = 4
 
 # One round trip claims a group: the oldest due row (locked first, so two senders never pick
-# the same head) and the due rows of its group that no other sender holds. Routes this sender
+# the same head) and the due rows of its group that no other sender holds. Only the oldest
+# pending row of a group can be a head: a PagerDuty incident's trigger, acknowledge and resolve
+# (one group per alert) leave in order even with many workers, and a retry holds back what
+# was queued after it in its group. Routes this sender
 # must leave alone for now (throttled by a Retry-After, or at their in-flight limit) are
 # skipped. The head scan walks outbox_due_ix (next_attempt_at, created_at) in order: with the
 # one-column index every claim sorted all the rows due at the same instant (0013).
 CLAIM = """
 with head as (
-    select route_id, group_key, event from alerting.outbox
-    where status = 'pending' and next_attempt_at <= now() and route_id <> all(%(skip)s)
-    order by next_attempt_at, created_at
+    select h.route_id, h.group_key, h.event from alerting.outbox as h
+    where h.status = 'pending' and h.next_attempt_at <= now() and h.route_id <> all(%(skip)s)
+        and not exists (
+            select from alerting.outbox as e
+            where e.route_id = h.route_id and e.group_key = h.group_key
+                and e.status = 'pending'
+                and (e.created_at, e.notification_key) < (h.created_at, h.notification_key)
+        )
+    order by h.next_attempt_at, h.created_at
     limit 1
     for update skip locked
 )

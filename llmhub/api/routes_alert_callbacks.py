@@ -8,7 +8,6 @@ signature instead, and a bad or missing signature is a 401 that changes nothing.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -42,11 +41,13 @@ async def _handle(request: Request, url: str, provider: str) -> dict[str, Any]:
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         if provider == "slack":
-            callbacks.verify_slack(os.environ.get(callbacks.SLACK_SECRET_ENV), headers, body)
+            callbacks.verify_slack(
+                callbacks.signing_secret(callbacks.SLACK_SECRET_ENV), headers, body
+            )
             actions = callbacks.slack_actions(body)
         else:
             callbacks.verify_pagerduty(
-                os.environ.get(callbacks.PAGERDUTY_SECRET_ENV), headers, body
+                callbacks.signing_secret(callbacks.PAGERDUTY_SECRET_ENV), headers, body
             )
             actions = callbacks.pagerduty_actions(body)
     except callbacks.BadSignature as exc:

@@ -243,6 +243,33 @@ def test_sigkilled_sender_loses_and_duplicates_nothing_committed(db, secrets, te
         assert sum(1 for count in received.values() if count > 1) <= DEFAULT_CONCURRENCY
 
 
+def test_lifecycle_events_of_one_incident_leave_in_order(db, secrets, test_settings):
+    # Concurrent sender threads sent a queued acknowledge and resolve side by side: PagerDuty
+    # could hear the resolve before the acknowledge (or the trigger).
+    with RecordingHTTPServer(delay_s=0.2) as http:
+        add_route(
+            db,
+            "pagerduty",
+            "env:TEST_PD_KEY",
+            config={"events_url": http.url("/pd"), "max_in_flight": 16},
+        )
+        keys = [f"inc-{i}" for i in range(3)]
+        evaluate(db, alerts=[alert(k) for k in keys])
+        for key in keys:
+            acknowledge(db, key, "oncall")
+        evaluate(
+            db, alerts=[alert(k, status="resolved", resolved_at=datetime.now(UTC)) for k in keys]
+        )
+        drain(test_settings)
+        per_incident: dict[str, list[str]] = {}
+        for request in http.accepted("/pd"):
+            per_incident.setdefault(request.body["dedup_key"], []).append(
+                request.body["event_action"]
+            )
+        assert len(per_incident) == len(keys)
+        assert set(map(tuple, per_incident.values())) == {("trigger", "acknowledge", "resolve")}
+
+
 def test_silences_and_quiet_hours_hold(db, http, secrets, test_settings):
     add_route(
         db,
