@@ -28,7 +28,7 @@ from llmhub.contract.topics import BY_TOPIC, TOPICS
 from llmhub.db import connect
 from llmhub.ingest.decode import DecodedChunk, DecoderPool, decode_chunk
 from llmhub.ingest.normalize import ErrorClass, Normalizer
-from llmhub.ingest.reader import PartitionReader, TopicPartition, as_message
+from llmhub.ingest.reader import PartitionReader, TopicPartition, UnreadableRecord, as_message
 from llmhub.ingest.writer import (
     Batch,
     ConcurrentIngestionError,
@@ -581,9 +581,10 @@ class Ingestor:
                 for i, error_class, error in chunk.rejected:
                     if base + i >= cut:
                         break
-                    batch.dead_letters.append(
-                        DeadLetter(as_message(records[base + i]), error_class, error)
-                    )
+                    record = records[base + i]
+                    if type(record) is UnreadableRecord:  # no value: the client's error says why
+                        error_class, error = ErrorClass.unreadable, record.reason
+                    batch.dead_letters.append(DeadLetter(as_message(record), error_class, error))
                 if cut < len(records):
                     rest[tp] = records[cut:]
                     break

@@ -41,6 +41,9 @@ class ErrorClass(StrEnum):
     naive_timestamp = "naive_timestamp"
     timestamp_out_of_range = "timestamp_out_of_range"
     database = "database"
+    # The client could not read the record at all (corrupt bytes, CRC mismatch, unknown
+    # compression), even when fetched again: kept as its coordinates and the client's error.
+    unreadable = "unreadable"
     # Anything unforeseen that one message triggered (a bug, not the producer's fault): the
     # message is kept and the batch goes on; the reason names the exception.
     internal = "internal"

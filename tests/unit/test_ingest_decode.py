@@ -18,7 +18,7 @@ from llmhub.ingest import engine
 from llmhub.ingest.decode import decode_chunk
 from llmhub.ingest.engine import Ingestor
 from llmhub.ingest.normalize import ErrorClass, Normalizer
-from llmhub.ingest.reader import TopicPartition
+from llmhub.ingest.reader import TopicPartition, UnreadableRecord
 
 EventFactory = Callable[..., dict[str, Any]]
 TELEMETRY = BY_TOPIC["llm.telemetry"]
@@ -133,3 +133,26 @@ def test_a_batch_from_several_chunks_stops_at_the_day_limit(
     assert [r.offset() for r in rest[tp]] == [105, 106, 107]
     # The rows a fallback needs as values are rebuilt from their messages.
     assert [row[-1] for row in rows.values()] == [100, 102, 103]
+
+
+def test_an_unreadable_record_is_dead_lettered_with_the_clients_error(
+    event: EventFactory,
+) -> None:
+    ingestor = Ingestor(SETTINGS, topics=["llm.telemetry"])
+    topic = SETTINGS.topic("llm.telemetry")
+    tp = TopicPartition(topic, 0)
+    records = [
+        FakeRecord(topic, 0, 5, _telemetry(event)),
+        UnreadableRecord(topic, 0, 6, "_BAD_MSG: Local: Bad message format"),
+        FakeRecord(topic, 0, 7, _telemetry(event)),
+    ]
+    batch, rest = ingestor._build_batch({tp: records}, {tp: 5})
+    assert not rest and [s.offset() for s in batch.tables["llm_requests"].sources] == [5, 7]
+    [dead] = batch.dead_letters
+    assert (dead.source.offset, dead.source.value, dead.error_class) == (
+        6,
+        None,
+        ErrorClass.unreadable,
+    )
+    assert "Bad message" in dead.error
+    assert batch.offsets == {(topic, 0): (5, 8)}
