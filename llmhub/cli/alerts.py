@@ -138,10 +138,13 @@ def route_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
 @route_app.command("rm")
 def route_rm(route_id: int) -> None:
-    """Remove a route (its pending notifications go with it; sent ones stay in history)."""
+    """Remove a route (its never-attempted notifications go with it; anything attempted stays
+    in the history, a pending retry ends ``failed``)."""
     with _connect() as conn:
+        # A pending retry has attempts on record: counted, so its history is never cascaded away.
         sent = conn.execute(
-            "select count(*) from alerting.outbox where route_id = %s and status <> 'pending'",
+            "select count(*) from alerting.outbox where route_id = %s "
+            "and (status <> 'pending' or attempts > 0)",
             (route_id,),
         ).fetchone()[0]
         if sent:
@@ -149,7 +152,13 @@ def route_rm(route_id: int) -> None:
                 "update alerting.routes set is_enabled = false where route_id = %s", (route_id,)
             )
             conn.execute(
-                "delete from alerting.outbox where route_id = %s and status = 'pending'",
+                "delete from alerting.outbox where route_id = %s and status = 'pending' "
+                "and attempts = 0",
+                (route_id,),
+            )
+            conn.execute(
+                "update alerting.outbox set status = 'failed', last_error = 'route removed' "
+                "where route_id = %s and status = 'pending'",
                 (route_id,),
             )
             out.print(f"route {route_id} disabled (kept for its {sent} delivered notifications)")

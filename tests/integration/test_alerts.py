@@ -106,9 +106,10 @@ def alert(key: str = "inc-1", **kw) -> Alertable:
 
 
 def drain(settings: Settings, **kw) -> Sender:
+    wait = kw.pop("wait", 5.0)
     sender = Sender(settings.database_url, base_backoff_s=kw.pop("base_backoff_s", 0.05), **kw)
     try:
-        sender.drain(wait_up_to_s=kw.pop("wait", 5.0) if "wait" in kw else 5.0)
+        sender.drain(wait_up_to_s=wait)
     finally:
         sender.close()
     return sender
@@ -373,3 +374,25 @@ def test_secrets_never_in_database_or_logs(db, http, secrets, test_settings, cap
         assert secret not in caplog.text
         assert secret not in reported
     assert "***" in dump  # the echoed secrets were scrubbed, not dropped with the error
+
+
+def test_removing_a_route_keeps_the_attempts_of_a_pending_retry(db, http, secrets, test_settings):
+    # `route rm` deleted a route whose only notification was a pending retry: the cascade took
+    # its attempt history with it.
+    route_id = add_route(db, "slack", "env:TEST_SLACK_WEBHOOK")
+    http.script(SLACK_SECRET_PATH, 503)
+    evaluate(db, alerts=[alert()])
+    drain(test_settings, base_backoff_s=600.0, wait=0.0)
+    assert db.execute("select status, attempts from alerting.outbox").fetchall() == [("pending", 1)]
+    env = {**os.environ, "LLMHUB_DATABASE_URL": test_settings.database_url}
+    subprocess.run(
+        [str(LLMHUB_CLI), "alerts", "route", "rm", str(route_id)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert db.execute("select status, last_error from alerting.outbox").fetchall() == [
+        ("failed", "route removed")
+    ]
+    attempts = db.execute("select outcome, http_status from alerting.delivery_attempts").fetchall()
+    assert attempts == [("retry", 503)]
