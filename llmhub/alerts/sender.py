@@ -363,6 +363,13 @@ class Sender:
                     with self._lock:
                         progress(self.report)
 
+        # An idle poll costs one claim query, not one per worker (the pool starts only when
+        # there is work).
+        if not self.send_one(self.conn):
+            return 0
+        if progress:
+            with self._lock:
+                progress(self.report)
         conns = self._worker_conns()
         if len(conns) == 1:
             work(conns[0])
