@@ -198,7 +198,7 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="sender processes")
     parser.add_argument("--threads", type=int, default=8, help="sender threads per process")
-    parser.add_argument("--rate", type=float, default=100.0, help="paced incidents per second")
+    parser.add_argument("--rate", type=float, default=25.0, help="paced incidents per second")
     parser.add_argument(
         "--paced-incidents", type=int, default=2_000, help="incidents of the paced phase"
     )
