@@ -2,8 +2,9 @@
 local recording receiver, through the real policy, outbox and sender.
 
 1. **burst**: all incidents are evaluated into the outbox first (``--incidents`` x 4
-   notifications), then ``--workers`` sender processes drain it (``select ... for update skip
-   locked``, one commit per delivery): notifications/s = notifications / drain time.
+   notifications), then ``--workers`` sender processes of ``--threads`` threads each drain it
+   (``select ... for update skip locked``, one commit per delivery): notifications/s =
+   notifications / drain time, and the incidents' p50/p95 latency (their queueing).
 2. **paced**: the incidents arrive at ``--rate`` per second (evaluated in batches every 100 ms)
    while the senders run: p50/p95/max incident-to-delivery latency, from the incident's
    evaluation into the outbox to its arrival at the receiver (no group wait: routes have
@@ -124,13 +125,24 @@ def _wait_delivered(http: RecordingHTTPServer, total: int, progress: Progress, t
         time.sleep(0.05)
 
 
+def _latencies(http: RecordingHTTPServer, created: dict[str, float]) -> list[float]:
+    # Each request names its notification key, which starts with the incident's alert key.
+    return sorted(
+        r.received_at - created[key.split("|")[0]] for r in http.accepted() for key in r.keys
+    )
+
+
 def burst(
     url: str, http: RecordingHTTPServer, n: int, senders: Senders, progress: Progress
 ) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         t0 = time.perf_counter()
+        created: dict[str, float] = {}
         for start in range(0, n, 1000):
-            evaluate(conn, alerts=incidents(start, min(1000, n - start)))
+            alerts = incidents(start, min(1000, n - start))
+            evaluate(conn, alerts=alerts)
+            stamp = time.time()
+            created.update((a.key, stamp) for a in alerts)
         enqueue_s = time.perf_counter() - t0
     total = n * len(CHANNELS)
     task = progress.add_task("burst: sending", total=total)
@@ -141,9 +153,13 @@ def burst(
     stop.set()
     for p in procs:
         p.join()
+    latencies = _latencies(http, created)
     return {
         "incidents": n,
         "notifications": total,
+        # From each incident's commit into the outbox: a burst's latency is its queueing.
+        "latency_p50_s": round(statistics.median(latencies), 3),
+        "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3),
         "enqueue_s": round(enqueue_s, 2),
         "enqueue_incidents_per_s": round(n / enqueue_s, 1),
         "drain_s": round(drain_s, 2),
@@ -175,10 +191,7 @@ def paced(
     stop.set()
     for p in procs:
         p.join()
-    # Each request names its notification key, which starts with the incident's alert key.
-    latencies = sorted(
-        r.received_at - created[key.split("|")[0]] for r in http.accepted() for key in r.keys
-    )
+    latencies = _latencies(http, created)
     return {
         "incidents": n,
         "notifications": total,
