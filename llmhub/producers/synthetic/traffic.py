@@ -110,6 +110,7 @@ def generate(
     seed: int = 0,
     end: datetime | None = None,
     incidents: bool = True,
+    incident_set: str = "gross",
 ) -> SyntheticTraffic:
     """Plan ``events`` telemetry requests over ``days`` ending at ``end``, with the other families.
 
@@ -127,6 +128,9 @@ def generate(
         end: Window end; default now (UTC) truncated to the minute. Naive times are UTC.
         incidents: Inject a latency regression, a cost spike, an error storm and a security
             burst, one each, in separate time slots.
+        incident_set: ``gross`` (those four) or ``realistic`` (those and subtle ones on one
+            route each: latency x1.3-1.5, cost +25-40%, error rate 2-5%, a latency drift, a
+            cost level shift to the window's end, a route whose traffic stops for hours).
 
     Returns:
         The planned traffic, with its ground-truth incidents.
@@ -145,7 +149,8 @@ def generate(
     plan = _build_plan(events, start_ms, n_minutes, seed)
     truth = []
     if incidents:
-        truth = _plan_incidents(plan, np.random.default_rng([seed, _STREAM_PLAN, 1]))
+        rng = np.random.default_rng([seed, _STREAM_PLAN, 1])
+        truth = _plan_incidents(plan, rng, incident_set)
     bursts_rng = np.random.default_rng([seed, _STREAM_PLAN, 2])
     bursts = _plan_rate_limits(plan, bursts_rng, n_minutes / 1440)
     return SyntheticTraffic(

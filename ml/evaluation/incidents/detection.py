@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ml.anomaly.base import DetectorResult
+from ml.anomaly.count_test import stopped_hours
 from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import DetectorSpec, Fleet
 from ml.evaluation.incidents.base import (
@@ -117,6 +118,7 @@ class IncidentOutcome:
     detected: bool
     delay_hours: float | None
     first_flag_at: pd.Timestamp | None
+    magnitude: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -132,6 +134,7 @@ class IncidentOutcome:
             "detected": self.detected,
             "delay_hours": self.delay_hours,
             "first_flag_at": None if self.first_flag_at is None else self.first_flag_at.isoformat(),
+            "magnitude": self.magnitude,
         }
 
 
@@ -301,6 +304,7 @@ def classify_flags(
                 detected=first is not None,
                 delay_hours=delay,
                 first_flag_at=first,
+                magnitude=incident.magnitude,
             )
         )
     burst = pd.Series(False, index=frame.index)
@@ -348,6 +352,7 @@ def evaluate_detection(
     grace_hours: float = GRACE_HOURS,
     feedback_split: pd.Timestamp | None = None,
     threshold: float = 0.5,
+    count_test: bool = False,
 ) -> DetectionReport | tuple[DetectionReport, FeedbackEffect]:
     """Fit on the clean window, score the incident window, match the flags to the ground truth.
 
@@ -362,6 +367,8 @@ def evaluate_detection(
         fit_score: the detection step (default ``fleet_fit_score()``, the published
             ensemble per series).
         grace_hours: see ``match_incidents``.
+        count_test: also run the production count test for traffic that stops on every request
+            count (``with_stop_flags``), as the scoring asset does beside the detector.
 
     Raises:
         IncidentEvaluationError: the keys differ or the detection step left a series out.
@@ -386,12 +393,55 @@ def evaluate_detection(
             f"e.g. {min(missing).label()}"
         )
     scored = scored_hours(results, active)
+    if count_test:
+        scored = with_stop_flags(scored, filled_train, filled_test)
     report = match_incidents(scored, incidents, bursts, grace_hours)
     if feedback_split is None:
         return report
     return report, feedback_effect_on_incidents(
         scored, incidents, bursts, feedback_split, threshold, grace_hours=grace_hours
     )
+
+
+def with_stop_flags(scored: pd.DataFrame, train: SeriesMap, test: SeriesMap) -> pd.DataFrame:
+    """``scored`` with the count test's stops on the request counts: a stopped hour is flagged
+    and judged (a zero count is otherwise an idle hour, never judged), its score the larger.
+
+    The test's seasonal expectation reads the training window before the test window, as the
+    scoring asset reads its history before the scored hours.
+    """
+    stops = []
+    for key, values in test.items():
+        if key.metric != "request_count":
+            continue
+        history = pd.concat([train[key], values]) if key in train else values
+        tested = stopped_hours(history, len(values))
+        tested = tested[tested["is_stop"]]
+        if tested.empty:
+            continue
+        stops.append(
+            pd.DataFrame(
+                {
+                    "tenant_id": key.tenant_id,
+                    "asset_id": key.asset_id,
+                    "request_model": key.request_model,
+                    "metric": key.metric,
+                    "bucket_at": pd.DatetimeIndex(tested["bucket_at"]),
+                    "_stop_score": tested["score"].to_numpy(),
+                }
+            )
+        )
+    if not stops:
+        return scored
+    keys = [*SERIES_COLUMNS, "metric", "bucket_at"]
+    merged = scored.merge(pd.concat(stops, ignore_index=True), on=keys, how="left")
+    stop = merged["_stop_score"].notna().to_numpy()
+    merged.loc[stop, "flagged"] = True
+    merged.loc[stop, "active"] = True
+    merged.loc[stop, "score"] = np.maximum(
+        merged.loc[stop, "score"].to_numpy(), merged.loc[stop, "_stop_score"].to_numpy()
+    )
+    return merged.drop(columns="_stop_score")
 
 
 @dataclass(frozen=True)
