@@ -11,7 +11,16 @@ from assets import groups
 from assets.ml_models import DETECTOR_KEY, DETECTOR_METRICS
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
-from llmhub.ml_data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
+from llmhub.ml_data import (
+    EVENT_COUNT_TABLES,
+    HOURLY_MART,
+    detector_series,
+    event_count_series,
+    read_event_counts,
+    read_frame,
+    read_hourly_mart,
+)
+from ml.anomaly.count_test import DEFAULT_ALPHA, LOOKBACK_DAYS, stopped_hours
 from ml.features import SERIES_COLUMNS
 from ml.keys import RouteKey
 from ml.pyfunc import DetectorModel
@@ -44,6 +53,60 @@ on conflict (bucket_at, tenant_id, asset_id, request_model, metric) do update se
     scored_at = excluded.scored_at
 """
 KEY = [*SERIES_COLUMNS, "metric", "bucket_at"]
+#: The metric under which a route whose traffic stopped is published (the count test's rows).
+TRAFFIC_STOP = "traffic_stop"
+COUNT_TEST = "count_test"
+#: Stop rows are written only where the test flags; the scored hours' older ones are replaced.
+DELETE_STOPS = (
+    "delete from analytics.anomalies where metric = %s and bucket_at >= %s and bucket_at <= %s"
+)
+
+
+def traffic_stops(
+    counts: dict[tuple[str, str], pd.Series], score_hours: int, alpha: float = DEFAULT_ALPHA
+) -> pd.DataFrame:
+    """The hours among the newest ``score_hours`` in which a route's traffic stopped: its count
+    improbably low (``alpha``) under the seasonal floor of the same hour on the previous days
+    (``ml.anomaly.count_test``). A route quiet at that hour has a low floor and is not flagged.
+
+    Args:
+        counts: per (series id, "request_count"), the gap-free hourly request counts.
+
+    Returns:
+        One row per stopped route-hour: ``series_id``, ``metric`` (``TRAFFIC_STOP``),
+        ``bucket_at``, ``observed``, ``expected``, ``deviation``, ``score``, ``is_anomaly``.
+    """
+    frames = []
+    for (series_id, _), values in counts.items():
+        tested = stopped_hours(values, score_hours, alpha=alpha)
+        stopped = tested[tested["is_stop"]]
+        if stopped.empty:
+            continue
+        frames.append(
+            pd.DataFrame(
+                {
+                    "series_id": series_id,
+                    "metric": TRAFFIC_STOP,
+                    "bucket_at": pd.to_datetime(stopped["bucket_at"], utc=True),
+                    "observed": stopped["observed"].to_numpy(),
+                    "expected": stopped["expected"].to_numpy(),
+                    "deviation": (stopped["observed"] - stopped["expected"]).to_numpy(),
+                    "score": stopped["score"].to_numpy(),
+                    "is_anomaly": True,
+                }
+            )
+        )
+    columns = [
+        "series_id",
+        "metric",
+        "bucket_at",
+        "observed",
+        "expected",
+        "deviation",
+        "score",
+        "is_anomaly",
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 class AnomalyScoresConfig(dg.Config):
@@ -57,6 +120,16 @@ class AnomalyScoresConfig(dg.Config):
         "training data (held-out week + a week of weekly training), so nothing is refitted.",
     )
     score_hours: int = Field(6, description="Newest hours scored (rescoring is idempotent).")
+    event_metrics: list[str] = Field(
+        list(EVENT_COUNT_TABLES),
+        description="Per-application hourly event counts scored against their own history "
+        "(security alerts, policy violations); only a rise is an anomaly.",
+    )
+    stop_alpha: float = Field(
+        DEFAULT_ALPHA,
+        description="Count test for traffic that stops: flag a route-hour whose request count "
+        "has a lower-tail Poisson probability below this under the same hour's floor.",
+    )
 
 
 def apply_feedback(scores: pd.DataFrame, false_positives: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -88,7 +161,8 @@ def anomalies(
     hub: HubResource,
     mlflow_tracking: MlflowResource,
 ) -> dg.MaterializeResult:
-    """Anomaly score of the newest hours of every (tenant, application, model, metric) series.
+    """Anomaly score of the newest hours of every (tenant, application, model, metric) series,
+    of every application's security alerts and policy violations, and the routes that stopped.
 
     Grain: one row per series and hour in ``analytics.anomalies``, scored by the `champion`
     version of the detector on ``marts.fct_llm_requests_hourly``: its fitted fleet scores the
@@ -96,6 +170,14 @@ def anomalies(
     a series it does not know is fitted on the spot and counted in the metadata). Hours an
     analyst marked ``false_positive`` in ``analytics.anomaly_feedback`` are written with
     ``is_anomaly = false``.
+
+    Security alerts and policy violations are counted per (tenant, application) and hour from
+    ``raw.security_alerts`` / ``raw.policy_violations`` and scored by the same champion against
+    their own history (fitted on the spot: model ``*``, metric ``security_alerts`` /
+    ``policy_violations``); only a rise is flagged. A route whose request count is improbably
+    low for that hour of the day (a count test against the lowest count of the same hour over
+    the previous week, ``ml.anomaly.count_test``) is published as metric ``traffic_stop``,
+    detector ``count_test``: a route that stopped is flagged, one quiet at that hour is not.
     Re-running replaces the rows of the hours it scores.
     """
     started = time.monotonic()
@@ -105,35 +187,69 @@ def anomalies(
     loaded_s = time.monotonic() - started
     with hub.connect() as conn:
         hourly = read_hourly_mart(conn, config.history_hours)
+        end = (
+            pd.Timestamp(hourly["request_hour_at"].max()).tz_convert("UTC")
+            if not hourly.empty
+            else None
+        )
+        event_series: dict[tuple[str, str], pd.Series] = {}
+        for metric in config.event_metrics if end is not None else ():
+            start = end - pd.Timedelta(hours=config.history_hours - 1)
+            event_series.update(
+                event_count_series(read_event_counts(conn, metric, start, end), metric, end)
+            )
     inputs = detector_series(hourly, config.metrics, 1)
-    series = inputs.series
+    series = {**inputs.series, **event_series}
     if not series:
         return dg.MaterializeResult(metadata={"rows_written": 0, "series": 0})
+    active = {**inputs.active, **{key: None for key in event_series}}
+    # The count test reads every route's request counts, whatever metrics the detector scores.
+    counts = detector_series(hourly, ["request_count"], 1).series
     labels = {series_id: route_parts(series_id) for series_id, _ in series}
+    labels.update({series_id: route_parts(series_id) for series_id, _ in counts})
     # The champion's members, e.g. "robust_baseline" when the gate kept the floor.
     detector_name = "+".join(model.spec().members)
     scoring_started = time.monotonic()
     scores, stats = model.score_series(series, config.score_hours)
+    stops = traffic_stops(counts, config.score_hours, config.stop_alpha)
     scoring_s = time.monotonic() - scoring_started
-    if scores.empty:
+    if scores.empty and stops.empty:
         return dg.MaterializeResult(
             metadata={"rows_written": 0, "series_skipped": len(stats.skipped)}
         )
+    scores["bucket_at"] = pd.to_datetime(scores["bucket_at"], utc=True)
+    # A rate or percentile in an hour without requests is carried forward, not measured; an
+    # event count is always measured, and only a rise in it is an anomaly.
+    judged = np.array(
+        [
+            r.observed > r.expected
+            if active[(r.series_id, r.metric)] is None
+            else bool(active[(r.series_id, r.metric)].get(r.bucket_at, True))
+            for r in scores.itertuples(index=False)
+        ],
+        dtype=bool,
+    )
+    idle_flags = int((scores["is_anomaly"].to_numpy(dtype=bool) & ~judged).sum())
+    scores["is_anomaly"] = scores["is_anomaly"].to_numpy(dtype=bool) & judged
+    scores = scores.assign(
+        detector=detector_name,
+        model_name=config.detector_model_name,
+        model_version=str(version.version),
+        mlflow_run_id=version.run_id,
+    )
+    stops = stops.assign(
+        detector=COUNT_TEST,
+        model_name=COUNT_TEST,
+        model_version=f"poisson floor {LOOKBACK_DAYS}d alpha {config.stop_alpha:g}",
+        mlflow_run_id=None,
+    )
+    scores = pd.concat([s for s in (scores, stops) if not s.empty], ignore_index=True)
     keys = pd.DataFrame(
         [labels[s] for s in scores["series_id"]], columns=list(SERIES_COLUMNS), index=scores.index
     )
     scores = pd.concat([keys, scores], axis=1)
     scores["bucket_at"] = pd.to_datetime(scores["bucket_at"], utc=True)
-    # A rate or percentile in an hour without requests is carried forward, not measured.
-    active = np.array(
-        [
-            bool(inputs.active[(r.series_id, r.metric)].get(r.bucket_at, True))
-            for r in scores.itertuples(index=False)
-        ],
-        dtype=bool,
-    )
-    idle_flags = int((scores["is_anomaly"].to_numpy(dtype=bool) & ~active).sum())
-    scores["is_anomaly"] = scores["is_anomaly"].to_numpy(dtype=bool) & active
+    last_hour = max(v.index.max() for v in counts.values()) if counts else None
 
     with hub.connect() as conn:
         feedback = read_frame(
@@ -156,22 +272,32 @@ def anomalies(
                 float(r.deviation),
                 float(r.score),
                 bool(r.is_anomaly),
-                detector_name,
-                config.detector_model_name,
-                str(version.version),
-                version.run_id,
+                r.detector,
+                r.model_name,
+                r.model_version,
+                r.mlflow_run_id,
             )
             for r in scores.itertuples(index=False)
         ]
         with conn.transaction(), conn.cursor() as cur:
+            if last_hour is not None:
+                first_hour = last_hour - pd.Timedelta(hours=config.score_hours - 1)
+                cur.execute(
+                    DELETE_STOPS,
+                    (TRAFFIC_STOP, first_hour.to_pydatetime(), last_hour.to_pydatetime()),
+                )
             cur.executemany(UPSERT_ANOMALY, rows)
     flagged = int(scores["is_anomaly"].sum())
+    events = scores["metric"].isin(config.event_metrics)
     context.log.info(f"{len(rows)} scores, {flagged} anomalies, {suppressed} suppressed")
     return dg.MaterializeResult(
         metadata={
             "rows_written": len(rows),
             "anomalies": flagged,
             "suppressed_false_positives": suppressed,
+            "traffic_stops": len(stops),
+            "event_count_series": len(event_series),
+            "event_count_anomalies": int(scores.loc[events, "is_anomaly"].sum()),
             "idle_hour_flags_dropped": idle_flags,
             "series": len(stats.results),
             "series_scored_by_fitted_model": stats.reused,
