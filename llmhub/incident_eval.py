@@ -96,6 +96,7 @@ def evaluate_seed(
     tasks: Tasks,
     ground_truth_out: Path | None = None,
     count_test: bool = True,
+    shift_test: bool = True,
 ) -> dict[str, tuple[DetectionReport, FeedbackEffect, list[ForecastScore], dict[str, Any]]]:
     """Generate and ingest one seed once, and evaluate each detector of ``specs`` on it;
     ``forecast_origins`` 0 skips the forecaster (run with the first detector only) and
@@ -146,6 +147,7 @@ def evaluate_seed(
             tasks,
             f"seed {seed} {name}",
             count_test=count_test,
+            shift_test=shift_test,
         )
         logger.info(
             "seed %d %s: %d series, %d/%d incidents detected, %d false positives; "

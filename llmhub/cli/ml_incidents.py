@@ -120,6 +120,12 @@ def eval_incidents(
         bool,
         typer.Option(help="Run production's count test for stopped traffic beside the detector."),
     ] = True,
+    shift_test: Annotated[
+        bool,
+        typer.Option(
+            help="Run production's shift test (CUSUM on latency, error rate, cost per request)."
+        ),
+    ] = True,
     grace_hours: Annotated[
         float, typer.Option(min=0, help="Hours after an incident in which a flag detects it.")
     ] = 2.0,
@@ -216,6 +222,7 @@ def eval_incidents(
                     bar,
                     ground_truth_out,
                     count_test=count_test,
+                    shift_test=shift_test,
                 )
                 for name, (seed_report, seed_feedback, scores, details) in results.items():
                     reports[name].append(seed_report)
@@ -250,6 +257,7 @@ def eval_incidents(
     }
     config["incident_set"] = incident_set
     config["count_test"] = count_test
+    config["shift_test"] = shift_test
     config["load_avg_1m"] = round(os.getloadavg()[0], 2)
     summaries = {}
     for name, seed_reports in reports.items():

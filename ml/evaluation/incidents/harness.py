@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from ml.anomaly.fleet import DetectorSpec
+from ml.anomaly.fleet import MEMBERS, DetectorSpec
 from ml.evaluation.incidents.detection import (
     DetectionReport,
     FeedbackEffect,
@@ -54,7 +54,8 @@ class Tasks(Protocol):
 
 
 def detector_spec(name: str) -> DetectorSpec:
-    """The published detector fleet (``ensemble``) or a fleet of one member, at the published
+    """The published detector fleet (``ensemble``), a fleet of one member, or members joined by
+    "+" fused by their maximum (``robust_baseline+cusum``: spikes or shifts), at the published
     threshold (0.5) and cooldown (64 h).
 
     Raises:
@@ -62,9 +63,11 @@ def detector_spec(name: str) -> DetectorSpec:
     """
     if name == "ensemble":
         return DetectorSpec()
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; choose from {list(DETECTORS)}")
-    return DetectorSpec(members=(name,))
+    members = tuple(name.split("+"))
+    unknown = [m for m in members if m not in DETECTORS and m not in MEMBERS]
+    if unknown or not all(members):
+        raise ValueError(f"unknown detector {name!r}; choose from {list(DETECTORS)} or a+b")
+    return DetectorSpec(members=members, fusion="max" if len(members) > 1 else "mean")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -133,6 +136,7 @@ def evaluate_windows(
     tasks: Tasks,
     label: str,
     count_test: bool = True,
+    shift_test: bool = True,
 ) -> tuple[DetectionReport, FeedbackEffect, list[ForecastScore], dict[str, Any]]:
     """Grade the detector on one seed's test window and backtest the forecaster on it.
 
@@ -147,6 +151,7 @@ def evaluate_windows(
         tasks: progress of the detection and forecast steps.
         label: how the progress names this seed.
         count_test: run the production count test for stopped traffic beside the detector.
+        shift_test: run the production shift test (latency, error rate, cost per request).
 
     Returns:
         The detection report, the feedback effect, the forecast scores and the seed's figures
@@ -173,6 +178,7 @@ def evaluate_windows(
         feedback_split=split.floor("h"),
         threshold=spec.threshold,
         count_test=count_test,
+        shift_test=shift_test,
     )
     tasks.remove_task(detect)
     detected = time.perf_counter()
