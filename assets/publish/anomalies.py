@@ -19,9 +19,11 @@ from llmhub.ml_data import (
     read_event_counts,
     read_frame,
     read_hourly_mart,
+    series_label,
 )
 from ml.anomaly.count_test import DEFAULT_ALPHA, LOOKBACK_DAYS, stopped_hours
-from ml.features import SERIES_COLUMNS
+from ml.anomaly.shift_test import SHIFT_METRICS, route_shifts
+from ml.features import SERIES_COLUMNS, SeriesKey, hourly_metrics, regular_series
 from ml.keys import RouteKey
 from ml.pyfunc import DetectorModel
 
@@ -56,10 +58,68 @@ KEY = [*SERIES_COLUMNS, "metric", "bucket_at"]
 #: The metric under which a route whose traffic stopped is published (the count test's rows).
 TRAFFIC_STOP = "traffic_stop"
 COUNT_TEST = "count_test"
-#: Stop rows are written only where the test flags; the scored hours' older ones are replaced.
-DELETE_STOPS = (
-    "delete from analytics.anomalies where metric = %s and bucket_at >= %s and bucket_at <= %s"
+SHIFT_TEST = "shift_test"
+#: The shift test's alarms are published under ``<metric>_shift`` (cost: per request).
+SHIFT_SUFFIX = "_shift"
+#: Test rows are written only where a test alarms; the scored hours' older ones are replaced.
+DELETE_TEST_ROWS = (
+    "delete from analytics.anomalies where metric = any(%s) and bucket_at >= %s and bucket_at <= %s"
 )
+_ALARM_COLUMNS = [
+    "series_id",
+    "metric",
+    "bucket_at",
+    "observed",
+    "expected",
+    "deviation",
+    "score",
+    "is_anomaly",
+]
+
+
+def shift_alarms(hourly: pd.DataFrame, score_hours: int) -> pd.DataFrame:
+    """The shift test's alarms among the newest ``score_hours`` of every route: a sustained
+    rise or fall of latency p95, error rate or cost per request that hour-by-hour scores miss
+    (``ml.anomaly.shift_test``), published as ``<metric>_shift``.
+
+    Args:
+        hourly: ``fct_llm_requests_hourly`` rows (``read_hourly_mart``).
+    """
+    if hourly.empty:
+        return pd.DataFrame(columns=_ALARM_COLUMNS)
+    metrics = hourly_metrics(hourly)
+    raw = {
+        key: values for key, values in regular_series(metrics, ["request_count", *SHIFT_METRICS])
+    }
+    frames = []
+    for key, values in raw.items():
+        if key.metric not in SHIFT_METRICS:
+            continue
+        requests = raw[SeriesKey(key.tenant_id, key.asset_id, key.request_model, "request_count")]
+        start = max(0, len(values) - score_hours)
+        tested = route_shifts(key.metric, values.to_numpy(), requests.to_numpy(), start)
+        if not tested.is_shift.any():
+            continue
+        at = values.index[start:][tested.is_shift]
+        observed = values.to_numpy()[start:][tested.is_shift]
+        if SHIFT_METRICS[key.metric][0] == "per_request":
+            observed = observed / np.maximum(requests.to_numpy()[start:][tested.is_shift], 1.0)
+        expected = tested.expected[tested.is_shift]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "series_id": series_label(key),
+                    "metric": key.metric + SHIFT_SUFFIX,
+                    "bucket_at": at,
+                    "observed": observed,
+                    "expected": expected,
+                    "deviation": observed - expected,
+                    "score": tested.score[tested.is_shift],
+                    "is_anomaly": True,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_ALARM_COLUMNS)
 
 
 def traffic_stops(
@@ -96,17 +156,7 @@ def traffic_stops(
                 }
             )
         )
-    columns = [
-        "series_id",
-        "metric",
-        "bucket_at",
-        "observed",
-        "expected",
-        "deviation",
-        "score",
-        "is_anomaly",
-    ]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_ALARM_COLUMNS)
 
 
 class AnomalyScoresConfig(dg.Config):
@@ -178,6 +228,9 @@ def anomalies(
     low for that hour of the day (a count test against the lowest count of the same hour over
     the previous week, ``ml.anomaly.count_test``) is published as metric ``traffic_stop``,
     detector ``count_test``: a route that stopped is flagged, one quiet at that hour is not.
+    A sustained shift of a route's latency p95, error rate or cost per request (a volume-
+    weighted CUSUM, ``ml.anomaly.shift_test``) is published as ``<metric>_shift``, detector
+    ``shift_test``.
     Re-running replaces the rows of the hours it scores.
     """
     started = time.monotonic()
@@ -212,8 +265,9 @@ def anomalies(
     scoring_started = time.monotonic()
     scores, stats = model.score_series(series, config.score_hours)
     stops = traffic_stops(counts, config.score_hours, config.stop_alpha)
+    shifts = shift_alarms(hourly, config.score_hours)
     scoring_s = time.monotonic() - scoring_started
-    if scores.empty and stops.empty:
+    if scores.empty and stops.empty and shifts.empty:
         return dg.MaterializeResult(
             metadata={"rows_written": 0, "series_skipped": len(stats.skipped)}
         )
@@ -243,7 +297,13 @@ def anomalies(
         model_version=f"poisson floor {LOOKBACK_DAYS}d alpha {config.stop_alpha:g}",
         mlflow_run_id=None,
     )
-    scores = pd.concat([s for s in (scores, stops) if not s.empty], ignore_index=True)
+    shifts = shifts.assign(
+        detector=SHIFT_TEST,
+        model_name=SHIFT_TEST,
+        model_version="volume cusum k=1 h=8",
+        mlflow_run_id=None,
+    )
+    scores = pd.concat([s for s in (scores, stops, shifts) if not s.empty], ignore_index=True)
     keys = pd.DataFrame(
         [labels[s] for s in scores["series_id"]], columns=list(SERIES_COLUMNS), index=scores.index
     )
@@ -282,9 +342,10 @@ def anomalies(
         with conn.transaction(), conn.cursor() as cur:
             if last_hour is not None:
                 first_hour = last_hour - pd.Timedelta(hours=config.score_hours - 1)
+                tests = [TRAFFIC_STOP, *(m + SHIFT_SUFFIX for m in SHIFT_METRICS)]
                 cur.execute(
-                    DELETE_STOPS,
-                    (TRAFFIC_STOP, first_hour.to_pydatetime(), last_hour.to_pydatetime()),
+                    DELETE_TEST_ROWS,
+                    (tests, first_hour.to_pydatetime(), last_hour.to_pydatetime()),
                 )
             cur.executemany(UPSERT_ANOMALY, rows)
     flagged = int(scores["is_anomaly"].sum())
@@ -296,6 +357,7 @@ def anomalies(
             "anomalies": flagged,
             "suppressed_false_positives": suppressed,
             "traffic_stops": len(stops),
+            "shift_alarms": len(shifts),
             "event_count_series": len(event_series),
             "event_count_anomalies": int(scores.loc[events, "is_anomaly"].sum()),
             "idle_hour_flags_dropped": idle_flags,
