@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml.correlation.model import SERIES_KEY, CostImpact
+from ml.correlation.model import SERIES_KEY, CostImpact, factorize_rows
 from ml.correlation.temporal import naive_ns
 
 HISTORY_DAYS = 7
@@ -50,7 +50,9 @@ class Baseline:
         """Series code of each row of ``frame`` (-1 for a series without baseline)."""
         if frame.empty:
             return np.zeros(0, dtype=np.int64)
-        return self.keys.get_indexer(pd.MultiIndex.from_frame(frame[SERIES_KEY]))
+        code, first = factorize_rows(frame, SERIES_KEY)
+        distinct = pd.MultiIndex.from_frame(frame[SERIES_KEY].iloc[first])
+        return self.keys.get_indexer(distinct)[code]
 
 
 def build_baseline(
@@ -59,19 +61,28 @@ def build_baseline(
     """Expected requests, tokens and cost, and the cost upper bound, of every series-hour from
     ``history_end`` on: forecast rows where there are ``cost_usd`` forecasts, else the seasonal
     baseline of the ``HISTORY_DAYS`` days before ``history_end`` (built once per pass)."""
-    history = series[
-        (series["bucket_at"] < history_end)
-        & (series["bucket_at"] >= history_end - pd.Timedelta(days=HISTORY_DAYS))
-    ]
-    window = series[series["bucket_at"] >= history_end].copy()
-    window["hod"] = window["bucket_at"].dt.hour
-    history = history.assign(hod=history["bucket_at"].dt.hour)
-    grouped = history.groupby([*SERIES_KEY, "hod"])[["request_count", "tokens", "cost_usd"]]
-    med = grouped.median().add_suffix("_expected")
-    dev = history.join(med["cost_usd_expected"], on=[*SERIES_KEY, "hod"])
-    dev = (dev["cost_usd"] - dev["cost_usd_expected"]).abs()
-    mad = dev.groupby([history[k] for k in [*SERIES_KEY, "hod"]]).median().rename("cost_mad")
-    window = window.join(med, on=[*SERIES_KEY, "hod"]).join(mad, on=[*SERIES_KEY, "hod"])
+    # Grouped by one integer (series code x 24 + hour of day), not by three string columns.
+    code, _ = factorize_rows(series, SERIES_KEY)
+    slot = pd.Series(code * 24 + series["bucket_at"].dt.hour.to_numpy(), index=series.index)
+    in_history = (series["bucket_at"] < history_end) & (
+        series["bucket_at"] >= history_end - pd.Timedelta(days=HISTORY_DAYS)
+    )
+    history = series[in_history]
+    history_slot = slot[in_history]
+    med = (
+        history[["request_count", "tokens", "cost_usd"]]
+        .groupby(history_slot.to_numpy())
+        .median()
+        .add_suffix("_expected")
+    )
+    dev = (history["cost_usd"] - med["cost_usd_expected"].reindex(history_slot).to_numpy()).abs()
+    mad = dev.groupby(history_slot.to_numpy()).median()
+    in_window = (series["bucket_at"] >= history_end).to_numpy()
+    window = series[in_window].copy()
+    window_slot = slot[in_window].to_numpy()
+    for column in med.columns:
+        window[column] = med[column].reindex(window_slot).to_numpy()
+    window["cost_mad"] = mad.reindex(window_slot).to_numpy()
     window["cost_upper"] = window["cost_usd_expected"] + Z_UPPER * 1.4826 * window["cost_mad"]
     source = "seasonal"
     if forecasts is not None and not forecasts.empty:
@@ -86,15 +97,15 @@ def build_baseline(
             window.loc[has, "cost_upper"] = window.loc[has, "yhat_upper"]
             source = "forecast" if has.all() else "forecast+seasonal"
     window = window.dropna(subset=["cost_usd_expected", "cost_upper"])
-    index = pd.MultiIndex.from_frame(window[SERIES_KEY])
-    code, keys = pd.factorize(index)
+    window_code, first = factorize_rows(window, SERIES_KEY)
+    keys = pd.MultiIndex.from_frame(window[SERIES_KEY].iloc[first])
 
     def col(name: str) -> np.ndarray:
         return window[name].to_numpy(dtype=float)
 
     return Baseline(
-        keys=pd.MultiIndex.from_tuples(keys, names=SERIES_KEY) if len(keys) else index[:0],
-        code=np.asarray(code, dtype=np.int64),
+        keys=keys,
+        code=window_code,
         hour=naive_ns(window["bucket_at"]),
         cost=col("cost_usd"),
         upper=col("cost_upper"),
