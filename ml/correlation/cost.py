@@ -124,7 +124,9 @@ def window_mask(
     """Rows of ``baseline`` of the series ``codes`` in ``[start, end)``."""
     lo = np.datetime64(start.tz_convert(None), "ns")
     hi = np.datetime64(end.tz_convert(None), "ns")
-    return np.isin(baseline.code, codes[codes >= 0]) & (baseline.hour >= lo) & (baseline.hour < hi)
+    wanted = np.zeros(len(baseline.keys) + 1, dtype=bool)
+    wanted[codes[(codes >= 0) & (codes < len(baseline.keys))]] = True
+    return wanted[baseline.code] & (baseline.hour >= lo) & (baseline.hour < hi)
 
 
 def _log_mean(a: float, b: float) -> float:

@@ -61,7 +61,15 @@ ANOMALY_ROW_COLUMNS = (
     "score",
     "series_code",
 )
-EVENT_ROW_COLUMNS = ("event_id", "tenant_id", "asset_id", "family", "event_type", "name", "severity")
+EVENT_ROW_COLUMNS = (
+    "event_id",
+    "tenant_id",
+    "asset_id",
+    "family",
+    "event_type",
+    "name",
+    "severity",
+)
 
 
 @dataclass
