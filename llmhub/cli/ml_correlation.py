@@ -50,6 +50,18 @@ def parse_seed_list(text: str) -> list[int]:
     return sorted(seeds)
 
 
+def analyst_feedback() -> dict[str, object]:
+    """The engine graded by the analysts' marks on the hub's stored incidents."""
+    from llmhub.config import load_settings
+    from llmhub.db import connect
+    from llmhub.incidents.store import read_feedback
+    from ml.evaluation.correlation import grade_feedback
+
+    with connect(load_settings()) as conn:
+        marks, incidents = read_feedback(conn)
+    return grade_feedback(marks, incidents).to_dict()
+
+
 @ml_correlation_app.command("eval-correlation")
 def eval_correlation(
     seeds: Annotated[str, typer.Option(help="Seeds: '0-9' or '0,3,5'.")] = "0-9",
@@ -57,6 +69,14 @@ def eval_correlation(
     ground_truth: Annotated[
         Path | None, typer.Option(help="Directory to write each seed's ground truth JSON to.")
     ] = None,
+    feedback: Annotated[
+        bool,
+        typer.Option(
+            "--feedback/--no-feedback",
+            help="Also grade the stored incidents by the analysts' root-cause marks "
+            "(analytics.incident_feedback of the hub database).",
+        ),
+    ] = False,
 ) -> None:
     """Grade the correlation engine on correlated scenarios with ground truth."""
     from llmhub.producers.scenarios import detect_anomalies, generate_scenarios
@@ -103,6 +123,8 @@ def eval_correlation(
         <= TARGETS["excess_cost_error"],
     }
     summary["generation"] = GENERATION
+    if feedback:
+        summary["analyst_feedback"] = analyst_feedback()
     summary["duration_s"] = round(time.monotonic() - started, 1)
     if as_json:
         typer.echo(json.dumps(summary))
@@ -129,3 +151,11 @@ def eval_correlation(
         f"false incidents/day {summary['false_incidents_per_day']}, "
         f"targets met: {summary['meets_targets']}"
     )
+    if feedback:
+        marks = summary["analyst_feedback"]
+        Console().print(
+            f"analyst feedback: {marks['marked_incidents']} marked incidents, root cause "
+            f"confirmed on {marks['confirmed']} (AC@1 {marks['engine_on_marked']['ac@1']}, "
+            f"AC@3 {marks['engine_on_marked']['ac@3']}), {marks['rejected']} rejected, "
+            f"{marks['disputed']} disputed"
+        )
