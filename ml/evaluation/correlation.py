@@ -471,3 +471,49 @@ def grade_feedback(feedback: pd.DataFrame, incidents: pd.DataFrame) -> FeedbackR
             for t, (n, a, b) in sorted(per_type.items())
         },
     )
+
+
+def fleet_anomalies(
+    series: pd.DataFrame, since: pd.Timestamp, spec: Any | None = None
+) -> pd.DataFrame:
+    """Anomalies of the hub's detector fleet (``ml.anomaly.fleet``) instead of the stand-in.
+
+    One detector per (route, metric) is fitted on the clean history before ``since`` and scores
+    the hours from ``since`` on without refitting, as the weekly training and the hourly scoring
+    jobs do. Returns rows in the ``analytics.anomalies`` shape.
+
+    Args:
+        series: hourly series (``ml.correlation.model``), one row per route and hour.
+        since: first scored hour (the scenario day).
+        spec: the ``DetectorSpec`` (default: the published configuration's defaults).
+    """
+    from ml.anomaly.fleet import DetectorSpec, Fleet, fleet_scores_frame
+    from ml.keys import RouteKey
+
+    spec = spec or DetectorSpec()
+    keys = ["tenant_id", "asset_id", "request_model"]
+    train, full = {}, {}
+    for (tenant, asset, model), one in series.groupby(keys, sort=True):
+        one = one.set_index("bucket_at").sort_index()
+        route = RouteKey(str(tenant), str(asset), str(model)).encode()
+        for metric in BARO_METRICS:
+            values = one[metric].astype(float)
+            full[(route, metric)] = values
+            train[(route, metric)] = values[values.index < since]
+    fleet = Fleet.fit(spec, train)
+    scores = fleet_scores_frame(fleet.score(full))
+    routes = [RouteKey.decode(s) for s in scores["series_id"]]
+    return pd.DataFrame(
+        {
+            "bucket_at": pd.to_datetime(scores["bucket_at"], utc=True),
+            "tenant_id": [r.tenant_id for r in routes],
+            "asset_id": [r.application_id for r in routes],
+            "request_model": [r.model for r in routes],
+            "metric": scores["metric"],
+            "observed": scores["observed"],
+            "expected": scores["expected"],
+            "deviation": scores["deviation"],
+            "score": scores["score"],
+            "is_anomaly": scores["is_anomaly"].astype(bool),
+        }
+    )
