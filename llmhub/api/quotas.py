@@ -32,44 +32,60 @@ class Quotas:
         self._s = settings
         self._pool = pool
 
-    async def _take(self, tenant: str, bucket: str, n: float, rate: float, burst: float) -> None:
+    async def admit_ingest(self, tenant: str, events: int, accepted: int) -> None:
+        """Spend ``events`` ingest tokens and count ``accepted`` events into the month, in one
+        round trip, under the tenant's own limits (``api.tenant_quotas``) or the defaults.
+
+        Raises:
+            Problem: 429 with Retry-After when the rate or the monthly quota is exceeded (the
+                month is not counted when the rate refused the request).
+        """
+        if not events and not accepted:
+            return
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "select api.take_tokens(%s, %s, %s, %s, %s)", (tenant, bucket, n, rate, burst)
+                "select wait_s, month_full_at from api.admit_ingest(%s, %s, %s, %s, %s, %s)",
+                (
+                    tenant,
+                    events,
+                    accepted,
+                    self._s.ingest_rate_per_s,
+                    self._s.ingest_burst,
+                    self._s.monthly_events,
+                ),
             )
             row = await cur.fetchone()
-        wait = row[0] if row else 0.0
+        assert row is not None
+        wait, month_full_at = row
         if wait > 0:
             raise Problem(
                 429,
                 "rate-limited",
-                f"tenant {bucket} rate exceeded ({rate:g}/s, burst {burst:g}); retry later",
+                "tenant ingest rate exceeded; retry later",
                 retry_after(min(wait, 3600.0)),
             )
-
-    async def ingest(self, tenant: str, events: int) -> None:
-        """Spend ``events`` ingest tokens, or raise 429 with Retry-After."""
-        if events:
-            await self._take(
-                tenant, "ingest", events, self._s.ingest_rate_per_s, self._s.ingest_burst
-            )
-
-    async def count_month(self, tenant: str, events: int) -> None:
-        """Add ``events`` to this month's count, or raise 429 if it would pass the quota."""
-        if not events:
-            return
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "select api.count_events(%s, %s, %s)", (tenant, events, self._s.monthly_events)
-            )
-            row = await cur.fetchone()
-        if row is None or row[0] is None:
+        if month_full_at is not None:
             raise Problem(
                 429,
                 "monthly-quota-exceeded",
-                f"tenant monthly event quota ({self._s.monthly_events}) would be exceeded",
+                f"tenant monthly event quota ({month_full_at}) would be exceeded",
                 retry_after(_seconds_to_next_month(datetime.now(UTC))),
             )
 
     async def query(self, tenant: str) -> None:
-        await self._take(tenant, "query", 1, self._s.query_rate_per_s, self._s.query_burst)
+        """Spend one query token under the tenant's limits, or raise 429 with Retry-After."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "select wait_s, rate, burst from api.admit_query(%s, %s, %s)",
+                (tenant, self._s.query_rate_per_s, self._s.query_burst),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        wait, rate, burst = row
+        if wait > 0:
+            raise Problem(
+                429,
+                "rate-limited",
+                f"tenant query rate exceeded ({rate:g}/s, burst {burst:g}); retry later",
+                retry_after(min(wait, 3600.0)),
+            )
