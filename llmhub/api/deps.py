@@ -60,10 +60,14 @@ def require(scope: str, role: str) -> Callable[[Request], Awaitable[Principal]]:
 async def tenant_transaction(
     svc: Services, principal: Principal
 ) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A transaction whose row-level security sees only the caller's tenant."""
+    """A transaction whose row-level security sees only the caller's tenant, and in which what
+    the caller writes is attributed to its credential (``llmhub.subject``: the feedback
+    trigger of migration 0014 stamps it into ``noted_by``)."""
     async with svc.pool.connection() as conn, conn.transaction():
         await conn.execute(
-            "select set_config('llmhub.tenant_id', %s, true)", (principal.tenant_id,)
+            "select set_config('llmhub.tenant_id', %s, true), "
+            "set_config('llmhub.subject', %s, true)",
+            (principal.tenant_id, principal.subject),
         )
         yield conn
 

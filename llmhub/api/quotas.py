@@ -5,12 +5,18 @@ Token buckets (ingest events/s, queries/s) and the monthly event count live in `
 not Redis: it is already the one service every API process reaches, survives restarts, and one
 round trip (~0.3 ms here) per request is far below the request's own cost; Redis would add a
 service to run and secure for no measurable gain at these rates.
+
+A tenant's own limits (``api.tenant_quotas``, set with ``llmhub quotas``) override the configured
+defaults (``LLMHUB_API_*``); the override is read inside the same call, so it costs no round trip.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from llmhub.api.problems import Problem, retry_after
@@ -89,3 +95,78 @@ class Quotas:
                 f"tenant query rate exceeded ({rate:g}/s, burst {burst:g}); retry later",
                 retry_after(min(wait, 3600.0)),
             )
+
+
+# --- per-tenant overrides (api.tenant_quotas, migration 0014) --------------------------------
+
+LIMITS = ("ingest_rate_per_s", "ingest_burst", "monthly_events", "query_rate_per_s", "query_burst")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    """A tenant's effective limits and which of them are its own (the rest are defaults)."""
+
+    tenant_id: str
+    ingest_rate_per_s: float
+    ingest_burst: float
+    monthly_events: int
+    query_rate_per_s: float
+    query_burst: float
+    overridden: tuple[str, ...]
+
+
+def set_override(conn: psycopg.Connection, tenant: str, limits: dict[str, float | None]) -> None:
+    """Set some of ``tenant``'s own limits (keys from ``LIMITS``); those not given keep their
+    current override, a ``None`` value returns that limit to the default.
+
+    Raises:
+        ValueError: an unknown limit name or a negative value.
+    """
+    unknown = set(limits) - set(LIMITS)
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)}; known: {LIMITS}")
+    if any(v is not None and v < 0 for v in limits.values()):
+        raise ValueError("limits must not be negative")
+    columns = list(limits)
+    conn.execute(
+        sql.SQL(
+            "insert into api.tenant_quotas (tenant_id, {cols}) values (%s, {vals}) "
+            "on conflict (tenant_id) do update set {sets}, updated_at = now()"
+        ).format(
+            cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            vals=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+            sets=sql.SQL(", ").join(
+                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in columns
+            ),
+        ),
+        (tenant, *[limits[c] for c in columns]),
+    )
+
+
+def clear_override(conn: psycopg.Connection, tenant: str) -> bool:
+    """Return ``tenant`` to the default limits; False when it had no override."""
+    cur = conn.execute("delete from api.tenant_quotas where tenant_id = %s", (tenant,))
+    return cur.rowcount > 0
+
+
+def tenant_limits(
+    conn: psycopg.Connection, settings: ApiSettings, tenant: str | None = None
+) -> list[TenantLimits]:
+    """The effective limits of ``tenant`` (defaults when it has no override), or of every
+    tenant with an override when ``tenant`` is None."""
+    rows = conn.execute(
+        sql.SQL(
+            "select tenant_id, {cols} from api.tenant_quotas "
+            "where %(t)s::text is null or tenant_id = %(t)s order by tenant_id"
+        ).format(cols=sql.SQL(", ").join(map(sql.Identifier, LIMITS))),
+        {"t": tenant},
+    ).fetchall()
+    if tenant is not None and not rows:
+        rows = [(tenant, *([None] * len(LIMITS)))]
+    out = []
+    for row in rows:
+        own = dict(zip(LIMITS, row[1:], strict=True))
+        values = {k: getattr(settings, k) if v is None else v for k, v in own.items()}
+        overridden = tuple(k for k, v in own.items() if v is not None)
+        out.append(TenantLimits(row[0], **values, overridden=overridden))
+    return out
