@@ -70,6 +70,13 @@ def show(
     _show(tenant)
 
 
+HEADINGS = ("ingest/s", "ingest burst", "events/month", "queries/s", "query burst")
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+
+
 def _show(tenant: str | None) -> None:
     from llmhub.api.quotas import LIMITS, tenant_limits
     from llmhub.config import load_api_settings
@@ -77,10 +84,10 @@ def _show(tenant: str | None) -> None:
     settings = hub_settings()
     with connect(settings, autocommit=True) as conn:
         rows = tenant_limits(conn, load_api_settings(settings), tenant)
-    table = Table("tenant", *LIMITS)
+    table = Table("tenant", *HEADINGS)
     for row in rows:
         table.add_row(
             row.tenant_id,
-            *(f"{getattr(row, k):g}" + ("*" if k in row.overridden else "") for k in LIMITS),
+            *(_number(getattr(row, k)) + ("*" if k in row.overridden else "") for k in LIMITS),
         )
     out.print(table)
