@@ -16,6 +16,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -99,6 +100,25 @@ class TreeMemory:
     @property
     def peak_mb(self) -> float:
         return max((mb for _, mb in self.samples), default=0.0)
+
+
+def cpu_by_component() -> dict[str, float]:
+    """CPU seconds (user + system, exited children included) used so far by the database
+    server and the broker: with the ingester's, where the cores go during the run."""
+    totals = {"postgres": 0.0, "broker": 0.0}
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            times = proc.cpu_times()
+            used = times.user + times.system + times.children_user + times.children_system
+            name = (proc.info["name"] or "").lower()
+            cmdline = " ".join(proc.info["cmdline"] or ()).lower()
+        except psutil.Error:
+            continue
+        if name.startswith("postgres"):
+            totals["postgres"] += used
+        elif "tansu" in name or "tansu" in cmdline:
+            totals["broker"] += used
+    return totals
 
 
 def run_ingest(settings, workers: int, batch: int) -> tuple[float, float, dict]:  # type: ignore[no-untyped-def]
@@ -188,7 +208,19 @@ def main() -> None:
     console.log(f"preloading {args.events:,} telemetry events")
     sent, produce_s = preload(settings, args.events, args.seed)
     console.log(f"preloaded {sent:,} in {produce_s:.1f} s; ingesting with {args.workers} workers")
+    cpu_before = cpu_by_component()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     e2e_s, peak_mb, report = run_ingest(settings, args.workers, args.batch)
+    cpu_after = cpu_by_component()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The ingester and its workers have exited and been waited for: their CPU is in this
+    # process's children usage.
+    cpu_s = {
+        "ingest": (children_after.ru_utime + children_after.ru_stime)
+        - (children_before.ru_utime + children_before.ru_stime),
+        "postgres": cpu_after["postgres"] - cpu_before["postgres"],
+        "broker": cpu_after["broker"] - cpu_before["broker"],
+    }
     with psycopg.connect(database_url) as conn:
         stored = conn.execute("select count(*) from raw.llm_requests").fetchone()[0]
     if stored != sent:
@@ -219,6 +251,9 @@ def main() -> None:
         # fetch, decode (JSON + contract + row tuples), format (COPY text), copy (send + server),
         # commit.
         "stages_s": {stage: round(s, 2) for stage, s in report.get("stage_s", {}).items()},
+        # CPU seconds during the ingest run per component (the database counts every
+        # backend, so other clients of the same server show up here too).
+        "cpu_s": {name: round(value, 2) for name, value in cpu_s.items()},
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     RESULTS.mkdir(exist_ok=True)

@@ -18,7 +18,14 @@ def ingest(
         bool, typer.Option(help="Stop once the end offsets seen at start are reached.")
     ] = True,
     max_batches: Annotated[int | None, typer.Option(help="Stop after N batches.")] = None,
-    workers: Annotated[int, typer.Option(help="Processes on this machine.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Decoder processes on this machine (default: one per core; 0: decode in the "
+            "ingesting process). Partitions are not split among them: one process reads and "
+            "writes, the decoders share every partition's messages."
+        ),
+    ] = None,
     worker_index: Annotated[int, typer.Option(help="This machine's share (0-based).")] = 0,
     worker_count: Annotated[int, typer.Option(help="Machines splitting the partitions.")] = 1,
     topic: Annotated[list[str] | None, typer.Option(help="Topics (default: all).")] = None,
@@ -35,12 +42,19 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Read Kafka micro-batches into the raw tables (the Dagster asset's code path)."""
-    from llmhub.ingest.engine import Ingestor, IngestReport, run_parallel
+    import os
+
+    from llmhub.ingest.decode import DecoderPool
+    from llmhub.ingest.engine import Ingestor, IngestReport
     from llmhub.ingest.metrics import IngestMetrics, serve
 
     settings = hub_settings()
-    if workers > 1 and worker_count > 1:
-        raise typer.BadParameter("use either --workers or --worker-index/--worker-count")
+    decoders = (os.cpu_count() or 1) if workers is None else workers
+    if decoders < 0:
+        raise typer.BadParameter("--workers must be 0 or more")
+    topics = topic or None
+    # Started before the metrics server's thread, so that it can fork; shared by every run.
+    pool = DecoderPool(settings, Ingestor.topic_names(topics), decoders) if decoders else None
     metrics = IngestMetrics.for_settings(settings)
     if metrics_port is not None:
         serve(metrics, metrics_port, metrics_host)
@@ -48,34 +62,21 @@ def ingest(
 
     def one_run() -> IngestReport:
         observe = metrics.start_run()
-        if workers > 1:
-            report = run_parallel(settings, workers, topic, until_caught_up, max_batches)
-        else:
-            ingestor = Ingestor(settings, topic, worker_index, worker_count)
+        ingestor = Ingestor(settings, topics, worker_index, worker_count, pool=pool)
 
-            def progress(r: IngestReport) -> None:
-                observe(r)
-                console.log(f"batch {r.batches}: {r.messages} messages")
+        def progress(r: IngestReport) -> None:
+            observe(r)
+            console.log(f"batch {r.batches}: {r.messages} messages")
 
-            report = ingestor.run(until_caught_up, max_batches, on_batch=progress)
+        report = ingestor.run(until_caught_up, max_batches, on_batch=progress)
         observe.finish(report)
         return report
 
-    if not follow:
-        report = one_run()
-    else:
-        report = IngestReport()
-        try:
-            while True:
-                try:
-                    report = one_run()
-                except Exception:
-                    # A long-running ingester outlives a failed run (database or broker away):
-                    # the stalled-consumer alert sees the runs stop, the next one retries.
-                    logging.getLogger("llmhub.ingest").exception("ingestion run failed")
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            console.log("stopped")
+    try:
+        report = _runs(one_run, follow, interval)
+    finally:
+        if pool is not None:
+            pool.close()
     summary = {
         "messages": report.messages,
         "rows_written": report.rows_written,
@@ -94,3 +95,25 @@ def ingest(
         out.print_json(json.dumps(summary))
     else:
         console.print(summary)
+
+
+def _runs(one_run, follow: bool, interval: float):  # type: ignore[no-untyped-def]
+    """One run, or with ``follow`` a run every ``interval`` seconds until Ctrl-C (the last
+    run's report)."""
+    from llmhub.ingest.engine import IngestReport
+
+    if not follow:
+        return one_run()
+    report = IngestReport()
+    try:
+        while True:
+            try:
+                report = one_run()
+            except Exception:
+                # A long-running ingester outlives a failed run (database or broker away): the
+                # stalled-consumer alert sees the runs stop, the next one retries.
+                logging.getLogger("llmhub.ingest").exception("ingestion run failed")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        console.log("stopped")
+    return report

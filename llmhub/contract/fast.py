@@ -33,7 +33,9 @@ Tokens = Annotated[int, Meta(ge=0, le=100_000_000)]
 Millis = Annotated[float, Meta(ge=0, le=86_400_000)]
 
 
-class FastTelemetryBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+# gc=False: the structs hold only strings, numbers and a list of strings (no cycles), so the
+# garbage collector need not track them (msgspec's advice for decoding many small structs).
+class FastTelemetryBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     provider: ShortText = msgspec.field(name="gen_ai.provider.name")
     request_model: ShortText = msgspec.field(name="gen_ai.request.model")
     operation_name: ShortText = msgspec.field(default="chat", name="gen_ai.operation.name")
@@ -58,7 +60,7 @@ class FastTelemetryBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     user_id: ShortText | None = msgspec.field(default=None, name="user.id")
 
 
-class FastTelemetryEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class FastTelemetryEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     event_id: Annotated[str, Meta(pattern=_UUID)]
     source_module: ShortText
     occurred_at: str

@@ -14,11 +14,9 @@ database, not in Kafka, and group joins cost seconds per micro-batch.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -28,8 +26,9 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from llmhub.config import Settings
 from llmhub.contract.topics import BY_TOPIC, TOPICS
 from llmhub.db import connect
-from llmhub.ingest.normalize import ErrorClass, Normalizer, Rejection
-from llmhub.ingest.reader import PartitionReader, TopicPartition, as_message
+from llmhub.ingest.decode import DecodedChunk, DecoderPool, decode_chunk
+from llmhub.ingest.normalize import ErrorClass, Normalizer
+from llmhub.ingest.reader import PartitionReader, TopicPartition, UnreadableRecord, as_message
 from llmhub.ingest.writer import (
     Batch,
     ConcurrentIngestionError,
@@ -57,9 +56,11 @@ MAX_DAYS_PER_BATCH = 32
 # (exponential backoff) before the batch is split in halves to find the message behind it.
 WRITE_ATTEMPTS = 3
 RETRY_WAIT_S = (0.2, 5.0)
-STAGES = ("fetch", "decode", "format", "copy", "commit")
+STAGES = ("fetch", "decode", "format", "wait", "copy", "commit")
 
 Polled = dict[TopicPartition, list]
+# Per polled partition, its run decoded in order (chunks, or futures of a decoder pool).
+Decoded = dict[TopicPartition, list[DecodedChunk] | list[Future[DecodedChunk]]]
 
 
 class OffsetsAheadOfBrokerError(RuntimeError):
@@ -82,8 +83,10 @@ class IngestReport:
     lag: dict[str, int] = field(default_factory=dict)
     skipped_partitions: list[str] = field(default_factory=list)
     # Seconds per stage, summed over batches: fetch (broker polls), decode (JSON, contract,
-    # normalisation into row tuples), format (rendering rows as COPY text), copy (sending them
-    # until the server acknowledged the COPY, fallbacks, dead letters, offsets), commit.
+    # normalisation into row tuples) and format (rendering rows as COPY text), both summed over
+    # the decoder processes when there are any, wait (the writer waiting for the decoders), copy
+    # (sending rows until the server acknowledged the COPY, fallbacks, dead letters, offsets),
+    # commit.
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     # Batches the database refused as a whole, retried or split to isolate a message.
     batches_split: int = 0
@@ -94,30 +97,6 @@ class IngestReport:
     @property
     def events_per_s(self) -> float:
         return self.messages / self.duration_s if self.duration_s > 0 else 0.0
-
-    def merge(self, other: IngestReport) -> IngestReport:
-        """Combine the reports of workers that ran side by side."""
-        merged = IngestReport(
-            messages=self.messages + other.messages,
-            batches=self.batches + other.batches,
-            duration_s=max(self.duration_s, other.duration_s),
-            partitions=self.partitions + other.partitions,
-            lag={**self.lag, **other.lag},
-            skipped_partitions=self.skipped_partitions + other.skipped_partitions,
-            batches_split=self.batches_split + other.batches_split,
-        )
-        for name in (
-            "rows_written",
-            "duplicates_skipped",
-            "dead_lettered",
-            "dead_letter_classes",
-            "stage_s",
-        ):
-            total = dict(getattr(self, name))
-            for key, value in getattr(other, name).items():
-                total[key] = total.get(key, 0) + value
-            setattr(merged, name, total)
-        return merged
 
     def lag_by_topic(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -147,6 +126,11 @@ class Ingestor:
         topics: topics to read (default: all five).
         worker_index / worker_count: this worker's share of the partitions.
         batch_max_records: messages per transaction (bounds memory).
+        decoders: decoder processes (0: decode in this process). With one or more, the next
+            batch is decoded while the current one is written, and the CPU of decoding is spread
+            over the cores whatever the partitions' balance.
+        pool: a decoder pool owned by the caller (kept open after the run), instead of
+            ``decoders``: a long-running ingester starts its processes once.
     """
 
     def __init__(
@@ -156,20 +140,32 @@ class Ingestor:
         worker_index: int = 0,
         worker_count: int = 1,
         batch_max_records: int | None = None,
+        decoders: int = 0,
+        pool: DecoderPool | None = None,
     ) -> None:
         if not 0 <= worker_index < worker_count:
             raise ValueError(f"worker_index {worker_index} is not in [0, {worker_count})")
         self.settings = settings
-        names = list(topics) if topics else [spec.topic for spec in TOPICS]
-        unknown = [t for t in names if t not in BY_TOPIC]
-        if unknown:
-            raise ValueError(f"unknown topics {unknown}; the contract has {sorted(BY_TOPIC)}")
+        names = self.topic_names(topics)
         # Physical topic names (with the configured prefix) from here on.
         self.topics = [settings.topic(t) for t in names]
         self.worker_index = worker_index
         self.worker_count = worker_count
         self.batch_max_records = batch_max_records or settings.batch_max_records
+        self.contract_topics = names
         self.normalizers = {settings.topic(t): Normalizer(BY_TOPIC[t], settings) for t in names}
+        self.decoders = max(0, decoders)
+        self._own_pool = pool is None
+        self._pool: DecoderPool | None = pool
+
+    @staticmethod
+    def topic_names(topics: Sequence[str] | None) -> list[str]:
+        """The contract topics to read (default: all); unknown names raise ``ValueError``."""
+        names = list(topics) if topics else [spec.topic for spec in TOPICS]
+        unknown = [t for t in names if t not in BY_TOPIC]
+        if unknown:
+            raise ValueError(f"unknown topics {unknown}; the contract has {sorted(BY_TOPIC)}")
+        return names
 
     def run(
         self,
@@ -180,7 +176,14 @@ class Ingestor:
         """Ingest until caught up with the end offsets seen at start, or ``max_batches``."""
         started = time.monotonic()
         report = IngestReport()
-        consumer = make_reader(self.settings)
+        # The pool first: it forks while no client thread runs yet.
+        if self.decoders and self._pool is None:
+            self._pool = DecoderPool(self.settings, self.contract_topics, self.decoders)
+        try:
+            consumer = make_reader(self.settings)
+        except BaseException:
+            self._close_pool()
+            raise
         try:
             with connect(self.settings, autocommit=True) as conn:
                 claimed, skipped = self._claim(conn, consumer)
@@ -208,8 +211,14 @@ class Ingestor:
                     conn.execute("select pg_advisory_unlock_all()")
         finally:
             consumer.close()
+            self._close_pool()
         report.duration_s = time.monotonic() - started
         return report
+
+    def _close_pool(self) -> None:
+        if self._pool is not None and self._own_pool:
+            self._pool.close()
+            self._pool = None
 
     def _claim(
         self, conn: psycopg.Connection, consumer: PartitionReader
@@ -300,7 +309,8 @@ class Ingestor:
         def account(batch: Batch, result: WriteResult) -> None:
             report.batches += 1
             report.messages += batch.message_count
-            report.add_stage("format", result.format_s)
+            report.add_stage("decode", batch.decode_s)
+            report.add_stage("format", batch.format_s + result.format_s)
             report.add_stage("copy", result.copy_s)
             report.add_stage("commit", result.commit_s)
             for table, count in result.inserted.items():
@@ -315,19 +325,16 @@ class Ingestor:
             if on_batch is not None:
                 on_batch(report)
 
-        # librdkafka prefetches the next messages on its own threads, and PostgreSQL parses
-        # COPY rows as they stream in, so a plain loop keeps both busy; a writer thread here
-        # only added GIL hand-offs (measured slower).
-        built = 0
+        # A pipeline of one batch: while the decoders decode what was just polled, this
+        # process writes the batch before it (the server parses COPY rows as they stream in,
+        # and librdkafka prefetches on its own threads). Offsets stay in order: batches are
+        # written one after the other, each with the offsets it read, in one transaction.
+        fetched = dict(positions)
+        polls = 0
         drain_polls = 0
-        carried: Polled = {}
-        while max_batches is None or built < max_batches:
-            if carried:  # the rest of a poll cut short by MAX_DAYS_PER_BATCH
-                polled, carried = carried, {}
-                carried = self._write_polled(writer, polled, positions, report, account)
-                built += 1
-                continue
-            reached = all(positions[tp] >= targets[tp] for tp in claimed)
+        inflight: tuple[Polled, Decoded, datetime] | None = None
+        while max_batches is None or polls < max_batches:
+            reached = all(fetched[tp] >= targets[tp] for tp in claimed)
             if until_caught_up and reached:
                 # Past the targets, short drain polls pick up a tail the listed end offsets
                 # under-report (see _offset_exists), until one comes back empty; bounded so a
@@ -340,12 +347,47 @@ class Ingestor:
                 consumer, DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS
             )
             report.add_stage("fetch", time.perf_counter() - fetch_started)
-            if not polled:
-                if not until_caught_up or reached:
-                    break
-                continue
-            carried = self._write_polled(writer, polled, positions, report, account)
-            built += 1
+            submitted = None
+            if polled:
+                polls += 1
+                for tp, records in polled.items():
+                    fetched[tp] = records[-1].offset() + 1
+                now = datetime.now(UTC)
+                submitted = (polled, self._decode(polled, now), now)
+            if inflight is not None:
+                self._write_all(writer, inflight, positions, report, account)
+            inflight = submitted
+            if not polled and (not until_caught_up or reached):
+                break
+        if inflight is not None:
+            self._write_all(writer, inflight, positions, report, account)
+
+    def _decode(self, polled: Polled, now: datetime) -> Decoded:
+        """Start decoding ``polled`` (in the decoder pool) or decode it here."""
+        decoded: Decoded = {}
+        for tp, records in polled.items():
+            values = [record.value() for record in records]
+            offsets = [record.offset() for record in records]
+            if self._pool is not None:
+                decoded[tp] = self._pool.submit(tp.topic, tp.partition, offsets, values, now)
+            else:
+                normalizer = self.normalizers[tp.topic]
+                decoded[tp] = [decode_chunk(normalizer, values, tp.partition, offsets, now)]
+        return decoded
+
+    def _write_all(
+        self,
+        writer: RawWriter,
+        inflight: tuple[Polled, Decoded, datetime],
+        positions: dict[TopicPartition, int],
+        report: IngestReport,
+        account: Callable[[Batch, WriteResult], None],
+    ) -> None:
+        """Write a polled batch, and the rest a transaction's day limit left, in order."""
+        polled, decoded, now = inflight
+        rest = self._write_polled(writer, polled, positions, report, account, decoded, now)
+        while rest:  # the rest of a poll cut short by MAX_DAYS_PER_BATCH
+            rest = self._write_polled(writer, rest, positions, report, account)
 
     def _write_polled(
         self,
@@ -354,13 +396,16 @@ class Ingestor:
         positions: dict[TopicPartition, int],
         report: IngestReport,
         account: Callable[[Batch, WriteResult], None],
+        decoded: Decoded | None = None,
+        now: datetime | None = None,
     ) -> Polled:
         """Write what was polled (up to MAX_DAYS_PER_BATCH days per table) in one transaction,
         or, if the database refuses it as a whole, in smaller ones; return the part left for
         the next transaction."""
-        decode_started = time.perf_counter()
-        batch, rest = self._build_batch(polled, positions)
-        report.add_stage("decode", time.perf_counter() - decode_started)
+        waited = time.perf_counter()
+        batch, rest = self._build_batch(polled, positions, decoded, now)
+        if decoded is not None and self._pool is not None:
+            report.add_stage("wait", time.perf_counter() - waited)
         try:
             result = self._retrying(writer, batch)
         except Exception as exc:
@@ -488,14 +533,22 @@ class Ingestor:
         return polled
 
     def _build_batch(
-        self, polled: Polled, positions: dict[TopicPartition, int]
+        self,
+        polled: Polled,
+        positions: dict[TopicPartition, int],
+        decoded: Decoded | None = None,
+        now: datetime | None = None,
     ) -> tuple[Batch, Polled]:
-        """Normalise ``polled`` into one batch; stop at the first message that would write a
-        day beyond MAX_DAYS_PER_BATCH into its table and return the messages from there on."""
+        """Assemble ``polled`` (decoded here unless ``decoded`` holds it) into one batch; stop at
+        the first message that would write a day beyond MAX_DAYS_PER_BATCH into its table and
+        return the messages from there on."""
+        if decoded is None:
+            now = datetime.now(UTC)
+            decoded = self._decode(polled, now)
+        assert now is not None
         batch = Batch()
         rest: Polled = {}
-        now = datetime.now(UTC)
-        days: dict[str, set] = {}
+        days: dict[str, set[int]] = {}
         for tp, records in polled.items():
             if rest:
                 rest[tp] = records
@@ -503,31 +556,70 @@ class Ingestor:
             if not records:
                 continue
             normalizer = self.normalizers[tp.topic]
-            normalize = normalizer.normalize
-            target = batch.tables.setdefault(normalizer.table.name, TableRows())
-            rows, sources = target.rows, target.sources
-            seen = days.setdefault(normalizer.table.name, set())
-            partition = tp.partition
-            last = None
-            for i, record in enumerate(records):
-                outcome = normalize(record.value(), partition, record.offset(), now)
-                if type(outcome) is Rejection:
-                    batch.dead_letters.append(
-                        DeadLetter(as_message(record), outcome.error_class, outcome.error)
-                    )
-                else:
-                    day = outcome[1].toordinal()  # occurred_at, in UTC
-                    if day not in seen:
-                        if len(seen) >= MAX_DAYS_PER_BATCH:
-                            rest[tp] = records[i:]
-                            break
-                        seen.add(day)
-                    rows.append(outcome)
-                    sources.append(record)
-                last = record
-            if last is not None:
-                batch.offsets[(tp.topic, partition)] = (positions[tp], last.offset() + 1)
+            table = normalizer.table.name
+            target = batch.tables.get(table)
+            if target is None:
+                target = batch.tables[table] = TableRows(rebuild=_rebuilder(normalizer, now))
+            seen = days.setdefault(table, set())
+            base = 0
+            cut = len(records)
+            for chunk in decoded[tp]:
+                if isinstance(chunk, Future):
+                    chunk = chunk.result()
+                batch.decode_s += chunk.decode_s
+                batch.format_s += chunk.format_s
+                count = len(chunk.index) + len(chunk.rejected)  # every message is one
+                taken = len(chunk.index)
+                if not seen.issuperset(chunk.days):
+                    taken = _rows_within_days(chunk.days, seen)
+                    if taken < len(chunk.index):
+                        cut = base + chunk.index[taken]
+                text_end = chunk.ends[taken - 1] if taken else 0
+                if text_end:
+                    target.text.append(memoryview(chunk.text)[:text_end])
+                target.sources.extend(records[base + i] for i in chunk.index[:taken])
+                for i, error_class, error in chunk.rejected:
+                    if base + i >= cut:
+                        break
+                    record = records[base + i]
+                    if type(record) is UnreadableRecord:  # no value: the client's error says why
+                        error_class, error = ErrorClass.unreadable, record.reason
+                    batch.dead_letters.append(DeadLetter(as_message(record), error_class, error))
+                if cut < len(records):
+                    rest[tp] = records[cut:]
+                    break
+                base += count
+            if cut:
+                batch.offsets[(tp.topic, tp.partition)] = (
+                    positions[tp],
+                    records[cut - 1].offset() + 1,
+                )
         return batch, rest
+
+
+def _rows_within_days(days: Sequence[int], seen: set[int]) -> int:
+    """How many of ``days``' rows fit before one would open a day beyond MAX_DAYS_PER_BATCH
+    (``seen`` gains the days taken)."""
+    for k, day in enumerate(days):
+        if day not in seen:
+            if len(seen) >= MAX_DAYS_PER_BATCH:
+                return k
+            seen.add(day)
+    return len(days)
+
+
+def _rebuilder(normalizer: Normalizer, now: datetime) -> Callable[[list], list[tuple]]:
+    """The row tuples of accepted messages, for the writer's row-by-row fallback: the decoders
+    sent only COPY text. Normalising is deterministic for a given ``now``, so the rows are the
+    ones the text was rendered from."""
+
+    def rebuild(sources: list) -> list[tuple]:
+        return [
+            normalizer.normalize(source.value(), source.partition(), source.offset(), now)
+            for source in sources
+        ]
+
+    return rebuild
 
 
 def _count(polled: Polled) -> int:
@@ -542,47 +634,3 @@ def _without(polled: Polled, rest: Polled) -> Polled:
         if left < len(records):
             taken[tp] = records[: len(records) - left]
     return taken
-
-
-def _run_worker(
-    settings: Settings,
-    topics: Sequence[str] | None,
-    worker_index: int,
-    worker_count: int,
-    until_caught_up: bool,
-    max_batches: int | None,
-) -> IngestReport:
-    ingestor = Ingestor(settings, topics, worker_index, worker_count)
-    return ingestor.run(until_caught_up=until_caught_up, max_batches=max_batches)
-
-
-def run_parallel(
-    settings: Settings,
-    workers: int,
-    topics: Sequence[str] | None = None,
-    until_caught_up: bool = True,
-    max_batches: int | None = None,
-) -> IngestReport:
-    """Run ``workers`` ingester processes side by side, each on its share of the partitions.
-
-    Python parses JSON under one GIL, so a second core needs a second process. On several
-    machines, run one ``llmhub ingest --worker-index I --worker-count N`` per machine instead.
-    """
-    if workers <= 1:
-        return Ingestor(settings, topics).run(until_caught_up, max_batches)
-    started = time.monotonic()
-    # fork starts a worker in milliseconds (spawn re-imports everything, seconds per worker) and
-    # is safe here only while this process has no other threads and no open connections.
-    method = "fork" if threading.active_count() == 1 else "spawn"
-    context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [
-            pool.submit(_run_worker, settings, topics, i, workers, until_caught_up, max_batches)
-            for i in range(workers)
-        ]
-        reports = [future.result() for future in futures]
-    merged = reports[0]
-    for report in reports[1:]:
-        merged = merged.merge(report)
-    merged.duration_s = time.monotonic() - started
-    return merged

@@ -251,7 +251,7 @@ class RunObserver:
 
     def finish(self, report: IngestReport) -> None:
         """The run ended (``report`` as ``Ingestor.run`` returned it): lag, and whatever the
-        batch callbacks did not see (``run_parallel`` has none)."""
+        batch callbacks did not see (a run without ``on_batch``)."""
         with self.metrics._lock:
             if self._account(report):
                 self.metrics.totals.last_batch_at = self.metrics.clock()

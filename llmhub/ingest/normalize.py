@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from llmhub.config import Settings
 from llmhub.contract.fast import FastTelemetryEvent, decode_telemetry
-from llmhub.contract.models import EVENT_MODELS, Envelope, Severity
+from llmhub.contract.models import EVENT_MODELS, Envelope
 from llmhub.contract.topics import TopicSpec
 from llmhub.ingest.tables import TABLES, RawTable, text_array
 
@@ -27,7 +27,6 @@ from llmhub.ingest.tables import TABLES, RawTable, text_array
 # backslash itself was escaped and the text is literally "\u0000").
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _MAX_ERRORS_REPORTED = 5
-_SEVERITY = {member.value: member for member in Severity}
 
 
 class ErrorClass(StrEnum):
@@ -42,6 +41,9 @@ class ErrorClass(StrEnum):
     naive_timestamp = "naive_timestamp"
     timestamp_out_of_range = "timestamp_out_of_range"
     database = "database"
+    # The client could not read the record at all (corrupt bytes, CRC mismatch, unknown
+    # compression), even when fetched again: kept as its coordinates and the client's error.
+    unreadable = "unreadable"
     # Anything unforeseen that one message triggered (a bug, not the producer's fault): the
     # message is kept and the batch goes on; the reason names the exception.
     internal = "internal"
@@ -218,7 +220,7 @@ class Normalizer:
             e.asset_id,
             e.event_type,
             e.source_module,
-            _SEVERITY[e.severity],
+            e.severity,  # a validated literal: the same text as the enum's value
             e.schema_version,
             b.operation_name,
             b.provider,

@@ -12,7 +12,8 @@ Kafka and no consumer group is joined.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException
@@ -24,6 +25,18 @@ from llmhub.ingest.writer import Message
 log = logging.getLogger(__name__)
 
 METADATA_TIMEOUT_S = 10.0
+# Errors the client reports in place of one record it could not read: about that record's
+# bytes, not about the broker. Such a record is fetched again (the corruption may have been on
+# the wire) and, if it stays unreadable, handed on as an ``UnreadableRecord`` to dead-letter.
+RECORD_ERRORS = frozenset(
+    {
+        KafkaError._BAD_MSG,
+        KafkaError._BAD_COMPRESSION,
+        KafkaError.INVALID_RECORD,
+        2,  # CORRUPT_MESSAGE: the record failed its CRC check on the broker
+    }
+)
+REREAD_ATTEMPTS = 3
 
 
 class TopicPartition(NamedTuple):
@@ -34,7 +47,36 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
-def as_message(record: RdMessage | Message) -> Message:
+@dataclass(frozen=True, slots=True)
+class UnreadableRecord:
+    """A record the client could not read, in a batch where the record would be: its
+    coordinates and the client's error (the reason it is dead-lettered)."""
+
+    _topic: str
+    _partition: int
+    _offset: int
+    reason: str
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> None:
+        return None
+
+    def value(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (TIMESTAMP_NOT_AVAILABLE, 0)
+
+
+def as_message(record: RdMessage | Message | UnreadableRecord) -> Message:
     """A librdkafka message as the plain ``Message`` the writer stores for dead letters."""
     if isinstance(record, Message):
         return record
@@ -74,6 +116,8 @@ class PartitionReader:
                 "check.crcs": True,
             }
         )
+        # (topic, partition, offset) -> times the record at that offset came back unreadable.
+        self._unreadable: Counter[tuple[str, int, int]] = Counter()
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         metadata = self._consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
@@ -105,18 +149,56 @@ class PartitionReader:
             [RdTopicPartition(tp.topic, tp.partition, offset) for tp, offset in positions.items()]
         )
 
-    def poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[RdMessage]]:
-        """Up to ``max_records`` messages, grouped by partition in offset order."""
+    def poll(
+        self, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[RdMessage | UnreadableRecord]]:
+        """Up to ``max_records`` messages, grouped by partition in offset order.
+
+        A record the client cannot read is fetched again from its offset (the rest of that
+        partition's messages in this poll are dropped, to be read again after it) up to
+        ``REREAD_ATTEMPTS`` times, then returned as an ``UnreadableRecord`` in its place. Any
+        other error (the broker or the topic) raises ``KafkaException``.
+        """
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_ms / 1000)
-        grouped: dict[tuple[str, int], list[RdMessage]] = defaultdict(list)
+        grouped: dict[tuple[str, int], list[RdMessage | UnreadableRecord]] = defaultdict(list)
+        rereading: set[tuple[str, int]] = set()
         for message in messages:
             error = message.error()
+            key = (message.topic(), message.partition())
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise KafkaException(error)
-            grouped[(message.topic(), message.partition())].append(message)
-        return {TopicPartition(*key): batch for key, batch in grouped.items()}
+                offset = message.offset()
+                if error.code() not in RECORD_ERRORS or offset is None or offset < 0:
+                    raise KafkaException(error)
+                if key in rereading:
+                    continue
+                attempts = self._unreadable[(*key, offset)] = self._unreadable[(*key, offset)] + 1
+                if attempts < REREAD_ATTEMPTS:
+                    log.warning(
+                        "%s[%d] offset %d could not be read (%s); fetching it again",
+                        *key,
+                        offset,
+                        error.str(),
+                    )
+                    self._consumer.seek(RdTopicPartition(key[0], key[1], offset))
+                    rereading.add(key)
+                    continue
+                log.error(
+                    "%s[%d] offset %d stays unreadable after %d fetches (%s); dead-lettered",
+                    *key,
+                    offset,
+                    attempts,
+                    error.str(),
+                )
+                del self._unreadable[(*key, offset)]
+                grouped[key].append(
+                    UnreadableRecord(key[0], key[1], offset, f"{error.name()}: {error.str()}")
+                )
+                continue
+            if key not in rereading:
+                grouped[key].append(message)
+        return {TopicPartition(*key): batch for key, batch in grouped.items() if batch}
 
     def close(self) -> None:
         self._consumer.close()

@@ -146,7 +146,7 @@ class RawTable:
             event.asset_id,
             event.event_type,
             event.source_module,
-            event.severity,
+            str(event.severity),  # the plain text (an enum member renders slower)
             event.schema_version,
             *body_values,
             attributes,

@@ -16,6 +16,7 @@ from llmhub.config import Settings
 from llmhub.contract.fast import decode_telemetry
 from llmhub.contract.models import TelemetryEvent
 from llmhub.contract.topics import BY_TOPIC
+from llmhub.ingest.decode import decode_chunk
 from llmhub.ingest.normalize import Normalizer, Rejection
 
 EventFactory = Callable[..., dict[str, Any]]
@@ -153,5 +154,9 @@ def test_the_shortcut_agrees_with_the_pydantic_contract(event: EventFactory, dat
         value = data.draw(telemetry_messages(event))
     fast, slow = _outcome(FAST, value), _outcome(SLOW, value)
     assert fast == slow, value
+    # ... and the COPY text the decoders render from either row is the same bytes.
+    rendered = [decode_chunk(n, [value], 0, [7], NOW) for n in (FAST, SLOW)]
+    assert rendered[0].text == rendered[1].text, value
+    assert rendered[0].rejected == rendered[1].rejected, value
     if decode_telemetry(value) is not None:
         TelemetryEvent.model_validate_json(value)  # the contract accepts what the shortcut does

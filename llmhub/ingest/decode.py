@@ -1,0 +1,169 @@
+"""Decode a run of one partition's messages into COPY text, in this process or in a decoder pool.
+
+Decoding (JSON, the contract, normalisation) and rendering rows as COPY text are the ingester's
+CPU; sending the text and everything transactional stays with the one process that owns the
+partitions and the database connection. A pool of decoder processes therefore spreads that CPU
+over the cores however the messages fall on the partitions (a keyed topic is rarely balanced:
+one tenant can fill most of a partition), and it decodes the next batch while the server is
+busy with the COPY of the previous one.
+
+The result of a chunk is plain data (bytes and integer arrays), cheap to send between processes:
+the COPY text of the accepted rows with each row's end, the day (UTC ordinal) of each row for
+the chunk limit of a transaction, and the rejections with their reasons.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from array import array
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from psycopg._copy_base import format_row_text  # the C row renderer behind COPY ... write_row
+from psycopg.adapt import Transformer
+
+from llmhub.config import Settings
+from llmhub.contract.topics import BY_TOPIC
+from llmhub.ingest.normalize import ErrorClass, Normalizer, Rejection
+
+# Messages per decoding task: small enough that one busy partition is shared by every decoder,
+# large enough that sending the task costs little beside decoding it.
+CHUNK_MESSAGES = 4_000
+
+
+@dataclass(slots=True)
+class DecodedChunk:
+    """Messages ``[0, n)`` of a run of one partition, decoded.
+
+    ``index[k]`` is the message (position in the run) of accepted row ``k``; its COPY text is
+    ``text[ends[k - 1]:ends[k]]`` (``ends[-1]`` before the first row being 0) and its event day
+    ``days[k]``. ``rejected`` holds ``(message position, error class, reason)``.
+    """
+
+    text: bytes = b""
+    ends: array = field(default_factory=lambda: array("q"))
+    index: array = field(default_factory=lambda: array("l"))
+    days: array = field(default_factory=lambda: array("l"))
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
+    decode_s: float = 0.0
+    format_s: float = 0.0
+
+
+def decode_chunk(
+    normalizer: Normalizer,
+    values: Sequence[bytes | None],
+    partition: int,
+    offsets: Sequence[int],
+    now: datetime,
+    transformer: Transformer | None = None,
+) -> DecodedChunk:
+    """Normalise ``values`` (messages at ``offsets`` of ``partition``) and render the accepted
+    rows as COPY text. Never raises for anything a message contains: a row the renderer cannot
+    render is rejected as ``internal``, like any unforeseen per-message exception."""
+    tx = transformer or Transformer()
+    out = DecodedChunk()
+    buffer = bytearray()
+    ends, index, days, rejected = out.ends, out.index, out.days, out.rejected
+    normalize = normalizer.normalize
+    decode_s = format_s = 0.0
+    clock = time.perf_counter
+    for i, (value, offset) in enumerate(zip(values, offsets, strict=True)):
+        started = clock()
+        row = normalize(value, partition, offset, now)
+        formatted = clock()
+        decode_s += formatted - started
+        if type(row) is Rejection:
+            rejected.append((i, str(row.error_class), row.error))
+            continue
+        mark = len(buffer)
+        try:
+            # occurred_at as ISO-8601 text: the server reads the same instant, and psycopg's
+            # datetime renderer costs more than the rest of the row together (measured).
+            format_row_text((row[0], row[1].isoformat(), *row[2:]), tx, buffer)
+        except Exception as exc:  # a value the renderer refuses: this message's fault, kept
+            del buffer[mark:]
+            rejected.append(
+                (i, str(ErrorClass.internal), f"row could not be rendered for COPY: {exc!r}"[:1000])
+            )
+            continue
+        finally:
+            format_s += clock() - formatted
+        ends.append(len(buffer))
+        index.append(i)
+        days.append(row[1].toordinal())  # occurred_at, in UTC
+    out.text = bytes(buffer)
+    out.decode_s, out.format_s = decode_s, format_s
+    return out
+
+
+# Decoder processes: the normalisers of the topics, built once per process.
+_normalizers: dict[str, Normalizer] = {}
+_transformer: Transformer | None = None
+
+
+def _init_decoder(settings: Settings, topics: Sequence[str]) -> None:
+    global _transformer
+    _normalizers.clear()
+    for contract_topic in topics:
+        _normalizers[settings.topic(contract_topic)] = Normalizer(
+            BY_TOPIC[contract_topic], settings
+        )
+    _transformer = Transformer()
+
+
+def _decode_task(
+    topic: str,
+    partition: int,
+    offsets: Sequence[int],
+    values: Sequence[bytes | None],
+    now: datetime,
+) -> DecodedChunk:
+    return decode_chunk(_normalizers[topic], values, partition, offsets, now, _transformer)
+
+
+class DecoderPool:
+    """``processes`` decoder processes for the topics of one ingester.
+
+    Start it before anything starts threads (the Kafka client does): it forks then, which takes
+    milliseconds; with threads running it spawns, which re-imports the project (seconds).
+    """
+
+    def __init__(self, settings: Settings, topics: Sequence[str], processes: int) -> None:
+        method = "fork" if threading.active_count() == 1 else "spawn"
+        self._pool = ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_init_decoder,
+            initargs=(settings, list(topics)),
+        )
+        # With fork, the executor starts every process at its first task: start them now, while
+        # this process is still single-threaded, not when the Kafka client's threads run.
+        self._pool.submit(int).result()
+
+    def submit(
+        self,
+        topic: str,
+        partition: int,
+        offsets: Sequence[int],
+        values: Sequence[bytes | None],
+        now: datetime,
+    ) -> list[Future[DecodedChunk]]:
+        """Decode a run of one partition in chunks of ``CHUNK_MESSAGES``, in order."""
+        return [
+            self._pool.submit(
+                _decode_task,
+                topic,
+                partition,
+                offsets[start : start + CHUNK_MESSAGES],
+                values[start : start + CHUNK_MESSAGES],
+                now,
+            )
+            for start in range(0, len(values), CHUNK_MESSAGES)
+        ]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
