@@ -390,6 +390,38 @@ def _registry_messages(plan: _Plan) -> tuple[list[Message], list[Message]]:
                 body,
             )
         )
+    if plan.rollouts:
+        # A stream of their own: traffic without rollouts stays byte-identical.
+        rollout_ids = uuid4_strings(
+            np.random.default_rng([plan.seed, _STREAM_REGISTRY, 1]), len(plan.rollouts)
+        )
+        rollout_at = iso_utc(np.array([ts for ts, _, _ in plan.rollouts], dtype=np.int64))
+        for k, (ts, tenant, model) in enumerate(plan.rollouts):
+            spec = MODELS[MODEL_INDEX[model]]
+            body = {
+                "asset_kind": "model",
+                "name": model,
+                "version": f"{spec.snapshot}-r2",
+                "provider": spec.provider,
+                "model": model,
+                "owner": "platform-team",
+                "lifecycle_status": "active",
+                "change": "model version rollout",
+            }
+            updates.append(
+                _envelope(
+                    "registry",
+                    "asset_updated",
+                    rollout_ids[k],
+                    ts,
+                    rollout_at[k],
+                    tenant,
+                    _model_asset_id(tenant, model),
+                    "info",
+                    body,
+                )
+            )
+        updates.sort(key=lambda m: m.timestamp_ms or 0)
     return first, updates
 
 

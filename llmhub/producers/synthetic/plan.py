@@ -119,6 +119,8 @@ class _Plan:
     security: list[_Window] = field(default_factory=list)
     rate_limits: list[_Window] = field(default_factory=list)
     stops: list[_Window] = field(default_factory=list)
+    # Model-version rollouts: (epoch ms, tenant id, model name), emitted as registry updates.
+    rollouts: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def _build_plan(events: int, start_ms: int, n_minutes: int, seed: int) -> _Plan:
@@ -361,3 +363,35 @@ def _plan_rate_limits(plan: _Plan, rng: np.random.Generator, days: float) -> lis
             )
         )
     return bursts
+
+
+ROLLOUT_SLOWDOWN = 2.5
+
+
+def _plan_rollout(plan: _Plan, rng: np.random.Generator, before_end_ms: int) -> Incident:
+    """A model-version rollout ``before_end_ms`` before the window end, lasting to the end: the
+    busiest tenant's busiest chat model gets a new version (a registry update) and its requests
+    from that tenant's applications slow down ``ROLLOUT_SLOWDOWN`` times."""
+    tenant = 0
+    mine = plan.app_tenant[plan.route_app] == tenant
+    share = np.bincount(
+        plan.route_model, plan.route_p * mine * ~_IS_EMBEDDING[plan.route_model], len(MODELS)
+    )
+    model = int(np.argmax(share))
+    offset = int(rng.integers(5, 20)) * MINUTE_MS
+    start = plan.end_ms - before_end_ms + offset
+    start -= start % MINUTE_MS
+    apps = sorted({int(a) for a in plan.route_app[mine & (plan.route_model == model)]})
+    for app in apps:
+        plan.latency.append(_Window(app, model, start, plan.end_ms, ROLLOUT_SLOWDOWN))
+    plan.rollouts.append((start, plan.tenants[tenant], MODELS[model].name))
+    return Incident(
+        kind="model_rollout",
+        tenant_id=plan.tenants[tenant],
+        asset_id=None,
+        model=MODELS[model].name,
+        metric="latency_ms",
+        start=from_epoch_ms(start),
+        end=from_epoch_ms(plan.end_ms),
+        magnitude=ROLLOUT_SLOWDOWN,
+    )
