@@ -46,7 +46,7 @@ from llmhub.db import migrate
 from llmhub.stack.broker import ensure_topics
 
 console = Console(stderr=True)
-DATABASE = "llmhub_test_api_bench"
+DATABASE = os.environ.get("LLMHUB_BENCH_API_DATABASE", "llmhub_test_api_bench")
 RESULTS = Path(__file__).parent / "results"
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
 BIN = Path(sys.executable).parent
@@ -283,6 +283,55 @@ def count_topic(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def ingest_phase(
+    args: argparse.Namespace,
+    host: str,
+    ingest_key: str,
+    server_pid: int,
+    settings: Any,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Locust exporters posting one OTLP request back to back; the topic read back after."""
+    payload = workdir / "payload.pb"
+    payload.write_bytes(otlp_payload(args.spans))
+    console.print(f"[cyan]ingest: {args.ingest_users} exporters x {args.spans} spans ...")
+    cpu0 = server_cpu_s(server_pid)
+    ingest = locust(
+        "IngestUser",
+        args.ingest_users,
+        args.ingest_seconds,
+        host,
+        {
+            "LLMHUB_BENCH_MODE": "ingest",
+            "LLMHUB_BENCH_PAYLOAD": str(payload),
+            "LLMHUB_BENCH_INGEST_KEY": ingest_key,
+        },
+        workdir,
+    )
+    ingest_cpu = server_cpu_s(server_pid) - cpu0
+    load1 = os.getloadavg()[0]
+    ok = ingest["requests"] - ingest["failures"]
+    in_kafka = count_topic(settings.kafka_bootstrap, settings.topic("llm.telemetry"))
+    figures = {
+        "spans_per_request": args.spans,
+        "exporters": args.ingest_users,
+        "seconds": args.ingest_seconds,
+        "requests_ok": ok,
+        "failures": ingest["failures"],
+        "spans_accepted": ok * args.spans,
+        "spans_per_s": round(ingest["ok_rps"] * args.spans),
+        "spans_in_kafka": in_kafka,
+        "request_p50_ms": ingest["p50_ms"],
+        "request_p99_ms": ingest["p99_ms"],
+        # Spans in Kafka (those answered and those in flight at the end) per API CPU second.
+        "api_cpu_s": round(ingest_cpu, 1),
+        "spans_per_api_cpu_s": round(in_kafka / ingest_cpu) if ingest_cpu else None,
+        "load_avg_1m": round(load1, 2),
+    }
+    console.print(figures)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=100)
@@ -297,6 +346,9 @@ def main() -> None:
     parser.add_argument("--clients", default="50,200")
     parser.add_argument(
         "--think", type=float, default=0.0, help="seconds between a client's requests"
+    )
+    parser.add_argument(
+        "--only", choices=("ingest", "query"), help="run one half (ingest skips the mart fill)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument(
@@ -320,7 +372,9 @@ def main() -> None:
     try:
         migrate(settings)
         ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-        if args.reuse:
+        if args.only == "ingest":
+            rows = {}
+        elif args.reuse:
             with psycopg.connect(url) as conn:
                 rows = {
                     table: conn.execute(
@@ -377,43 +431,10 @@ def main() -> None:
             time.sleep(0.5)
         time.sleep(3)  # every worker up
         load1 = os.getloadavg()[0]
-        payload = workdir / "payload.pb"
-        payload.write_bytes(otlp_payload(args.spans))
-        console.print(f"[cyan]ingest: {args.ingest_users} exporters x {args.spans} spans ...")
-        cpu0 = server_cpu_s(server.pid)
-        ingest = locust(
-            "IngestUser",
-            args.ingest_users,
-            args.ingest_seconds,
-            host,
-            {
-                "LLMHUB_BENCH_MODE": "ingest",
-                "LLMHUB_BENCH_PAYLOAD": str(payload),
-                "LLMHUB_BENCH_INGEST_KEY": ingest_key,
-            },
-            workdir,
-        )
-        ingest_cpu = server_cpu_s(server.pid) - cpu0
-        ok = ingest["requests"] - ingest["failures"]
-        in_kafka = count_topic(settings.kafka_bootstrap, settings.topic("llm.telemetry"))
-        result["ingest"] = {
-            "spans_per_request": args.spans,
-            "exporters": args.ingest_users,
-            "seconds": args.ingest_seconds,
-            "requests_ok": ok,
-            "failures": ingest["failures"],
-            "spans_accepted": ok * args.spans,
-            "spans_per_s": round(ingest["ok_rps"] * args.spans),
-            "spans_in_kafka": in_kafka,
-            "request_p50_ms": ingest["p50_ms"],
-            "request_p99_ms": ingest["p99_ms"],
-            # Spans in Kafka (those answered and those in flight at the end) per API CPU second.
-            "api_cpu_s": round(ingest_cpu, 1),
-            "spans_per_api_cpu_s": round(in_kafka / ingest_cpu) if ingest_cpu else None,
-        }
-        console.print(result["ingest"])
+        if args.only != "query":
+            result["ingest"] = ingest_phase(args, host, ingest_key, server.pid, settings, workdir)
         result["query"] = {}
-        for clients in (int(c) for c in args.clients.split(",")):
+        for clients in (int(c) for c in args.clients.split(",")) if args.only != "ingest" else ():
             console.print(f"[cyan]query: {clients} clients ...")
             cpu0 = server_cpu_s(server.pid)
             q = locust(
@@ -432,6 +453,7 @@ def main() -> None:
             q["api_cpu_ms_per_request"] = (
                 round(1000 * cpu / q["requests"], 1) if q["requests"] else None
             )
+            q["load_avg_1m"] = round(os.getloadavg()[0], 2)
             result["query"][str(clients)] = q
             console.print(q)
         result.update(
@@ -442,6 +464,7 @@ def main() -> None:
             think_s=args.think,
             load1_at_start=round(load1, 2),
             load1_at_end=round(os.getloadavg()[0], 2),
+            load_avg_1m=round(os.getloadavg()[0], 2),
             cpus=os.cpu_count(),
         )
     finally:

@@ -44,6 +44,10 @@ DEMO_EVENTS = 300_000
 DEMO_DAYS = 28.0
 DEMO_BUDGET_SHARE = 0.5  # of the month's remaining straight-line cost, on top of month to date
 MAX_RUNS = 10
+# A model-version rollout this many hours before the traffic ends: inside the newest hours the
+# scoring job scores (6), with three full hours after it for the engine's change-point test, so
+# the run's anomalies open at least one incident (its root cause: the rollout).
+DEMO_ROLLOUT_HOURS = 4.5
 # Run events go to the instance (Dagit shows them); the console logger writes to the log file.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -201,7 +205,13 @@ def run(
             raise SystemExit(f"{name} run {result.run_id} failed; see Dagit and the log file")
 
     console.rule("1. Produce synthetic traffic to Kafka")
-    traffic = generate(events=DEMO_EVENTS, days=DEMO_DAYS, seed=seed, incidents=True)
+    traffic = generate(
+        events=DEMO_EVENTS,
+        days=DEMO_DAYS,
+        seed=seed,
+        incidents=True,
+        rollout_hours=DEMO_ROLLOUT_HOURS,
+    )
 
     def produce() -> int:
         producer = make_producer(settings.kafka_bootstrap)

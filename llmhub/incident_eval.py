@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,19 +89,22 @@ def window_frames(traffic: SyntheticTraffic, now: datetime) -> tuple[pd.DataFram
 def evaluate_seed(
     seed: int,
     windows: SeedWindows,
-    spec: DetectorSpec,
+    specs: Mapping[str, DetectorSpec],
     grace_hours: float,
     forecast_origins: int,
     route_forecasts: bool,
     tasks: Tasks,
     ground_truth_out: Path | None = None,
-) -> tuple[DetectionReport, FeedbackEffect, list[ForecastScore], dict[str, Any]]:
-    """Generate, ingest and evaluate one seed; ``forecast_origins`` 0 skips the forecaster and
+    count_test: bool = True,
+    shift_test: bool = True,
+) -> dict[str, tuple[DetectionReport, FeedbackEffect, list[ForecastScore], dict[str, Any]]]:
+    """Generate and ingest one seed once, and evaluate each detector of ``specs`` on it;
+    ``forecast_origins`` 0 skips the forecaster (run with the first detector only) and
     ``route_forecasts`` False backtests the tenant totals only.
 
     Returns:
-        The detection report, the feedback effect, the forecast scores and the seed's details
-        for the JSON output.
+        Per detector name: the detection report, the feedback effect, the forecast scores and
+        the seed's details for the JSON output.
     """
     started = time.perf_counter()
     train_traffic = generate(
@@ -116,6 +120,7 @@ def evaluate_seed(
         seed,
         windows.test_end,
         incidents=True,
+        incident_set=windows.incident_set,
     )
     if ground_truth_out is not None:
         test_traffic.write_ground_truth(ground_truth_out / f"seed-{seed}.json")
@@ -127,36 +132,45 @@ def evaluate_seed(
     tasks.remove_task(ingest)
     ingest_seconds = round(time.perf_counter() - started, 1)
 
-    report, feedback, scores, figures = evaluate_windows(
-        windows,
-        train,
-        test,
-        train_traffic.start,
-        test_traffic.ground_truth(),
-        spec,
-        grace_hours,
-        forecast_origins,
-        route_forecasts,
-        tasks,
-        f"seed {seed}",
-    )
-    logger.info(
-        "seed %d: %d series, %d/%d incidents detected, %d false positives; "
-        "ingest %.0f s, detect %.0f s, forecast %.0f s",
-        seed,
-        report.series,
-        sum(o.detected for o in report.outcomes),
-        len(report.outcomes),
-        report.false_positives,
-        ingest_seconds,
-        figures["seconds"]["detect"],
-        figures["seconds"]["forecast"],
-    )
-    details = {
-        "seed": seed,
-        "tenants": len(train_traffic.tenants),
-        "applications": len(train_traffic.applications),
-        **figures,
-        "seconds": {"ingest": ingest_seconds, **figures["seconds"]},
-    }
-    return report, feedback, scores, details
+    out = {}
+    for index, (name, spec) in enumerate(specs.items()):
+        report, feedback, scores, figures = evaluate_windows(
+            windows,
+            train,
+            test,
+            train_traffic.start,
+            test_traffic.ground_truth(),
+            spec,
+            grace_hours,
+            forecast_origins if index == 0 else 0,
+            route_forecasts,
+            tasks,
+            f"seed {seed} {name}",
+            count_test=count_test,
+            shift_test=shift_test,
+        )
+        logger.info(
+            "seed %d %s: %d series, %d/%d incidents detected, %d false positives; "
+            "ingest %.0f s, detect %.0f s, forecast %.0f s",
+            seed,
+            name,
+            report.series,
+            sum(o.detected for o in report.outcomes),
+            len(report.outcomes),
+            report.false_positives,
+            ingest_seconds,
+            figures["seconds"]["detect"],
+            figures["seconds"]["forecast"],
+        )
+        details = {
+            "seed": seed,
+            "tenants": len(train_traffic.tenants),
+            "applications": len(train_traffic.applications),
+            "recall": report.recall,
+            "fp_per_1000_series_hours": report.fp_per_1000_series_hours,
+            "recall_by_kind": {kind: k.recall for kind, k in report.by_kind().items()},
+            **figures,
+            "seconds": {"ingest": ingest_seconds, **figures["seconds"]},
+        }
+        out[name] = (report, feedback, scores, details)
+    return out

@@ -8,6 +8,7 @@ from psycopg import sql
 
 from ml.features import (
     REQUIRED_COLUMNS,
+    SECURITY_ALERTS_MODEL,
     SeriesKey,
     fill_idle_hours,
     hourly_metrics,
@@ -128,4 +129,56 @@ def detector_series(hourly: pd.DataFrame, metrics: list[str], min_points: int) -
         judged = judged_hours(active, requests[route].loc[filled.index].to_numpy(), key.metric)
         out.series[(series_label(key), key.metric)] = filled
         out.active[(series_label(key), key.metric)] = pd.Series(judged, index=filled.index)
+    return out
+
+
+#: Per-application event counts scored beside the request series: metric -> raw table. They
+#: carry ``SECURITY_ALERTS_MODEL`` ("*") in place of a model, as in the incident evaluation.
+EVENT_COUNT_TABLES: dict[str, str] = {
+    "security_alerts": "security_alerts",
+    "policy_violations": "policy_violations",
+}
+
+
+def read_event_counts(
+    conn: psycopg.Connection, metric: str, start: pd.Timestamp, end: pd.Timestamp
+) -> pd.DataFrame:
+    """Hourly event counts per (tenant, application) of ``metric``'s raw table, for the hours
+    ``[start, end]`` (both hour starts, UTC).
+
+    Returns:
+        Columns ``tenant_id``, ``asset_id``, ``bucket_at`` (tz-aware UTC), ``events`` (float).
+    """
+    table = EVENT_COUNT_TABLES[metric]
+    query = sql.SQL(
+        "select tenant_id, asset_id, date_trunc('hour', occurred_at) as bucket_at, "
+        "count(*) as events from raw.{} where occurred_at >= %s and occurred_at < %s "
+        "group by 1, 2, 3"
+    ).format(sql.Identifier(table))
+    frame = read_frame(
+        conn, query, (start.to_pydatetime(), (end + pd.Timedelta(hours=1)).to_pydatetime())
+    )
+    if frame.empty:
+        return pd.DataFrame(columns=["tenant_id", "asset_id", "bucket_at", "events"])
+    frame["bucket_at"] = pd.to_datetime(frame["bucket_at"], utc=True)
+    frame["events"] = frame["events"].astype(float)
+    return frame
+
+
+def event_count_series(
+    counts: pd.DataFrame, metric: str, end: pd.Timestamp
+) -> dict[tuple[str, str], pd.Series]:
+    """One gap-free hourly series per application of ``read_event_counts`` rows, from its first
+    event's hour to ``end`` (an hour without events is a real zero), keyed as the detector
+    series are: ``(encoded RouteKey(tenant, application, "*"), metric)``."""
+    out: dict[tuple[str, str], pd.Series] = {}
+    if counts.empty:
+        return out
+    end = pd.Timestamp(end).floor("h")
+    for (tenant_id, asset_id), group in counts.groupby(["tenant_id", "asset_id"], sort=True):
+        grid = pd.date_range(group["bucket_at"].min(), end, freq="h", tz="UTC")
+        values = group.set_index("bucket_at")["events"].reindex(grid, fill_value=0.0)
+        values.name = metric
+        key = RouteKey(str(tenant_id), str(asset_id), SECURITY_ALERTS_MODEL).encode()
+        out[(key, metric)] = values.astype(float)
     return out

@@ -27,7 +27,7 @@ from assets.ml_models.promotion import (
 from assets.resources import HubResource
 from assets.resources.mlflow import MlflowResource
 from llmhub.ml_data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
-from ml.anomaly.fleet import MEMBERS, DetectorSpec, SeriesId
+from ml.anomaly.fleet import DEFAULT_MEMBERS, MEMBERS, DetectorSpec, SeriesId
 from ml.anomaly.plots import anomaly_timeline, score_distribution
 from ml.anomaly.training import (
     GATE_METRICS,
@@ -59,7 +59,7 @@ class DetectorConfig(dg.Config):
         "llmhub-anomaly-detector", description="MLflow registered model."
     )
     members: list[str] = Field(
-        list(MEMBERS), description=f"Fused detectors, a subset of {MEMBERS}."
+        list(DEFAULT_MEMBERS), description=f"Fused detectors, a subset of {MEMBERS}."
     )
     fusion: str = Field("mean", description="mean, max or median of the members' scores.")
     threshold: float = Field(0.5, description="Alert threshold on the fused score.")

@@ -97,6 +97,26 @@ class EventSender:
                 produce(m.topic, m.value, m.key, on_delivery=callback, timestamp=m.timestamp_ms)
         await batch.future
 
+    async def send_values(self, topic: str, values: Sequence[bytes]) -> None:
+        """``send`` for values without key or timestamp to one topic (the OTLP path: no
+        ``Message`` per span).
+
+        Raises:
+            Overloaded: the queue cannot take the batch (nothing of it was sent).
+            DeliveryError: the broker did not acknowledge at least one message.
+        """
+        if not values:
+            return
+        if len(self._producer) + len(values) > QUEUE_LIMIT:
+            raise Overloaded(f"{len(self._producer)} messages already waiting for the broker")
+        loop = asyncio.get_running_loop()
+        batch = _Batch(len(values), loop.create_future(), loop)
+        produce = self._producer.produce
+        callback = batch.on_delivery
+        for value in values:
+            produce(topic, value, on_delivery=callback)
+        await batch.future
+
     def queued(self) -> int:
         return len(self._producer)
 

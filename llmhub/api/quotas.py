@@ -5,12 +5,18 @@ Token buckets (ingest events/s, queries/s) and the monthly event count live in `
 not Redis: it is already the one service every API process reaches, survives restarts, and one
 round trip (~0.3 ms here) per request is far below the request's own cost; Redis would add a
 service to run and secure for no measurable gain at these rates.
+
+A tenant's own limits (``api.tenant_quotas``, set with ``llmhub quotas``) override the configured
+defaults (``LLMHUB_API_*``); the override is read inside the same call, so it costs no round trip.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from llmhub.api.problems import Problem, retry_after
@@ -32,44 +38,135 @@ class Quotas:
         self._s = settings
         self._pool = pool
 
-    async def _take(self, tenant: str, bucket: str, n: float, rate: float, burst: float) -> None:
+    async def admit_ingest(self, tenant: str, events: int, accepted: int) -> None:
+        """Spend ``events`` ingest tokens and count ``accepted`` events into the month, in one
+        round trip, under the tenant's own limits (``api.tenant_quotas``) or the defaults.
+
+        Raises:
+            Problem: 429 with Retry-After when the rate or the monthly quota is exceeded (the
+                month is not counted when the rate refused the request).
+        """
+        if not events and not accepted:
+            return
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "select api.take_tokens(%s, %s, %s, %s, %s)", (tenant, bucket, n, rate, burst)
+                "select wait_s, month_full_at from api.admit_ingest(%s, %s, %s, %s, %s, %s)",
+                (
+                    tenant,
+                    events,
+                    accepted,
+                    self._s.ingest_rate_per_s,
+                    self._s.ingest_burst,
+                    self._s.monthly_events,
+                ),
             )
             row = await cur.fetchone()
-        wait = row[0] if row else 0.0
+        assert row is not None
+        wait, month_full_at = row
         if wait > 0:
             raise Problem(
                 429,
                 "rate-limited",
-                f"tenant {bucket} rate exceeded ({rate:g}/s, burst {burst:g}); retry later",
+                "tenant ingest rate exceeded; retry later",
                 retry_after(min(wait, 3600.0)),
             )
-
-    async def ingest(self, tenant: str, events: int) -> None:
-        """Spend ``events`` ingest tokens, or raise 429 with Retry-After."""
-        if events:
-            await self._take(
-                tenant, "ingest", events, self._s.ingest_rate_per_s, self._s.ingest_burst
-            )
-
-    async def count_month(self, tenant: str, events: int) -> None:
-        """Add ``events`` to this month's count, or raise 429 if it would pass the quota."""
-        if not events:
-            return
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "select api.count_events(%s, %s, %s)", (tenant, events, self._s.monthly_events)
-            )
-            row = await cur.fetchone()
-        if row is None or row[0] is None:
+        if month_full_at is not None:
             raise Problem(
                 429,
                 "monthly-quota-exceeded",
-                f"tenant monthly event quota ({self._s.monthly_events}) would be exceeded",
+                f"tenant monthly event quota ({month_full_at}) would be exceeded",
                 retry_after(_seconds_to_next_month(datetime.now(UTC))),
             )
 
     async def query(self, tenant: str) -> None:
-        await self._take(tenant, "query", 1, self._s.query_rate_per_s, self._s.query_burst)
+        """Spend one query token under the tenant's limits, or raise 429 with Retry-After."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "select wait_s, rate, burst from api.admit_query(%s, %s, %s)",
+                (tenant, self._s.query_rate_per_s, self._s.query_burst),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        wait, rate, burst = row
+        if wait > 0:
+            raise Problem(
+                429,
+                "rate-limited",
+                f"tenant query rate exceeded ({rate:g}/s, burst {burst:g}); retry later",
+                retry_after(min(wait, 3600.0)),
+            )
+
+
+# --- per-tenant overrides (api.tenant_quotas, migration 0014) --------------------------------
+
+LIMITS = ("ingest_rate_per_s", "ingest_burst", "monthly_events", "query_rate_per_s", "query_burst")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    """A tenant's effective limits and which of them are its own (the rest are defaults)."""
+
+    tenant_id: str
+    ingest_rate_per_s: float
+    ingest_burst: float
+    monthly_events: int
+    query_rate_per_s: float
+    query_burst: float
+    overridden: tuple[str, ...]
+
+
+def set_override(conn: psycopg.Connection, tenant: str, limits: dict[str, float | None]) -> None:
+    """Set some of ``tenant``'s own limits (keys from ``LIMITS``); those not given keep their
+    current override, a ``None`` value returns that limit to the default.
+
+    Raises:
+        ValueError: an unknown limit name or a negative value.
+    """
+    unknown = set(limits) - set(LIMITS)
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)}; known: {LIMITS}")
+    if any(v is not None and v < 0 for v in limits.values()):
+        raise ValueError("limits must not be negative")
+    columns = list(limits)
+    conn.execute(
+        sql.SQL(
+            "insert into api.tenant_quotas (tenant_id, {cols}) values (%s, {vals}) "
+            "on conflict (tenant_id) do update set {sets}, updated_at = now()"
+        ).format(
+            cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            vals=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+            sets=sql.SQL(", ").join(
+                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in columns
+            ),
+        ),
+        (tenant, *[limits[c] for c in columns]),
+    )
+
+
+def clear_override(conn: psycopg.Connection, tenant: str) -> bool:
+    """Return ``tenant`` to the default limits; False when it had no override."""
+    cur = conn.execute("delete from api.tenant_quotas where tenant_id = %s", (tenant,))
+    return cur.rowcount > 0
+
+
+def tenant_limits(
+    conn: psycopg.Connection, settings: ApiSettings, tenant: str | None = None
+) -> list[TenantLimits]:
+    """The effective limits of ``tenant`` (defaults when it has no override), or of every
+    tenant with an override when ``tenant`` is None."""
+    rows = conn.execute(
+        sql.SQL(
+            "select tenant_id, {cols} from api.tenant_quotas "
+            "where %(t)s::text is null or tenant_id = %(t)s order by tenant_id"
+        ).format(cols=sql.SQL(", ").join(map(sql.Identifier, LIMITS))),
+        {"t": tenant},
+    ).fetchall()
+    if tenant is not None and not rows:
+        rows = [(tenant, *([None] * len(LIMITS)))]
+    out = []
+    for row in rows:
+        own = dict(zip(LIMITS, row[1:], strict=True))
+        values = {k: getattr(settings, k) if v is None else v for k, v in own.items()}
+        overridden = tuple(k for k, v in own.items() if v is not None)
+        out.append(TenantLimits(row[0], **values, overridden=overridden))
+    return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -62,8 +62,16 @@ async def _body(request: Request, svc: Services) -> bytes:
 
 
 async def _send(svc: Services, messages: list[Message]) -> None:
+    await _deliver(svc.sender.send(messages))
+
+
+async def _send_values(svc: Services, topic: str, values: list[bytes]) -> None:
+    await _deliver(svc.sender.send_values(topic, values))
+
+
+async def _deliver(sending: Awaitable[None]) -> None:
     try:
-        await svc.sender.send(messages)
+        await sending
     except Overloaded as exc:
         raise Problem(503, "overloaded", str(exc), retry_after(1)) from None
     except DeliveryError as exc:
@@ -94,27 +102,37 @@ async def otlp_traces(request: Request, principal: Ingestor) -> Response:
     async with _admitted(svc):
         body = await _body(request, svc)
         try:
-            spans = otlp.decode_spans(body, as_json)
+            if as_json:
+                spans = otlp.decode_spans(body, True)
+                candidates = [
+                    (s.span_id, otlp.span_event(s, principal.tenant_id))
+                    for s in spans
+                    if otlp.is_llm_request(s.attributes)
+                ]
+                ignored = len(spans) - len(candidates)
+            else:
+                candidates, ignored = otlp.pb_span_events(body, principal.tenant_id)
         except otlp.PayloadError as exc:
             raise Problem(400, "invalid-payload", str(exc)) from None
-        candidates = [s for s in spans if otlp.is_llm_request(s.attributes)]
-        ignored = len(spans) - len(candidates)
-        await svc.quotas.ingest(principal.tenant_id, len(candidates))
         normalizer = svc.normalizers["telemetry"]
         topic = svc.settings.topic(normalizer.spec.topic)
         now = datetime.now(UTC)
-        messages: list[Message] = []
+        values: list[bytes] = []
         reasons: list[str] = []
-        for span in candidates:
-            value = orjson.dumps(otlp.span_event(span, principal.tenant_id))
-            verdict = normalizer.normalize(value, -1, -1, now)
-            if isinstance(verdict, Rejection):
-                reasons.append(f"span {span.span_id.hex()}: {verdict.error_class}: {verdict.error}")
+        normalize = normalizer.normalize
+        dumps = orjson.dumps
+        for span_id, event in candidates:
+            value = dumps(event)
+            verdict = normalize(value, -1, -1, now)
+            if type(verdict) is Rejection:
+                reasons.append(f"span {span_id.hex()}: {verdict.error_class}: {verdict.error}")
             else:
-                messages.append(Message(topic, None, value))
-        await svc.quotas.count_month(principal.tenant_id, len(messages))
-        await _send(svc, messages)
-    request.state.accepted = len(messages)
+                values.append(value)
+        # One quota round trip per request: the rate bucket is charged for every GenAI span,
+        # the monthly count for the accepted ones.
+        await svc.quotas.admit_ingest(principal.tenant_id, len(candidates), len(values))
+        await _send_values(svc, topic, values)
+    request.state.accepted = len(values)
     response = ExportTraceServiceResponse()
     notes = []
     if reasons:
@@ -142,7 +160,7 @@ async def otlp_metrics(request: Request, principal: Ingestor) -> Response:
             points, ignored = otlp.decode_metrics(body, as_json)
         except otlp.PayloadError as exc:
             raise Problem(400, "invalid-payload", str(exc)) from None
-        await svc.quotas.ingest(principal.tenant_id, len(points))
+        await svc.quotas.admit_ingest(principal.tenant_id, len(points), 0)
         if points:
             rows = [
                 (
@@ -213,7 +231,6 @@ async def post_events(
         raise Problem(400, "unknown-topic", f"unknown topic {topic!r}; one of {list(BY_TOPIC)}")
     async with _admitted(svc):
         values = _split_events(await _body(request, svc))
-        await svc.quotas.ingest(principal.tenant_id, len(values))
         now = datetime.now(UTC)
         results: list[dict[str, Any]] = []
         messages: list[Message] = []
@@ -222,7 +239,7 @@ async def post_events(
             results.append(result)
             if message is not None:
                 messages.append(message)
-        await svc.quotas.count_month(principal.tenant_id, len(messages))
+        await svc.quotas.admit_ingest(principal.tenant_id, len(values), len(messages))
         await _send(svc, messages)
     request.state.accepted = len(messages)
     return {"accepted": len(messages), "rejected": len(values) - len(messages), "results": results}

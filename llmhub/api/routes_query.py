@@ -56,21 +56,24 @@ PERCENTILES = {
     "ttft_p50_ms": "time_to_first_token_p50_ms",
     "ttft_p95_ms": "time_to_first_token_p95_ms",
 }
+# Typed as bigint / double precision, not numeric: psycopg builds a Decimal per numeric value,
+# most of the fetch time of a 1,000-row answer (profiled); JSON shows the same numbers.
 AGGREGATES = {
-    "requests": "sum(request_count)",
-    "successes": "sum(success_count)",
-    "errors": "sum(error_count)",
-    "rate_limited": "sum(rate_limited_count)",
-    "error_rate": "round(sum(error_count)::numeric / nullif(sum(request_count), 0), 6)",
+    "requests": "sum(request_count)::bigint",
+    "successes": "sum(success_count)::bigint",
+    "errors": "sum(error_count)::bigint",
+    "rate_limited": "sum(rate_limited_count)::bigint",
+    "error_rate": "round(sum(error_count)::numeric / nullif(sum(request_count), 0), 6)::float8",
     "rate_limited_rate": (
-        "round(sum(rate_limited_count)::numeric / nullif(sum(request_count), 0), 6)"
+        "round(sum(rate_limited_count)::numeric / nullif(sum(request_count), 0), 6)::float8"
     ),
-    "input_tokens": "sum(input_tokens)",
-    "output_tokens": "sum(output_tokens)",
-    "cache_read_tokens": "sum(cache_read_tokens)",
-    "cost_usd": "sum(cost_usd)",
+    "input_tokens": "sum(input_tokens)::bigint",
+    "output_tokens": "sum(output_tokens)::bigint",
+    "cache_read_tokens": "sum(cache_read_tokens)::bigint",
+    "cost_usd": "sum(cost_usd)::float8",
     "output_tokens_per_second": (
         "round(sum(generation_output_tokens) * 1000.0 / nullif(sum(generation_time_ms), 0), 3)"
+        "::float8"
     ),
 }
 Metric = StrEnum("Metric", {name: name for name in (*AGGREGATES, *PERCENTILES)})  # type: ignore[misc]
@@ -153,7 +156,7 @@ async def get_metrics(
         if name in AGGREGATES:
             expr = sql.SQL(AGGREGATES[name])  # fixed fragments of this module, never input
         else:
-            expr = sql.SQL("case when count(*) = 1 then max({}) end").format(
+            expr = sql.SQL("case when count(*) = 1 then max({})::float8 end").format(
                 sql.Identifier(PERCENTILES[name])
             )
         selects.append(sql.SQL("{} as {}").format(expr, sql.Identifier(name)))
@@ -206,7 +209,9 @@ async def get_metrics(
         names = [c.name for c in cur.description or ()]
     more = len(rows) > limit
     rows = rows[:limit]
-    data = [_row_json(names, row, bucket) for row in rows]
+    # orjson writes datetimes and dates as isoformat does: rows go out as they come.
+    renamed = [_RENAMES.get(n, n) for n in names]
+    data = [dict(zip(renamed, row, strict=True)) for row in rows]
     return json_response(
         {
             "granularity": granularity,
@@ -242,10 +247,6 @@ _RENAMES = {
     "asset_version_id": "version",
     "request_model": "model",
 }
-
-
-def _row_json(names: list[str], row: tuple, bucket: str) -> dict[str, Any]:
-    return {_RENAMES.get(n, n): _jsonable(v) for n, v in zip(names, row, strict=True)}
 
 
 # --- anomalies ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from llmhub.cli.ml_incidents import ml_incidents_app
 from llmhub.cli.offsets import offsets_app
 from llmhub.cli.output import console
 from llmhub.cli.produce import produce_app
+from llmhub.cli.quotas import quotas_app
 from llmhub.cli.retention import retention_app
 from llmhub.cli.serve import serve_app
 from llmhub.cli.stack import stack_app
@@ -48,6 +49,7 @@ app.add_typer(contract_app, name="contract")
 app.add_typer(offsets_app, name="offsets")
 app.add_typer(dead_letter_app, name="dead-letter")
 app.add_typer(keys_app, name="keys")
+app.add_typer(quotas_app, name="quotas")
 app.add_typer(forecast_app, name="forecast")
 app.add_typer(ml_app, name="ml")
 # The ml group's commands in their own modules: `llmhub ml eval-forecast`, `eval-daily`,

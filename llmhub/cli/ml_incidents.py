@@ -8,6 +8,7 @@ progress bar and prints the summary.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -102,8 +103,29 @@ def eval_incidents(
         int, typer.Option(min=1000, help="Telemetry events per day (weekly mean), whole fleet.")
     ] = 50_000,
     detector: Annotated[
-        str, typer.Option(help=f"Detector: {', '.join(DETECTORS)} (ensemble: the published one).")
+        str,
+        typer.Option(
+            help=f"Detector, or several comma-separated evaluated on the same traffic: "
+            f"{', '.join(DETECTORS)} (ensemble: the published one)."
+        ),
     ] = "ensemble",
+    incident_set: Annotated[
+        str,
+        typer.Option(
+            help="gross (4 obvious incidents) or realistic (those plus subtle ones on one "
+            "route each, a drift, a level shift, a traffic stop)."
+        ),
+    ] = "gross",
+    count_test: Annotated[
+        bool,
+        typer.Option(help="Run production's count test for stopped traffic beside the detector."),
+    ] = True,
+    shift_test: Annotated[
+        bool,
+        typer.Option(
+            help="Run production's shift test (CUSUM on latency, error rate, cost per request)."
+        ),
+    ] = True,
     grace_hours: Annotated[
         float, typer.Option(min=0, help="Hours after an incident in which a flag detects it.")
     ] = 2.0,
@@ -145,6 +167,7 @@ def eval_incidents(
     import torch
 
     from llmhub.incident_eval import evaluate_seed
+    from llmhub.producers.synthetic.plan import INCIDENT_SETS
     from ml.evaluation.incidents.base import IncidentEvaluationError
     from ml.evaluation.incidents.detection import DetectionReport
     from ml.evaluation.incidents.forecast import summarise_forecasts
@@ -152,12 +175,18 @@ def eval_incidents(
         SeedWindows,
         detector_spec,
         parse_seeds,
+        seed_spread,
         summary_dict,
     )
 
     try:
         chosen = parse_seeds(seeds)
-        spec = detector_spec(detector)
+        names = [d.strip() for d in detector.split(",") if d.strip()]
+        specs = {name: detector_spec(name) for name in names}
+        if not specs:
+            raise ValueError("give at least one detector")
+        if incident_set not in INCIDENT_SETS:
+            raise ValueError(f"unknown incident set {incident_set!r}; choose from {INCIDENT_SETS}")
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:
@@ -174,28 +203,33 @@ def eval_incidents(
     torch.set_num_threads(1)
 
     started = time.perf_counter()
-    report = DetectionReport()
-    feedback: FeedbackEffect | None = None
+    reports: dict[str, list[DetectionReport]] = {name: [] for name in specs}
+    feedbacks: dict[str, FeedbackEffect] = {}
     forecast_scores: list[ForecastScore] = []
-    per_seed: list[dict[str, Any]] = []
+    per_seed: dict[str, list[dict[str, Any]]] = {name: [] for name in specs}
+    windows = SeedWindows(train_days, test_days, events_per_day, train_end_at, incident_set)
     try:
         with _progress() as bar:
             seed_task = bar.add_task("seeds", total=len(chosen))
             for index, seed in enumerate(chosen):
-                seed_report, seed_feedback, scores, details = evaluate_seed(
+                results = evaluate_seed(
                     seed,
-                    SeedWindows(train_days, test_days, events_per_day, train_end_at),
-                    spec,
+                    windows,
+                    specs,
                     grace_hours,
                     forecast_origins if index < forecast_seeds else 0,
                     route_forecasts,
                     bar,
                     ground_truth_out,
+                    count_test=count_test,
+                    shift_test=shift_test,
                 )
-                report = report + seed_report
-                feedback = seed_feedback if feedback is None else feedback + seed_feedback
-                forecast_scores.extend(scores)
-                per_seed.append(details)
+                for name, (seed_report, seed_feedback, scores, details) in results.items():
+                    reports[name].append(seed_report)
+                    known = feedbacks.get(name)
+                    feedbacks[name] = seed_feedback if known is None else known + seed_feedback
+                    forecast_scores.extend(scores)
+                    per_seed[name].append(details)
                 bar.advance(seed_task)
     except (IncidentEvaluationError, ValueError) as exc:
         console.print(f"[red]evaluation failed:[/] {exc}")
@@ -221,9 +255,26 @@ def eval_incidents(
         "train_end": train_end_at.isoformat().replace("+00:00", "Z"),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    summary = summary_dict(detector, chosen, report, forecast, per_seed, config)
-    summary["feedback"] = feedback.to_dict() if feedback is not None else None
+    config["incident_set"] = incident_set
+    config["count_test"] = count_test
+    config["shift_test"] = shift_test
+    config["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    summaries = {}
+    for name, seed_reports in reports.items():
+        total = sum(seed_reports, DetectionReport())
+        summaries[name] = summary_dict(name, chosen, total, forecast, per_seed[name], config)
+        summaries[name]["feedback"] = feedbacks[name].to_dict() if name in feedbacks else None
+        summaries[name]["seed_spread"] = seed_spread(seed_reports)
+    if len(summaries) == 1:
+        summary = next(iter(summaries.values()))
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+        else:
+            out.print(_table(summary))
+        return
+    combined = {"detectors": summaries, "config": config, "seeds": chosen}
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(json.dumps(combined, indent=2))
     else:
-        out.print(_table(summary))
+        for summary in summaries.values():
+            out.print(_table(summary))

@@ -292,6 +292,27 @@ def feedback_summary(conn: psycopg.Connection) -> dict[str, int]:
     return {verdict: int(n) for verdict, n in rows}
 
 
+FEEDBACK = """
+select incident_id, verdict, correct_cause_type, correct_cause_entity, noted_by
+from analytics.incident_feedback
+"""
+MARKED_INCIDENTS = """
+select incident_id, root_cause_type, root_cause_entity, candidates
+from analytics.incidents i
+where exists (select from analytics.incident_feedback f where f.incident_id = i.incident_id)
+"""
+
+
+def read_feedback(conn: psycopg.Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The analysts' verdicts and the incidents they marked (with ranked candidates), the input
+    of ``ml.evaluation.correlation.grade_feedback``."""
+    cur = conn.execute(FEEDBACK)
+    feedback = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+    cur = conn.execute(MARKED_INCIDENTS)
+    incidents = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+    return feedback, incidents
+
+
 def lookback_start(now: datetime, hours: int) -> datetime:
     """Start of the anomaly window a pass reads (``hours`` back from ``now``, on the hour)."""
     return (now - timedelta(hours=hours)).replace(minute=0, second=0, microsecond=0)

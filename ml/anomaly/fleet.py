@@ -22,6 +22,7 @@ import pandas as pd
 
 from ml.anomaly.base import DEFAULT_THRESHOLD, DetectorResult
 from ml.anomaly.baseline import RobustBaseline
+from ml.anomaly.cusum import CusumDetector
 from ml.anomaly.ensemble import EnsembleDetector, Fusion
 from ml.anomaly.isolation_forest import IsolationForestDetector
 from ml.anomaly.lstm_autoencoder import (
@@ -32,7 +33,10 @@ from ml.anomaly.lstm_autoencoder import (
 
 logger = logging.getLogger(__name__)
 
-MEMBERS: tuple[str, ...] = ("robust_baseline", "isolation_forest", "lstm_autoencoder")
+#: Every detector a spec may fuse.
+MEMBERS: tuple[str, ...] = ("robust_baseline", "isolation_forest", "lstm_autoencoder", "cusum")
+#: The published ensemble's members (a spec's default).
+DEFAULT_MEMBERS: tuple[str, ...] = ("robust_baseline", "isolation_forest", "lstm_autoencoder")
 
 #: (series id, metric): how the fleet names a series.
 SeriesId = tuple[str, str]
@@ -53,7 +57,7 @@ class DetectorSpec:
         min_train_points: series with fewer training hours are not fitted.
     """
 
-    members: tuple[str, ...] = MEMBERS
+    members: tuple[str, ...] = DEFAULT_MEMBERS
     fusion: Fusion = "mean"
     threshold: float = DEFAULT_THRESHOLD
     cooldown: int = 64
@@ -80,6 +84,7 @@ class DetectorSpec:
             "robust_baseline": RobustBaseline,
             "isolation_forest": IsolationForestDetector,
             "lstm_autoencoder": lambda: LstmAutoencoderDetector(network=network),
+            "cusum": CusumDetector,
         }
         return EnsembleDetector(
             [factories[name]() for name in self.members],

@@ -32,6 +32,7 @@ import torch
 from ml.anomaly.base import _Fitted
 from ml.anomaly.baseline import RobustBaseline
 from ml.anomaly.compiled_forest import CompiledForest
+from ml.anomaly.cusum import CusumDetector
 from ml.anomaly.ensemble import EnsembleDetector
 from ml.anomaly.fleet import DetectorSpec, Fleet
 from ml.anomaly.isolation_forest import IsolationForestDetector
@@ -47,7 +48,13 @@ FILES = (STATE_FILE, ARRAYS_FILE, NETWORKS_FILE)
 #: The detector classes a state file may name, by their stable ``name``.
 DETECTORS: dict[str, type] = {
     cls.name: cls
-    for cls in (RobustBaseline, IsolationForestDetector, LstmAutoencoderDetector, EnsembleDetector)
+    for cls in (
+        RobustBaseline,
+        IsolationForestDetector,
+        LstmAutoencoderDetector,
+        EnsembleDetector,
+        CusumDetector,
+    )
 }
 #: The fitted-state dataclasses a state file may name.
 TYPES: dict[str, type] = {

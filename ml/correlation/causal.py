@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ml.correlation.model import SERIES_KEY, Cause, Scope
+from ml.correlation.model import SERIES_KEY, Cause, Scope, factorize_rows
 from ml.correlation.temporal import naive_ns
 
 PRE_WINDOW = pd.Timedelta(hours=24)
@@ -64,15 +64,14 @@ class Panel:
 
     @staticmethod
     def build(prepared: pd.DataFrame) -> Panel:
-        index = pd.MultiIndex.from_frame(prepared[SERIES_KEY])
-        code, uniques = pd.factorize(index)
+        code, first = factorize_rows(prepared, SERIES_KEY)
         stamps = naive_ns(prepared["bucket_at"])
         hours = np.unique(stamps)
-        values = np.full((len(uniques), len(hours), len(TESTED_METRICS)), np.nan)
+        values = np.full((len(first), len(hours), len(TESTED_METRICS)), np.nan)
         values[code, np.searchsorted(hours, stamps), :] = prepared[list(TESTED_METRICS)].to_numpy(
             dtype=float
         )
-        keys = pd.DataFrame(list(uniques), columns=SERIES_KEY).assign(family="")
+        keys = prepared[SERIES_KEY].iloc[first].reset_index(drop=True).assign(family="")
         return Panel(keys, hours, values)
 
 

@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from ml.correlation.model import ALL_TENANTS, Cause, Scope
+from ml.correlation.model import ALL_TENANTS, Cause, Scope, factorize_rows
 from ml.correlation.temporal import co_occurrence_labels
 
 #: An upstream node (model or provider) is blamed when its anomalous series span this many
@@ -56,13 +56,21 @@ def upstream_causes(
     graph = entity_graph(hit.drop_duplicates(["tenant_id", "asset_id", "request_model"]), providers)
     causes = []
     labels = co_occurrence_labels(hit["bucket_at"])
+    app_node = ("app:" + hit["tenant_id"] + "/" + hit["asset_id"]).to_numpy()
+    model_node = ("model:" + hit["request_model"]).to_numpy()
+    # What lies below each provider does not depend on the episode: one graph walk each.
+    under = {
+        provider: np.isin(app_node, list(below)) & np.isin(model_node, list(below))
+        for provider in [n for n in graph if n.startswith("provider:")]
+        for below in [nx.descendants(graph, provider)]
+    }
     for label in np.unique(labels):
-        episode = hit[labels == label]
-        app_node = "app:" + episode["tenant_id"] + "/" + episode["asset_id"]
-        model_node = "model:" + episode["request_model"]
-        for provider in [n for n in graph if n.startswith("provider:")]:
-            below = nx.descendants(graph, provider)
-            touched = episode[(app_node.isin(below) & model_node.isin(below)).to_numpy()]
+        in_episode = labels == label
+        for provider, below_mask in under.items():
+            selected = in_episode & below_mask
+            if not selected.any():
+                continue
+            touched = hit[selected]
             tenants = set(touched["tenant_id"])
             if len(tenants) < MIN_TENANTS_UPSTREAM:
                 continue
@@ -96,18 +104,20 @@ def upstream_causes(
 
 def local_groups(anomalies: pd.DataFrame) -> np.ndarray:
     """Group label per anomaly: connected components of anomalies sharing an application node
-    within one co-occurrence episode (the fallback grouping when no cause explains them)."""
+    within one co-occurrence episode (the fallback grouping when no cause explains them).
+
+    Each anomaly links to exactly one node (its application in its episode), so the components
+    are the distinct (tenant, application, episode) triples, labelled in order of first row as a
+    graph traversal would find them: a factorization, no graph needed."""
     if anomalies.empty:
         return np.zeros(0, dtype=np.int64)
     episodes = co_occurrence_labels(anomalies["bucket_at"])
-    graph = nx.Graph()
-    for i, (tenant, asset, episode) in enumerate(
-        zip(anomalies["tenant_id"], anomalies["asset_id"], episodes, strict=True)
-    ):
-        graph.add_edge(("row", i), ("app", tenant, asset, int(episode)))
-    labels = np.empty(len(anomalies), dtype=np.int64)
-    for label, component in enumerate(nx.connected_components(graph)):
-        for node in component:
-            if node[0] == "row":
-                labels[node[1]] = label
+    keys = pd.DataFrame(
+        {
+            "tenant_id": anomalies["tenant_id"].to_numpy(),
+            "asset_id": anomalies["asset_id"].to_numpy(),
+            "episode": episodes,
+        }
+    )
+    labels, _ = factorize_rows(keys, ["tenant_id", "asset_id", "episode"])
     return labels

@@ -52,6 +52,27 @@ METRIC_FAMILY = {
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 
+def factorize_rows(frame: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of the distinct ``columns`` tuples of ``frame`` (numbered in order of first
+    appearance, as ``pd.factorize`` of the tuples) and the row position of each code's first row.
+
+    Factorizing column by column and combining the integer codes avoids materialising a
+    MultiIndex of Python tuples (~15 ms per 6,000 rows, the largest cost of building the panels).
+    """
+    combined = np.zeros(len(frame), dtype=np.int64)
+    size = 1
+    for column in columns:
+        code, uniques = pd.factorize(frame[column], use_na_sentinel=False)
+        if size * (len(uniques) + 1) >= 2**62:
+            combined = pd.factorize(combined)[0].astype(np.int64)
+            size = int(combined.max(initial=0)) + 1
+        combined = combined * (len(uniques) + 1) + code
+        size *= len(uniques) + 1
+    combined = pd.factorize(combined)[0].astype(np.int64)
+    _, first = np.unique(combined, return_index=True)
+    return combined, first
+
+
 def family_of(metric: str) -> str:
     """Family of ``metric`` (unknown metrics are their own family)."""
     return METRIC_FAMILY.get(metric, metric)

@@ -8,7 +8,10 @@ come first and at least two families take part, in that order.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+
+from ml.correlation.temporal import naive_ns
 
 ORDER = ("latency", "errors", "volume", "spend")
 
@@ -18,8 +21,13 @@ def degradation_chain(anomalies: pd.DataFrame) -> tuple[tuple[str, ...], bool]:
     and whether they form a latency -> errors -> cost chain (ties ordered as ``ORDER``)."""
     if anomalies.empty:
         return (), False
-    families = anomalies["family"].to_numpy()
-    hours = anomalies["bucket_at"].to_numpy()
+    return chain_of(anomalies["family"].to_numpy(), naive_ns(anomalies["bucket_at"]))
+
+
+def chain_of(families: np.ndarray, hours: np.ndarray) -> tuple[tuple[str, ...], bool]:
+    """``degradation_chain`` over arrays: each anomaly's family and hour (comparable values)."""
+    if not len(families):
+        return (), False
     first = {f: hours[families == f].min() for f in ORDER if (families == f).any()}
     chain = tuple(sorted(first, key=lambda f: (first[f], ORDER.index(f))))
     ranks = [ORDER.index(f) for f in chain]

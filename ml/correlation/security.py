@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.correlation.model import Cause, Scope
+from ml.correlation.model import Cause, Scope, factorize_rows
+from ml.correlation.temporal import naive_ns
 
 MIN_ALERTS = 12
 RATIO = 4.0
@@ -37,22 +38,38 @@ def security_causes(events: pd.DataFrame) -> list[Cause]:
     burst = (values >= MIN_ALERTS) & (values >= RATIO * base) & (z >= MIN_Z)
     causes = []
     violations = events[events["family"] == "policy"]
-    for row in np.flatnonzero(burst.any(axis=1)):
+    bursting = np.flatnonzero(burst.any(axis=1))
+    if not len(bursting):
+        return []
+    # Applications as integer codes and hours as naive ns, shared by alerts and violations, so
+    # each burst selects its events with integer comparisons instead of string ones.
+    apps = pd.concat(
+        [alerts[["tenant_id", "asset_id"]], violations[["tenant_id", "asset_id"]]],
+        ignore_index=True,
+    )
+    app_code, first_row = factorize_rows(apps, ["tenant_id", "asset_id"])
+    code_of = {
+        (t, a): app_code[i]
+        for i, t, a in zip(
+            first_row,
+            apps["tenant_id"].iloc[first_row],
+            apps["asset_id"].iloc[first_row],
+            strict=True,
+        )
+    }
+    a_code, v_code = app_code[: len(alerts)], app_code[len(alerts) :]
+    a_hour = naive_ns(hour)
+    v_hour = naive_ns(violations["occurred_at"].dt.floor("h"))
+    for row in bursting:
         tenant, asset = grid.index[row]
+        code = code_of.get((tenant, asset), -1)
         hours = np.flatnonzero(burst[row])
         runs = np.split(hours, np.flatnonzero(np.diff(hours) > 2) + 1)
         for run in runs:
             first, last = full[run[0]], full[run[-1]]
-            in_window = (alerts["tenant_id"] == tenant) & (alerts["asset_id"] == asset)
-            in_window &= (hour >= first) & (hour <= last)
-            hit = alerts[in_window]
-            v_hour = violations["occurred_at"].dt.floor("h")
-            v_hit = violations[
-                (violations["tenant_id"] == tenant)
-                & (violations["asset_id"] == asset)
-                & (v_hour >= first)
-                & (v_hour <= last)
-            ]
+            lo, hi = naive_ns(pd.Series([first, last]))
+            hit = alerts[(a_code == code) & (a_hour >= lo) & (a_hour <= hi)]
+            v_hit = violations[(v_code == code) & (v_hour >= lo) & (v_hour <= hi)]
             peak = float(values[row, run].max())
             ratio = peak / float(base[row, 0])
             kinds = hit["name"].value_counts()

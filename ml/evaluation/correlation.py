@@ -368,3 +368,152 @@ def summarize(results: Sequence[SeedResult]) -> dict[str, Any]:
         "per_type": per_type,
         "pass_seconds_max": _round(max((r.pass_seconds for r in results), default=0.0)),
     }
+
+
+@dataclass
+class FeedbackReport:
+    """Analysts' verdicts on the incidents' root causes (``analytics.incident_feedback``).
+
+    An incident is *marked* when at least one analyst left a verdict; its verdict is the
+    majority of its analysts' (a tie is *disputed* and counts as not confirmed). ``ac@1`` is the
+    engine's root-cause accuracy on the marked incidents as the analysts judged it (the share
+    confirmed); ``ac@3`` also counts a wrong first cause whose correction (the analyst's
+    ``correct_cause_type``/``entity``) is the engine's second or third candidate. A wrong verdict
+    without a correction cannot be placed and counts as a miss at 3 too.
+    """
+
+    marked: int
+    verdicts: int
+    confirmed: int
+    rejected: int
+    disputed: int
+    corrected: int
+    ac1: float | None
+    ac3: float | None
+    per_type: dict[str, dict[str, float | int | None]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "marked_incidents": self.marked,
+            "verdicts": self.verdicts,
+            "confirmed": self.confirmed,
+            "rejected": self.rejected,
+            "disputed": self.disputed,
+            "corrected": self.corrected,
+            "confirmed_share": self.ac1,
+            "engine_on_marked": {"ac@1": self.ac1, "ac@3": self.ac3},
+            "per_type": self.per_type,
+        }
+
+
+def _candidate_pairs(candidates: Any) -> list[tuple[str, str]]:
+    if isinstance(candidates, str):
+        import json
+
+        candidates = json.loads(candidates)
+    return [(str(c["cause_type"]), str(c["entity"])) for c in candidates or []]
+
+
+def grade_feedback(feedback: pd.DataFrame, incidents: pd.DataFrame) -> FeedbackReport:
+    """Grade the engine by the analysts' marks (see ``FeedbackReport``).
+
+    Args:
+        feedback: rows of ``incident_id, verdict`` (``root_cause_right``/``root_cause_wrong``)
+            with optional ``correct_cause_type, correct_cause_entity``.
+        incidents: rows of ``incident_id, root_cause_type, candidates`` (the ranked candidates:
+            a list of dicts with ``cause_type`` and ``entity``, or its JSON); marks on incidents
+            missing here are ignored.
+    """
+    known = incidents.set_index("incident_id")
+    rows = feedback[feedback["incident_id"].isin(known.index)]
+    confirmed = rejected = disputed = corrected = hit3 = 0
+    per_type: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # marked, at 1, at 3
+    for incident_id, marks in rows.groupby("incident_id", sort=True):
+        right = int((marks["verdict"] == "root_cause_right").sum())
+        wrong = int((marks["verdict"] == "root_cause_wrong").sum())
+        incident = known.loc[incident_id]
+        cause_type = str(incident["root_cause_type"])
+        per_type[cause_type][0] += 1
+        if right > wrong:
+            confirmed += 1
+            hit3 += 1
+            per_type[cause_type][1] += 1
+            per_type[cause_type][2] += 1
+            continue
+        if right == wrong:
+            disputed += 1
+        else:
+            rejected += 1
+        fixes = marks[marks["verdict"] == "root_cause_wrong"]
+        if "correct_cause_type" in fixes:
+            fixes = fixes.dropna(subset=["correct_cause_type", "correct_cause_entity"])
+        else:
+            fixes = fixes.iloc[0:0]
+        if fixes.empty:
+            continue
+        corrected += 1
+        fix = (str(fixes["correct_cause_type"].iloc[0]), str(fixes["correct_cause_entity"].iloc[0]))
+        if fix in _candidate_pairs(incident["candidates"])[:3]:
+            hit3 += 1
+            per_type[cause_type][2] += 1
+    marked = confirmed + rejected + disputed
+    return FeedbackReport(
+        marked=marked,
+        verdicts=len(rows),
+        confirmed=confirmed,
+        rejected=rejected,
+        disputed=disputed,
+        corrected=corrected,
+        ac1=_round(confirmed / marked) if marked else None,
+        ac3=_round(hit3 / marked) if marked else None,
+        per_type={
+            t: {"marked": n, "ac@1": _round(a / n), "ac@3": _round(b / n)}
+            for t, (n, a, b) in sorted(per_type.items())
+        },
+    )
+
+
+def fleet_anomalies(
+    series: pd.DataFrame, since: pd.Timestamp, spec: Any | None = None
+) -> pd.DataFrame:
+    """Anomalies of the hub's detector fleet (``ml.anomaly.fleet``) instead of the stand-in.
+
+    One detector per (route, metric) is fitted on the clean history before ``since`` and scores
+    the hours from ``since`` on without refitting, as the weekly training and the hourly scoring
+    jobs do. Returns rows in the ``analytics.anomalies`` shape.
+
+    Args:
+        series: hourly series (``ml.correlation.model``), one row per route and hour.
+        since: first scored hour (the scenario day).
+        spec: the ``DetectorSpec`` (default: the published configuration's defaults).
+    """
+    from ml.anomaly.fleet import DetectorSpec, Fleet, fleet_scores_frame
+    from ml.keys import RouteKey
+
+    spec = spec or DetectorSpec()
+    keys = ["tenant_id", "asset_id", "request_model"]
+    train, full = {}, {}
+    for (tenant, asset, model), one in series.groupby(keys, sort=True):
+        one = one.set_index("bucket_at").sort_index()
+        route = RouteKey(str(tenant), str(asset), str(model)).encode()
+        for metric in BARO_METRICS:
+            values = one[metric].astype(float)
+            full[(route, metric)] = values
+            train[(route, metric)] = values[values.index < since]
+    fleet = Fleet.fit(spec, train)
+    scores = fleet_scores_frame(fleet.score(full))
+    routes = [RouteKey.decode(s) for s in scores["series_id"]]
+    return pd.DataFrame(
+        {
+            "bucket_at": pd.to_datetime(scores["bucket_at"], utc=True),
+            "tenant_id": [r.tenant_id for r in routes],
+            "asset_id": [r.application_id for r in routes],
+            "request_model": [r.model for r in routes],
+            "metric": scores["metric"],
+            "observed": scores["observed"],
+            "expected": scores["expected"],
+            "deviation": scores["deviation"],
+            "score": scores["score"],
+            "is_anomaly": scores["is_anomaly"].astype(bool),
+        }
+    )

@@ -34,7 +34,7 @@ from psycopg import sql
 
 from integration.conftest import TEST_DATABASE
 from integration.test_access import _insert_raw, _tenant_events
-from llmhub.api.keys import create_key
+from llmhub.api.keys import create_key, split_token
 from llmhub.config import Settings, load_settings, redact, with_database
 from llmhub.contract.topics import BY_FAMILY
 from llmhub.db import migrate
@@ -375,8 +375,26 @@ def test_feedback_reaches_own_anomalies_only(api: Api) -> None:
             "select tenant_id, verdict, noted_by from analytics.anomaly_feedback"
         ).fetchall()
     assert len(rows) == 1 and rows[0][0] == A and rows[0][1] == "false_positive"
-    # Migration 0011's trigger attributes a verdict to the database role that wrote it.
-    assert rows[0][2] == "llmhub_api"
+    # Regression: every API verdict read "llmhub_api"; it now names the key that wrote it.
+    key_id = split_token(api.keys["a_read_editor"])[0]  # type: ignore[index]
+    assert rows[0][2] == f"llmhub_api/key:{key_id}"
+    # An OIDC editor's verdict is attributed to the token's subject.
+    with api.client(token=api.jwt(A, "editor", sub="alice@example.com")) as client:
+        response = client.post(
+            f"/api/v1/anomalies/{flagged['id']}/feedback", json={"verdict": "true_positive"}
+        )
+        assert response.status_code == 200, response.text
+    with api.owner() as conn:
+        assert conn.execute("select noted_by from analytics.anomaly_feedback").fetchone() == (
+            "llmhub_api/sub:alice@example.com",
+        )
+        # Only the API role's writes take the subject setting: another role claiming a name
+        # is still stamped with its own.
+        with conn.transaction():
+            conn.execute("select set_config('llmhub.subject', 'sub:someone-else', true)")
+            conn.execute("update analytics.anomaly_feedback set comment = 'x'")
+        noted_by = conn.execute("select noted_by from analytics.anomaly_feedback").fetchone()
+        assert noted_by == (conn.execute("select current_user").fetchone()[0],)
 
 
 def test_percentiles_are_exact_per_mart_row_and_never_combined(api: Api) -> None:
@@ -534,6 +552,65 @@ def test_quotas_are_shared_through_the_database(api: Api) -> None:
     with api.client("c_editor") as client:
         response = client.post("/api/v1/events", content=orjson.dumps(event))
         assert _problem(response, 429)["type"].endswith("monthly-quota-exceeded")
+
+
+def _quotas_cli(api: Api, *args: str) -> str:
+    result = subprocess.run(
+        [str(LLMHUB_CLI), "quotas", *args],
+        env={**os.environ, "LLMHUB_DATABASE_URL": api.settings.database_url},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_tenant_quota_overrides_replace_the_defaults(api: Api) -> None:
+    tenant = "tenant-c"
+    with api.owner() as conn:
+        conn.execute("delete from api.quota_buckets where tenant_id = %s", (tenant,))
+        conn.execute("delete from api.quota_months where tenant_id = %s", (tenant,))
+    try:
+        shown = _quotas_cli(
+            api,
+            "set",
+            tenant,
+            "--query-rate",
+            "0.001",
+            "--query-burst",
+            "1",
+            "--monthly-events",
+            "1",
+        )
+        assert "0.001*" in shown and tenant in shown
+        event = make_event("telemetry", tenant_id=tenant)
+        with api.client("c_editor") as client:
+            assert client.get("/api/v1/budgets").status_code == 200
+            # The second query in the same second: the tenant's own burst of 1 is spent.
+            response = client.get("/api/v1/budgets")
+            assert "0.001/s" in _problem(response, 429)["detail"]
+            assert int(response.headers["retry-after"]) > 600
+            two = b"\n".join(
+                orjson.dumps(make_event("telemetry", tenant_id=tenant)) for _ in range(2)
+            )
+            response = client.post("/api/v1/events", content=two)
+            assert _problem(response, 429)["type"].endswith("monthly-quota-exceeded")
+            # Tenant A keeps the defaults meanwhile.
+            with api.client("a_viewer") as other:
+                for _ in range(3):
+                    assert other.get("/api/v1/budgets").status_code == 200
+            _quotas_cli(api, "reset", tenant)
+            assert "had no override" not in _quotas_cli(api, "show", tenant)
+            response = client.post("/api/v1/events", content=orjson.dumps(event))
+            assert response.status_code == 200, response.text
+            assert response.json()["accepted"] == 1
+    finally:
+        with api.owner() as conn:
+            conn.execute("delete from api.tenant_quotas where tenant_id = %s", (tenant,))
+            conn.execute("delete from api.quota_buckets where tenant_id = %s", (tenant,))
+            conn.execute("delete from api.quota_months where tenant_id = %s", (tenant,))
 
 
 # --- ingestion ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from llmhub.incidents import store
 from llmhub.incidents.report import print_incidents
 from llmhub.producers.scenarios import detect_anomalies, generate_scenarios
 from ml.correlation.engine import CorrelationResult, correlate
+from ml.evaluation.correlation import grade_feedback
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,27 @@ def test_tenant_analyst_sees_own_and_touching_incidents_only(conn, scenario, ten
             "('other', 'root_cause_wrong')",
         )
     assert store.feedback_summary(conn) == {"root_cause_right": 1}
+
+
+def test_stored_feedback_grades_the_engine_on_marked_incidents(conn, scenario) -> None:
+    _, result, since = scenario
+    store.upsert_incidents(conn, result.incidents, since.to_pydatetime())
+    right, wrong = result.incidents[0], next(i for i in result.incidents if len(i.candidates) > 1)
+    assert right.incident_id != wrong.incident_id
+    second = wrong.candidates[1]
+    conn.cursor().executemany(
+        "insert into analytics.incident_feedback (incident_id, verdict, correct_cause_type, "
+        "correct_cause_entity, noted_by) values (%s, %s, %s, %s, %s)",
+        [
+            (right.incident_id, "root_cause_right", None, None, "ann"),
+            (wrong.incident_id, "root_cause_wrong", second.cause_type, second.entity, "ann"),
+        ],
+    )
+    marks, incidents = store.read_feedback(conn)
+    report = grade_feedback(marks, incidents)
+    assert set(incidents["incident_id"]) == {right.incident_id, wrong.incident_id}
+    assert (report.marked, report.confirmed, report.rejected, report.corrected) == (2, 1, 1, 1)
+    assert (report.ac1, report.ac3) == (0.5, 1.0)
 
 
 def test_asset_writes_incidents_from_stored_anomalies(test_settings, conn, scenario) -> None:

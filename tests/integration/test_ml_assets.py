@@ -397,3 +397,91 @@ def test_a_tampered_model_is_refused(ml_stack: MlStack) -> None:
         ml_stack.client.delete_model_version_tag(ml_stack.forecaster_name, "1", f"sha256/{key}")
     with pytest.raises(dg.Failure, match="no SHA-256 digests recorded"):
         resource.load_champion(ml_stack.forecaster_name)
+
+
+STOPPED = ("globex", "chat", "gpt-4o")
+DAYTIME = ("initech", "office", "gpt-4o-mini")
+
+
+def _add_stop_quiet_route_and_events(conn: psycopg.Connection) -> None:
+    """globex's route stops for the newest 4 hours; initech's office route serves 80 requests
+    an hour from 09:00 to 17:00 only; acme's security alerts and globex's policy violations
+    run at 1-3 an hour and burst in the newest hour."""
+    conn.execute(
+        "delete from marts.fct_llm_requests_hourly where tenant_id = %s and asset_id = %s "
+        "and request_model = %s and request_hour_at > %s",
+        (*STOPPED, END - timedelta(hours=4)),
+    )
+    conn.execute(
+        "insert into marts.fct_llm_requests_hourly select %s, %s, %s, h, 80, 1, 24000, 9600, "
+        "0.16, 900.0, 300.0 from generate_series(%s::timestamptz, %s, interval '1 hour') h "
+        "where extract(hour from h at time zone 'UTC') between 9 and 17",
+        (*DAYTIME, END - timedelta(hours=HOURS - 1), END),
+    )
+    for table, tenant, body in (
+        ("security_alerts", "acme", "'prompt_injection', 'sentinel', 'flagged'"),
+        ("policy_violations", "globex", "'pol-1', 'pii', 'flagged'"),
+    ):
+        columns = sql.SQL(
+            "alert_type, detector, action_taken"
+            if table == "security_alerts"
+            else "policy_id, violation_type, action_taken"
+        )
+        prefix = sql.SQL(
+            "insert into raw.{} (event_id, occurred_at, tenant_id, asset_id, event_type, "
+            "source_module, severity, schema_version, {}, kafka_partition, kafka_offset) "
+        ).format(sql.Identifier(table), columns)
+        values = sql.SQL("'event', 'test', 'medium', '1.0', {}, 0, 0").format(sql.SQL(body))
+        hourly = sql.SQL(
+            "{} select gen_random_uuid(), h + k * interval '7 minutes', %s, 'chat', {} "
+            "from generate_series(%s::timestamptz, %s, interval '1 hour') h, "
+            "generate_series(1, 8) k "
+            "where k <= 1 + (extract(hour from h)::int + extract(day from h)::int) %% 3"
+        ).format(prefix, values)
+        conn.execute(hourly, (tenant, END - timedelta(hours=HOURS - 1), END))
+        # The burst: 60 more events in the newest hour.
+        burst = sql.SQL(
+            "{} select gen_random_uuid(), %s + k * interval '30 seconds', %s, 'chat', {} "
+            "from generate_series(1, 60) k"
+        ).format(prefix, values)
+        conn.execute(burst, (END, tenant))
+
+
+def test_stopped_routes_and_security_and_policy_events_are_published(ml_stack: MlStack) -> None:
+    _add_stop_quiet_route_and_events(ml_stack.conn)
+    detector = DetectorConfig(
+        experiment=f"{ml_stack.prefix}/detector",
+        registered_model_name=ml_stack.detector_name,
+        members=["robust_baseline"],
+        metrics=["request_count"],
+    )
+    assert _materialize(ml_stack, anomaly_detector, detector).success
+    config = AnomalyScoresConfig(
+        detector_model_name=ml_stack.detector_name, metrics=["request_count"]
+    )
+    for _ in range(2):
+        # Twice: re-scoring replaces the stop rows, it never duplicates them.
+        meta = _metadata(_materialize(ml_stack, anomalies, config))
+        stops = ml_stack.conn.execute(
+            "select tenant_id, asset_id, request_model, bucket_at, observed, is_anomaly, "
+            "detector from analytics.anomalies where metric = 'traffic_stop' order by bucket_at"
+        ).fetchall()
+        # The route that stopped, in each of its 4 silent hours; the daytime route, silent
+        # at night as every night, is not flagged.
+        assert [row[:3] for row in stops] == [STOPPED] * 4
+        assert [row[3] for row in stops] == [END - timedelta(hours=h) for h in (3, 2, 1, 0)]
+        assert all(r[4] == 0 and r[5] and r[6] == "count_test" for r in stops)
+        assert meta["traffic_stops"] == 4
+        assert meta["event_count_series"] == 2
+    events = ml_stack.conn.execute(
+        "select tenant_id, asset_id, request_model, metric, bool_or(is_anomaly), "
+        "bool_or(is_anomaly) filter (where bucket_at < %s), count(*) "
+        "from analytics.anomalies where metric in ('security_alerts', 'policy_violations') "
+        "group by 1, 2, 3, 4 order by 4",
+        (END,),
+    ).fetchall()
+    # Each application's events scored on their own history: the newest hour's burst is flagged.
+    assert events == [
+        ("globex", "chat", "*", "policy_violations", True, False, 6),
+        ("acme", "chat", "*", "security_alerts", True, False, 6),
+    ]

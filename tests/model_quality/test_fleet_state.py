@@ -181,3 +181,14 @@ def test_a_fleet_saved_before_a_module_move_loads_after_it(fleet, series, tmp_pa
     with np.load(tmp_path / "scores.npz") as got:
         for key, scores in _scores(fleet, series).items():
             np.testing.assert_array_equal(got["|".join(key)], scores)
+
+
+def test_a_fleet_with_the_cusum_member_round_trips(series, tmp_path: Path) -> None:
+    spec = DetectorSpec(members=("robust_baseline", "cusum"), fusion="max", min_train_points=72)
+    fitted = Fleet.fit(spec, {k: v.iloc[:TRAIN] for k, v in series.items()})
+    save_fleet(fitted, tmp_path)
+    loaded = load_fleet(tmp_path)
+    assert loaded.spec == spec
+    expected, got = _scores(fitted, series), _scores(loaded, series)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])

@@ -197,3 +197,110 @@ def test_genai_metrics_are_renamed_and_others_ignored() -> None:
     assert points[1].attributes["gen_ai.token.type"] == "input"
     assert points[1].attributes["gen_ai.provider.name"] == "openai"
     assert points[0].bucket_counts == [1, 1] and points[0].count == 2
+
+
+def _reference_event_id(trace_id: bytes, span_id: bytes) -> str:
+    import hashlib
+
+    digest = bytearray(hashlib.blake2b(trace_id + span_id, digest_size=16).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x80
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_event_id_is_unchanged_by_the_hex_rewrite(seed: int) -> None:
+    # The id is written from the hex digest now: a span exported before and after the rewrite
+    # must keep its id, or ingestion would store it twice.
+    import random
+    import uuid
+
+    rng = random.Random(seed)
+    trace_id, span_id = rng.randbytes(16), rng.randbytes(8)
+    value = otlp.event_id(trace_id, span_id)
+    assert value == _reference_event_id(trace_id, span_id)
+    assert uuid.UUID(value).version == 8 and uuid.UUID(value).variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [0, 1, 999, 1_000, NOW_NS, NOW_NS - NOW_NS % 1_000_000_000, 1_764_450_000_123_456_789],
+)
+def test_iso_utc_writes_what_datetime_writes(ns: int) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    expected = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
+    assert otlp.iso_utc(ns) == expected.isoformat()
+
+
+def _varied_request() -> bytes:
+    """Spans of every shape the one-pass path branches on."""
+    req = ExportTraceServiceRequest()
+    for service, asset in (("svc-a", None), ("", "asset-from-resource")):
+        rs = req.resource_spans.add()
+        if service:
+            rs.resource.attributes.append(_kv("service.name", service))
+        if asset:
+            rs.resource.attributes.append(_kv("llmhub.asset_id", asset))
+        ss = rs.scope_spans.add()
+        specs: list[dict[str, Any] | list[tuple[str, Any]]] = [
+            dict(OLD),
+            dict(NEW),
+            {**OLD, **NEW},  # both generations: the newest name wins
+            {"db.system": "postgresql"},  # not GenAI
+            {"gen_ai.operation.name": "execute_tool", "gen_ai.provider.name": "openai"},
+            {**NEW, "gen_ai.prompt.0.content": "secret", "gen_ai.input.messages": "[...]"},
+            {**NEW, "llmhub.asset_id": "asset-on-span", "service.name": "svc-on-span"},
+            {**NEW, "service.name": "svc-on-span"},
+            {**NEW, "_error": True},
+            {**NEW, "error.type": "429", "http.response.status_code": 429, "_error": True},
+            {**NEW, "gen_ai.request.temperature": 0.2, "gen_ai.request.stream": True},
+            {
+                **OLD,
+                "gen_ai.usage.cache_read_input_tokens": 3,
+                "gen_ai.usage.input_tokens.cached": 4,
+            },
+            {**NEW, "gen_ai.response.time_to_first_chunk": 0.1, "_duration_ns": 0},
+            # A key repeated: the last value counts, as in a dict.
+            [*NEW.items(), ("gen_ai.system", "first"), ("gen_ai.system", "second")],
+            [
+                ("gen_ai.system", "x"),
+                ("gen_ai.usage.prompt_tokens", 1),
+                ("gen_ai.usage.prompt_tokens", 2),
+            ],
+        ]
+        for i, spec in enumerate(specs):
+            items = list(spec.items()) if isinstance(spec, dict) else list(spec)
+            span = ss.spans.add()
+            span.trace_id = bytes([i + 1, len(service)]) * 8
+            span.span_id = bytes([i + 7]) * 8
+            start = NOW_NS - 2_000_000_000 + i * 1_234_567
+            span.start_time_unix_nano = start
+            duration = dict(items).get("_duration_ns", 250_000_000)
+            span.end_time_unix_nano = start + duration if duration else 0
+            if dict(items).get("_error"):
+                span.status.code = 2
+                span.status.message = "boom"
+            for key, value in items:
+                if not key.startswith("_"):
+                    span.attributes.append(_kv(key, value))
+    return req.SerializeToString()
+
+
+def test_one_pass_protobuf_path_equals_decode_then_map() -> None:
+    body = _varied_request()
+    spans = otlp.decode_spans(body, False)
+    expected = [
+        (s.span_id, otlp.span_event(s, "t")) for s in spans if otlp.is_llm_request(s.attributes)
+    ]
+    events, ignored = otlp.pb_span_events(body, "t")
+    assert events == expected
+    assert ignored == len(spans) - len(expected) == 4
+    # Key order too: the event bytes sent to Kafka are the same.
+    assert [orjson.dumps(e) for _, e in events] == [orjson.dumps(e) for _, e in expected]
+
+
+def test_one_pass_protobuf_path_refuses_what_is_not_otlp() -> None:
+    with pytest.raises(otlp.PayloadError):
+        otlp.pb_span_events(b"\xff\xff\xff not protobuf", "t")

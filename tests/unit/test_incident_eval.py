@@ -19,7 +19,12 @@ from ml.evaluation.incidents.detection import (
 )
 from ml.evaluation.incidents.forecast import ForecastScore, poisson_floor_mape, summarise_forecasts
 from ml.evaluation.incidents.ground_truth import IncidentLabel, incidents_from_ground_truth
-from ml.evaluation.incidents.harness import window_events
+from ml.evaluation.incidents.harness import (
+    detector_spec,
+    magnitude_bin,
+    spread,
+    window_events,
+)
 from ml.evaluation.incidents.hourly import (
     align_series,
     build_series,
@@ -426,3 +431,82 @@ def test_feedback_on_the_first_half_silences_a_repeated_false_alarm_in_the_secon
 def test_feedback_effects_add_up_over_seeds() -> None:
     one = FeedbackEffect(1, 1, 2, 1, 2, 2, 2)
     assert (one + one).to_dict()["false_positives_before"] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# the realistic set: stops and shifts graded, magnitudes, spread over seeds
+
+
+def _busy_route(days: int, stop_at: int | None = None) -> tuple[SeriesMap, SeriesMap]:
+    """A route with about 100 requests an hour, a week of training, ``days`` of test."""
+    rng = np.random.default_rng(0)
+    counts = SeriesKey("acme", "bot", "gpt-4o", "request_count")
+    train_index = pd.date_range(T0 - 7 * 24 * HOUR, periods=7 * 24, freq="h")
+    test_index = pd.date_range(T0, periods=days * 24, freq="h")
+    test_counts = pd.Series(rng.poisson(100, len(test_index)).astype(float), index=test_index)
+    if stop_at is not None:
+        test_counts.iloc[stop_at : stop_at + 3] = 0.0
+    train = {counts: pd.Series(rng.poisson(100, len(train_index)).astype(float), train_index)}
+    return train, {counts: test_counts}
+
+
+def test_a_traffic_stop_is_detected_by_the_count_test_beside_the_detector() -> None:
+    train, test = _busy_route(2, stop_at=30)
+    stop = _incident("traffic_stop", "request_count", 30, 33, model="gpt-4o")
+    quiet = _flagging({})
+    # Without the count test a zero count is an idle hour, never judged: the stop is missed.
+    assert not evaluate_detection(train, test, [stop], [], fit_score=quiet).outcomes[0].detected
+    report = evaluate_detection(train, test, [stop], [], fit_score=quiet, count_test=True)
+    assert report.outcomes[0].detected and report.outcomes[0].delay_hours == 1.0
+    assert report.false_positives == 0
+
+
+def test_a_stop_flag_outside_an_incident_is_a_false_positive() -> None:
+    train, test = _busy_route(2, stop_at=30)
+    report = evaluate_detection(train, test, [], [], fit_score=_flagging({}), count_test=True)
+    assert report.false_positives == 3
+
+
+def test_a_subtle_latency_shift_is_detected_by_the_shift_test() -> None:
+    rng = np.random.default_rng(1)
+    train, test = _busy_route(3)
+    latency = SeriesKey("acme", "bot", "gpt-4o", "latency_p95_ms")
+    train[latency] = pd.Series(rng.normal(1000, 40, 7 * 24), index=train[next(iter(train))].index)
+    values = rng.normal(1000, 40, 3 * 24)
+    values[40:46] *= 1.3
+    test[latency] = pd.Series(values, index=test[next(iter(test))].index)
+    incident = _incident("subtle_latency", "latency_ms", 40, 46, model="gpt-4o")
+    step = _flagging({})
+    assert not evaluate_detection(train, test, [incident], [], fit_score=step).outcomes[0].detected
+    report = evaluate_detection(train, test, [incident], [], fit_score=step, shift_test=True)
+    assert report.outcomes[0].detected and report.false_positives == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "magnitude", "cell"),
+    [
+        ("subtle_errors", 0.034, "3%"),
+        ("error_storm", 0.43, "40%"),
+        ("subtle_latency", 1.34, "x1.3"),
+        ("subtle_cost", 1.4, "x1.4"),
+        ("traffic_stop", 0.0, "stop"),
+        ("level_shift", None, "n/a"),
+    ],
+)
+def test_magnitude_bins(kind: str, magnitude: float | None, cell: str) -> None:
+    assert magnitude_bin(kind, magnitude) == cell
+
+
+def test_seed_spread_reports_mean_sd_min_max_of_per_seed_figures() -> None:
+    figures = spread([0.5, 1.0, float("nan"), 0.75])
+    assert figures["n"] == 3 and figures["mean"] == pytest.approx(0.75)
+    assert figures["min"] == 0.5 and figures["max"] == 1.0
+    assert figures["sd"] == pytest.approx(0.25)
+    assert spread([])["mean"] is None
+
+
+def test_detectors_joined_by_plus_are_fused_by_their_maximum() -> None:
+    spec = detector_spec("robust_baseline+cusum")
+    assert spec.members == ("robust_baseline", "cusum") and spec.fusion == "max"
+    with pytest.raises(ValueError):
+        detector_spec("robust_baseline+nope")

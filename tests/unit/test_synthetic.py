@@ -311,3 +311,99 @@ def test_request_cost_uses_the_price_table() -> None:
         + spec.output_usd_per_mtok
     )
     assert cost[0] == pytest.approx(expected)
+
+
+@pytest.fixture(scope="module")
+def realistic() -> tuple[SyntheticTraffic, list[dict[str, Any]]]:
+    traffic = generate(60_000, days=7.0, seed=7, end=END, incident_set="realistic")
+    events = [orjson.loads(m.value) for m in traffic.iter_messages() if m.topic == TELEMETRY]
+    return traffic, events
+
+
+def test_the_realistic_set_adds_subtle_incidents_on_one_route_each(
+    realistic: tuple[SyntheticTraffic, list[dict[str, Any]]],
+) -> None:
+    traffic, _ = realistic
+    kinds = Counter(i.kind for i in traffic.incidents)
+    assert set(kinds) == {
+        "latency_regression",
+        "cost_spike",
+        "error_storm",
+        "security_burst",
+        "subtle_latency",
+        "subtle_cost",
+        "subtle_errors",
+        "latency_drift",
+        "traffic_stop",
+        "level_shift",
+    }
+    assert set(kinds.values()) == {1}
+    subtle = {i.kind: i for i in traffic.incidents if i.model and i.asset_id}
+    assert 1.3 <= subtle["subtle_latency"].magnitude <= 1.5
+    assert 1.25 <= subtle["subtle_cost"].magnitude <= 1.4
+    assert 0.02 <= subtle["subtle_errors"].magnitude <= 0.05
+    assert subtle["level_shift"].end == traffic.end
+    # One route of many: all six name an application and a model.
+    assert len(subtle) == 6
+
+
+def test_a_stopped_route_serves_nothing_and_its_application_other_routes_go_on(
+    realistic: tuple[SyntheticTraffic, list[dict[str, Any]]],
+) -> None:
+    traffic, events = realistic
+    stop = _incident(traffic, "traffic_stop")
+    assert 10 <= stop.start.hour <= 14
+    during = [
+        e
+        for e in events
+        if e["asset_id"] == stop.asset_id and stop.start <= _at(e["occurred_at"]) < stop.end
+    ]
+    assert all(e["body"]["gen_ai.request.model"] != stop.model for e in during)
+    before = [
+        e
+        for e in events
+        if e["asset_id"] == stop.asset_id
+        and e["body"]["gen_ai.request.model"] == stop.model
+        and stop.start - timedelta(hours=24)
+        <= _at(e["occurred_at"])
+        < stop.end - timedelta(hours=24)
+    ]
+    assert len(before) > 20
+
+
+def test_a_drift_grows_gradually(
+    realistic: tuple[SyntheticTraffic, list[dict[str, Any]]],
+) -> None:
+    traffic, events = realistic
+    drift = _incident(traffic, "latency_drift")
+    third = (drift.end - drift.start) / 3
+    medians = []
+    for k in range(3):
+        lo, hi = drift.start + k * third, drift.start + (k + 1) * third
+        medians.append(
+            np.median(
+                [
+                    e["body"]["latency_ms"]
+                    for e in events
+                    if e["asset_id"] == drift.asset_id
+                    and e["body"]["gen_ai.request.model"] == drift.model
+                    and "error.type" not in e["body"]
+                    and lo <= _at(e["occurred_at"]) < hi
+                ]
+            )
+        )
+    # The last third runs at about the full factor, the first at about a fifth of it.
+    assert medians[2] / medians[0] > 1.0 + 0.4 * (drift.magnitude - 1.0)
+
+
+def test_the_gross_set_is_unchanged_by_the_realistic_option() -> None:
+    # The default set keeps its four incidents in four slots (the demo and the tests read them).
+    traffic = generate(1_000, days=1.0, seed=5, end=END)
+    assert [i.kind for i in traffic.incidents] == [
+        "latency_regression",
+        "cost_spike",
+        "error_storm",
+        "security_burst",
+    ]
+    with pytest.raises(ValueError, match="incident set"):
+        generate(1_000, seed=5, end=END, incident_set="nope")

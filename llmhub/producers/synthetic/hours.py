@@ -86,6 +86,12 @@ def _telemetry_chunk(plan: _Plan, chunk: int, m0: int, m1: int) -> _TelemetryChu
     ts = np.sort(plan.start_ms + minute * MINUTE_MS + rng.integers(0, MINUTE_MS, n))
 
     route = rng.choice(len(plan.route_p), size=n, p=plan.route_p)
+    if plan.stops:
+        # A route that stops serves nothing; the other routes keep their arrivals.
+        served = np.ones(n, dtype=bool)
+        for w in plan.stops:
+            served &= ~w.mask(ts, plan.route_app[route], plan.route_model[route])
+        ts, route, n = ts[served], route[served], int(served.sum())
     app = plan.route_app[route]
     model = plan.route_model[route]
     tenant = plan.app_tenant[app]
@@ -99,8 +105,9 @@ def _telemetry_chunk(plan: _Plan, chunk: int, m0: int, m1: int) -> _TelemetryChu
     for w in plan.cost:
         # A runaway prompt loop or context stuffing: both directions grow, so cost grows alike.
         hit = w.mask(ts, app, model)
-        tokens_in[hit] = np.rint(tokens_in[hit] * w.magnitude).astype(np.int64)
-        tokens_out[hit] = np.rint(tokens_out[hit] * w.magnitude).astype(np.int64)
+        factor = w.factor(ts[hit])
+        tokens_in[hit] = np.rint(tokens_in[hit] * factor).astype(np.int64)
+        tokens_out[hit] = np.rint(tokens_out[hit] * factor).astype(np.int64)
     tokens_out[embed] = 0
     hit_cache = (rng.random(n) < _CACHE_HIT_RATE) & ~embed
     cache = np.where(hit_cache, (tokens_in * rng.uniform(0.2, 0.9, n)).astype(np.int64), 0)
@@ -109,8 +116,9 @@ def _telemetry_chunk(plan: _Plan, chunk: int, m0: int, m1: int) -> _TelemetryChu
     latency, ttft = sample_timings(rng, model, tokens_in, tokens_out)
     for w in plan.latency:
         hit = w.mask(ts, app, model)
-        latency[hit] *= w.magnitude
-        ttft[hit] = np.where(ttft[hit] >= 0, ttft[hit] * w.magnitude, -1.0)
+        factor = w.factor(ts[hit])
+        latency[hit] *= factor
+        ttft[hit] = np.where(ttft[hit] >= 0, ttft[hit] * factor, -1.0)
 
     p_limit = np.full(n, _BASE_RATE_LIMIT)
     for w in plan.rate_limits:
@@ -382,6 +390,38 @@ def _registry_messages(plan: _Plan) -> tuple[list[Message], list[Message]]:
                 body,
             )
         )
+    if plan.rollouts:
+        # A stream of their own: traffic without rollouts stays byte-identical.
+        rollout_ids = uuid4_strings(
+            np.random.default_rng([plan.seed, _STREAM_REGISTRY, 1]), len(plan.rollouts)
+        )
+        rollout_at = iso_utc(np.array([ts for ts, _, _ in plan.rollouts], dtype=np.int64))
+        for k, (ts, tenant, model) in enumerate(plan.rollouts):
+            spec = MODELS[MODEL_INDEX[model]]
+            body = {
+                "asset_kind": "model",
+                "name": model,
+                "version": f"{spec.snapshot}-r2",
+                "provider": spec.provider,
+                "model": model,
+                "owner": "platform-team",
+                "lifecycle_status": "active",
+                "change": "model version rollout",
+            }
+            updates.append(
+                _envelope(
+                    "registry",
+                    "asset_updated",
+                    rollout_ids[k],
+                    ts,
+                    rollout_at[k],
+                    tenant,
+                    _model_asset_id(tenant, model),
+                    "info",
+                    body,
+                )
+            )
+        updates.sort(key=lambda m: m.timestamp_ms or 0)
     return first, updates
 
 

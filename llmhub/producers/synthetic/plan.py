@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -77,6 +78,16 @@ class _Window:
     start_ms: int
     end_ms: int
     magnitude: float
+    #: A gradual drift: the effect grows linearly from none at ``start_ms`` to ``magnitude`` at
+    #: ``start_ms + ramp_ms`` and holds there (0: a step to ``magnitude``).
+    ramp_ms: int = 0
+
+    def factor(self, ts: np.ndarray) -> np.ndarray | float:
+        """The multiplier at each time of ``ts`` (a constant without a ramp)."""
+        if not self.ramp_ms:
+            return self.magnitude
+        progress = np.clip((ts - self.start_ms) / self.ramp_ms, 0.0, 1.0)
+        return 1.0 + (self.magnitude - 1.0) * progress
 
     def mask(self, ts: np.ndarray, app: np.ndarray, model: np.ndarray) -> np.ndarray:
         hit = (ts >= self.start_ms) & (ts < self.end_ms)
@@ -107,6 +118,9 @@ class _Plan:
     errors: list[_Window] = field(default_factory=list)
     security: list[_Window] = field(default_factory=list)
     rate_limits: list[_Window] = field(default_factory=list)
+    stops: list[_Window] = field(default_factory=list)
+    # Model-version rollouts: (epoch ms, tenant id, model name), emitted as registry updates.
+    rollouts: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def _build_plan(events: int, start_ms: int, n_minutes: int, seed: int) -> _Plan:
@@ -175,11 +189,26 @@ def _build_plan(events: int, start_ms: int, n_minutes: int, seed: int) -> _Plan:
     )
 
 
-def _plan_incidents(plan: _Plan, rng: np.random.Generator) -> list[Incident]:
-    """Place one incident of each kind in its own time slot, on busy enough targets."""
+#: The incident sets ``generate`` can inject: ``gross`` (one latency regression, cost spike, error
+#: storm and security burst, each obvious) and ``realistic`` (those plus the subtle ones an
+#: operator actually misses: a 1.3-1.5x latency or +25-40% cost or 2-5% error rate on one route
+#: of many, a latency drift, a cost level shift after a model-version change, traffic that stops).
+INCIDENT_SETS = ("gross", "realistic")
+_SUBTLE_KINDS = 6
+
+
+def _plan_incidents(
+    plan: _Plan, rng: np.random.Generator, incident_set: str = "gross"
+) -> list[Incident]:
+    """Place one incident of each kind of ``incident_set`` in its own time slot, on busy enough
+    targets (a level shift lasts to the window's end and may overlap later slots)."""
+    if incident_set not in INCIDENT_SETS:
+        raise ValueError(f"unknown incident set {incident_set!r}; choose from {INCIDENT_SETS}")
+    realistic = incident_set == "realistic"
     span = plan.end_ms - plan.start_ms
     lo = plan.start_ms + span // 10
-    slot = (plan.end_ms - span // 20 - lo) // 4
+    n_slots = 4 + (_SUBTLE_KINDS - 1 if realistic else 0)
+    slot = (plan.end_ms - span // 20 - lo) // n_slots
     order = rng.permutation(4)
     app_share = np.bincount(plan.route_app, plan.route_p, len(plan.apps))
     chat_app_share = np.bincount(
@@ -211,7 +240,13 @@ def _plan_incidents(plan: _Plan, rng: np.random.Generator) -> list[Incident]:
     incidents: list[Incident] = []
 
     def add(
-        kind: str, metric: str, app: int, model: int, bounds: tuple[int, int], mag: float
+        kind: str,
+        metric: str,
+        app: int,
+        model: int,
+        bounds: tuple[int, int],
+        mag: float,
+        ramp_ms: int = 0,
     ) -> _Window:
         incidents.append(
             Incident(
@@ -225,7 +260,7 @@ def _plan_incidents(plan: _Plan, rng: np.random.Generator) -> list[Incident]:
                 magnitude=mag,
             )
         )
-        return _Window(app, model, bounds[0], bounds[1], mag)
+        return _Window(app, model, bounds[0], bounds[1], mag, ramp_ms)
 
     model = pick(model_share, apps=False)
     plan.latency.append(add("latency_regression", "latency_ms", -1, model, window(0, 3), 3.0))
@@ -236,7 +271,72 @@ def _plan_incidents(plan: _Plan, rng: np.random.Generator) -> list[Incident]:
     plan.errors.append(add("error_storm", "error_rate", app, -1, window(2, 1), rate))
     app = pick(app_share)
     plan.security.append(add("security_burst", "security_alerts", app, -1, window(3, 1), 20.0))
+    if realistic:
+        _plan_subtle(plan, rng, lo, slot, used_apps, add)
     return incidents
+
+
+def _plan_subtle(
+    plan: _Plan,
+    rng: np.random.Generator,
+    lo: int,
+    slot: int,
+    used_apps: set[int],
+    add: Callable[..., _Window],
+) -> None:
+    """The realistic set's subtle incidents, each on one (application, model) route of many,
+    in slots 4.. (a traffic stop starts in business hours, when a silent route is expected to
+    be busy; the level shift starts in the last third and lasts to the window's end)."""
+    chat = ~_IS_EMBEDDING[plan.route_model]
+    # One route of many, not the busiest: any chat route with at least a quarter of the
+    # busiest chat route's traffic (a route of a handful of requests an hour has no p95).
+    share = np.where(chat, plan.route_p, 0.0)
+    eligible = share >= 0.25 * share.max()
+
+    def route() -> tuple[int, int]:
+        free = eligible & ~np.isin(plan.route_app, list(used_apps))
+        p = np.where(free if free.any() else eligible, share, 0.0)
+        r = int(rng.choice(len(p), p=p / p.sum()))
+        used_apps.add(int(plan.route_app[r]))
+        return int(plan.route_app[r]), int(plan.route_model[r])
+
+    def window(k: int, hours: float, business: bool = False) -> tuple[int, int]:
+        length = min(int(hours * HOUR_MS), int(0.8 * slot))
+        length -= length % MINUTE_MS
+        begin = lo + (4 + k) * slot + int(rng.integers(0, max(1, slot - length)))
+        if business:
+            day = begin - begin % DAY_MS
+            begin = day + int(rng.integers(10, 15)) * HOUR_MS
+            if begin < lo + (4 + k) * slot:
+                begin += DAY_MS
+        begin -= begin % MINUTE_MS
+        return begin, begin + length
+
+    order = rng.permutation(_SUBTLE_KINDS - 1)
+    app, model = route()
+    mag = round(float(rng.uniform(1.3, 1.5)), 2)
+    plan.latency.append(add("subtle_latency", "latency_ms", app, model, window(order[0], 6), mag))
+    app, model = route()
+    mag = round(float(rng.uniform(1.25, 1.4)), 2)
+    plan.cost.append(add("subtle_cost", "cost_usd", app, model, window(order[1], 6), mag))
+    app, model = route()
+    rate = round(float(rng.uniform(0.02, 0.05)), 3)
+    plan.errors.append(add("subtle_errors", "error_rate", app, model, window(order[2], 6), rate))
+    app, model = route()
+    mag = round(float(rng.uniform(1.3, 1.6)), 2)
+    bounds = window(order[3], 36)
+    ramp = int(0.75 * (bounds[1] - bounds[0]))
+    plan.latency.append(add("latency_drift", "latency_ms", app, model, bounds, mag, ramp))
+    app, model = route()
+    plan.stops.append(
+        add("traffic_stop", "request_count", app, model, window(order[4], 4, True), 0.0)
+    )
+    # A new model version behind the same name: cost per request up 25-40% from the switch on.
+    app, model = route()
+    begin = plan.end_ms - int(rng.uniform(0.15, 0.3) * (plan.end_ms - plan.start_ms))
+    begin -= begin % HOUR_MS
+    mag = round(float(rng.uniform(1.25, 1.4)), 2)
+    plan.cost.append(add("level_shift", "cost_usd", app, model, (begin, plan.end_ms), mag))
 
 
 def _plan_rate_limits(plan: _Plan, rng: np.random.Generator, days: float) -> list[Incident]:
@@ -263,3 +363,35 @@ def _plan_rate_limits(plan: _Plan, rng: np.random.Generator, days: float) -> lis
             )
         )
     return bursts
+
+
+ROLLOUT_SLOWDOWN = 2.5
+
+
+def _plan_rollout(plan: _Plan, rng: np.random.Generator, before_end_ms: int) -> Incident:
+    """A model-version rollout ``before_end_ms`` before the window end, lasting to the end: the
+    busiest tenant's busiest chat model gets a new version (a registry update) and its requests
+    from that tenant's applications slow down ``ROLLOUT_SLOWDOWN`` times."""
+    tenant = 0
+    mine = plan.app_tenant[plan.route_app] == tenant
+    share = np.bincount(
+        plan.route_model, plan.route_p * mine * ~_IS_EMBEDDING[plan.route_model], len(MODELS)
+    )
+    model = int(np.argmax(share))
+    offset = int(rng.integers(5, 20)) * MINUTE_MS
+    start = plan.end_ms - before_end_ms + offset
+    start -= start % MINUTE_MS
+    apps = sorted({int(a) for a in plan.route_app[mine & (plan.route_model == model)]})
+    for app in apps:
+        plan.latency.append(_Window(app, model, start, plan.end_ms, ROLLOUT_SLOWDOWN))
+    plan.rollouts.append((start, plan.tenants[tenant], MODELS[model].name))
+    return Incident(
+        kind="model_rollout",
+        tenant_id=plan.tenants[tenant],
+        asset_id=None,
+        model=MODELS[model].name,
+        metric="latency_ms",
+        start=from_epoch_ms(start),
+        end=from_epoch_ms(plan.end_ms),
+        magnitude=ROLLOUT_SLOWDOWN,
+    )

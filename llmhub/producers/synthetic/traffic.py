@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from llmhub.producers.sink import Message
-from llmhub.producers.synthetic.catalog import _STREAM_PLAN, MINUTE_MS
+from llmhub.producers.synthetic.catalog import _STREAM_PLAN, HOUR_MS, MINUTE_MS
 from llmhub.producers.synthetic.hours import (
     _Billing,
     _governance_chunk,
@@ -27,6 +27,7 @@ from llmhub.producers.synthetic.plan import (
     _Plan,
     _plan_incidents,
     _plan_rate_limits,
+    _plan_rollout,
 )
 from llmhub.producers.synthetic.requests import from_epoch_ms, to_epoch_ms
 
@@ -110,6 +111,8 @@ def generate(
     seed: int = 0,
     end: datetime | None = None,
     incidents: bool = True,
+    incident_set: str = "gross",
+    rollout_hours: float | None = None,
 ) -> SyntheticTraffic:
     """Plan ``events`` telemetry requests over ``days`` ending at ``end``, with the other families.
 
@@ -127,6 +130,14 @@ def generate(
         end: Window end; default now (UTC) truncated to the minute. Naive times are UTC.
         incidents: Inject a latency regression, a cost spike, an error storm and a security
             burst, one each, in separate time slots.
+        incident_set: ``gross`` (those four) or ``realistic`` (those and subtle ones on one
+            route each: latency x1.3-1.5, cost +25-40%, error rate 2-5%, a latency drift, a
+            cost level shift to the window's end, a route whose traffic stops for hours).
+        rollout_hours: Also roll out a new version of the busiest tenant's main chat model this
+            many hours before ``end`` (plus 5-20 minutes), slowing its requests 2.5x until
+            ``end``: a registry update and its effect, for the correlation engine (an incident
+            ``model_rollout`` in the ground truth). None: no rollout, the messages of the other
+            arguments are unchanged.
 
     Returns:
         The planned traffic, with its ground-truth incidents.
@@ -145,7 +156,11 @@ def generate(
     plan = _build_plan(events, start_ms, n_minutes, seed)
     truth = []
     if incidents:
-        truth = _plan_incidents(plan, np.random.default_rng([seed, _STREAM_PLAN, 1]))
+        rng = np.random.default_rng([seed, _STREAM_PLAN, 1])
+        truth = _plan_incidents(plan, rng, incident_set)
+    if rollout_hours is not None:
+        rollout_rng = np.random.default_rng([seed, _STREAM_PLAN, 3])
+        truth.append(_plan_rollout(plan, rollout_rng, int(rollout_hours * HOUR_MS)))
     bursts_rng = np.random.default_rng([seed, _STREAM_PLAN, 2])
     bursts = _plan_rate_limits(plan, bursts_rng, n_minutes / 1440)
     return SyntheticTraffic(

@@ -29,6 +29,7 @@ INCIDENT_METRICS: dict[str, str] = {
     "cost_usd": "cost_usd",
     "error_rate": "error_rate",
     "security_alerts": SECURITY_ALERTS,
+    "request_count": "request_count",
 }
 #: Columns of ``raw.llm_requests`` the hourly aggregation reads.
 REQUEST_COLUMNS: tuple[str, ...] = (

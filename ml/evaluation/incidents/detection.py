@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ml.anomaly.base import DetectorResult
+from ml.anomaly.count_test import stopped_hours
 from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import DetectorSpec, Fleet
+from ml.anomaly.shift_test import SHIFT_METRICS, route_shifts
 from ml.evaluation.incidents.base import (
     GRACE_HOURS,
     HOUR,
@@ -117,6 +119,7 @@ class IncidentOutcome:
     detected: bool
     delay_hours: float | None
     first_flag_at: pd.Timestamp | None
+    magnitude: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -132,6 +135,7 @@ class IncidentOutcome:
             "detected": self.detected,
             "delay_hours": self.delay_hours,
             "first_flag_at": None if self.first_flag_at is None else self.first_flag_at.isoformat(),
+            "magnitude": self.magnitude,
         }
 
 
@@ -301,6 +305,7 @@ def classify_flags(
                 detected=first is not None,
                 delay_hours=delay,
                 first_flag_at=first,
+                magnitude=incident.magnitude,
             )
         )
     burst = pd.Series(False, index=frame.index)
@@ -348,6 +353,8 @@ def evaluate_detection(
     grace_hours: float = GRACE_HOURS,
     feedback_split: pd.Timestamp | None = None,
     threshold: float = 0.5,
+    count_test: bool = False,
+    shift_test: bool = False,
 ) -> DetectionReport | tuple[DetectionReport, FeedbackEffect]:
     """Fit on the clean window, score the incident window, match the flags to the ground truth.
 
@@ -362,6 +369,10 @@ def evaluate_detection(
         fit_score: the detection step (default ``fleet_fit_score()``, the published
             ensemble per series).
         grace_hours: see ``match_incidents``.
+        count_test: also run the production count test for traffic that stops on every request
+            count (``with_stop_flags``), as the scoring asset does beside the detector.
+        shift_test: also run the shift test on every route's latency, error rate and cost per
+            request (``with_shift_flags``).
 
     Raises:
         IncidentEvaluationError: the keys differ or the detection step left a series out.
@@ -386,12 +397,92 @@ def evaluate_detection(
             f"e.g. {min(missing).label()}"
         )
     scored = scored_hours(results, active)
+    if count_test:
+        scored = with_stop_flags(scored, filled_train, filled_test)
+    if shift_test:
+        scored = with_shift_flags(scored, train, test)
     report = match_incidents(scored, incidents, bursts, grace_hours)
     if feedback_split is None:
         return report
     return report, feedback_effect_on_incidents(
         scored, incidents, bursts, feedback_split, threshold, grace_hours=grace_hours
     )
+
+
+def _merge_flags(scored: pd.DataFrame, flags: list[pd.DataFrame]) -> pd.DataFrame:
+    """``scored`` with the rows of ``flags`` (keys and ``_score``) flagged, judged, and scored
+    the larger of both."""
+    if not flags:
+        return scored
+    keys = [*SERIES_COLUMNS, "metric", "bucket_at"]
+    merged = scored.merge(pd.concat(flags, ignore_index=True), on=keys, how="left")
+    hit = merged["_score"].notna().to_numpy()
+    merged.loc[hit, "flagged"] = True
+    merged.loc[hit, "active"] = True
+    merged.loc[hit, "score"] = np.maximum(
+        merged.loc[hit, "score"].to_numpy(), merged.loc[hit, "_score"].to_numpy()
+    )
+    return merged.drop(columns="_score")
+
+
+def _flag_frame(key: SeriesKey, at: pd.Index, score: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "tenant_id": key.tenant_id,
+            "asset_id": key.asset_id,
+            "request_model": key.request_model,
+            "metric": key.metric,
+            "bucket_at": pd.DatetimeIndex(at),
+            "_score": score,
+        }
+    )
+
+
+def with_shift_flags(scored: pd.DataFrame, train: SeriesMap, test: SeriesMap) -> pd.DataFrame:
+    """``scored`` with the shift test's alarms (``ml.anomaly.shift_test.route_shifts``) on each
+    route's latency p95, error rate and cost (per request), from the raw series (NaN where
+    idle); the training window is the test's history."""
+    flags = []
+    for key, values in test.items():
+        if key.metric not in SHIFT_METRICS:
+            continue
+        counts_key = SeriesKey(key.tenant_id, key.asset_id, key.request_model, "request_count")
+        if counts_key not in test:
+            continue
+        history = pd.concat([train[key], values]) if key in train else values
+        counts = (
+            pd.concat([train[counts_key], test[counts_key]])
+            if counts_key in train
+            else test[counts_key]
+        )
+        start = len(history) - len(values)
+        tested = route_shifts(key.metric, history.to_numpy(), counts.to_numpy(), start)
+        if tested.is_shift.any():
+            flags.append(
+                _flag_frame(key, values.index[tested.is_shift], tested.score[tested.is_shift])
+            )
+    return _merge_flags(scored, flags)
+
+
+def with_stop_flags(scored: pd.DataFrame, train: SeriesMap, test: SeriesMap) -> pd.DataFrame:
+    """``scored`` with the count test's stops on the request counts: a stopped hour is flagged
+    and judged (a zero count is otherwise an idle hour, never judged), its score the larger.
+
+    The test's seasonal expectation reads the training window before the test window, as the
+    scoring asset reads its history before the scored hours.
+    """
+    stops = []
+    for key, values in test.items():
+        if key.metric != "request_count":
+            continue
+        history = pd.concat([train[key], values]) if key in train else values
+        tested = stopped_hours(history, len(values))
+        tested = tested[tested["is_stop"]]
+        if not tested.empty:
+            stops.append(
+                _flag_frame(key, pd.Index(tested["bucket_at"]), tested["score"].to_numpy())
+            )
+    return _merge_flags(scored, stops)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ class IncidentLabel:
     metric: str
     start: pd.Timestamp
     end: pd.Timestamp
+    magnitude: float | None = None
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> IncidentLabel:
@@ -40,6 +41,7 @@ class IncidentLabel:
             metric=str(record["metric"]),
             start=to_utc(record["start"]),
             end=to_utc(record["end"]),
+            magnitude=record.get("magnitude"),
         )
 
     @property

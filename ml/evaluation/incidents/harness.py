@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from ml.anomaly.fleet import DetectorSpec
+from ml.anomaly.fleet import MEMBERS, DetectorSpec
 from ml.evaluation.incidents.detection import (
     DetectionReport,
     FeedbackEffect,
@@ -54,7 +54,8 @@ class Tasks(Protocol):
 
 
 def detector_spec(name: str) -> DetectorSpec:
-    """The published detector fleet (``ensemble``) or a fleet of one member, at the published
+    """The published detector fleet (``ensemble``), a fleet of one member, or members joined by
+    "+" fused by their maximum (``robust_baseline+cusum``: spikes or shifts), at the published
     threshold (0.5) and cooldown (64 h).
 
     Raises:
@@ -62,9 +63,11 @@ def detector_spec(name: str) -> DetectorSpec:
     """
     if name == "ensemble":
         return DetectorSpec()
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; choose from {list(DETECTORS)}")
-    return DetectorSpec(members=(name,))
+    members = tuple(name.split("+"))
+    unknown = [m for m in members if m not in DETECTORS and m not in MEMBERS]
+    if unknown or not all(members):
+        raise ValueError(f"unknown detector {name!r}; choose from {list(DETECTORS)} or a+b")
+    return DetectorSpec(members=members, fusion="max" if len(members) > 1 else "mean")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -113,6 +116,7 @@ class SeedWindows:
     test_days: int
     events_per_day: int
     train_end: datetime
+    incident_set: str = "gross"
 
     @property
     def test_end(self) -> datetime:
@@ -131,6 +135,8 @@ def evaluate_windows(
     route_forecasts: bool,
     tasks: Tasks,
     label: str,
+    count_test: bool = True,
+    shift_test: bool = True,
 ) -> tuple[DetectionReport, FeedbackEffect, list[ForecastScore], dict[str, Any]]:
     """Grade the detector on one seed's test window and backtest the forecaster on it.
 
@@ -144,6 +150,8 @@ def evaluate_windows(
         route_forecasts: False backtests the tenant totals only.
         tasks: progress of the detection and forecast steps.
         label: how the progress names this seed.
+        count_test: run the production count test for stopped traffic beside the detector.
+        shift_test: run the production shift test (latency, error rate, cost per request).
 
     Returns:
         The detection report, the feedback effect, the forecast scores and the seed's figures
@@ -169,6 +177,8 @@ def evaluate_windows(
         grace_hours=grace_hours,
         feedback_split=split.floor("h"),
         threshold=spec.threshold,
+        count_test=count_test,
+        shift_test=shift_test,
     )
     tasks.remove_task(detect)
     detected = time.perf_counter()
@@ -226,6 +236,87 @@ def _target(value: float | None, met: Callable[[float], bool]) -> dict[str, Any]
     return {"value": value if defined else None, "met": met(value) if defined else None}
 
 
+def magnitude_bin(kind: str, magnitude: float | None) -> str:
+    """The magnitude class an incident's recall is reported under: a rate by whole percent
+    below 10% (``"3%"``) and by tens above (``"40%"``), a multiplier by tenths (``"x1.3"``)."""
+    if magnitude is None or not math.isfinite(magnitude):
+        return "n/a"
+    if kind.endswith("errors") or kind == "error_storm":
+        percent = 100 * magnitude
+        return f"{int(percent)}%" if percent < 10 else f"{10 * int(percent // 10)}%"
+    if kind == "traffic_stop":
+        return "stop"
+    return f"x{math.floor(10 * magnitude + 1e-9) / 10:.1f}"
+
+
+def by_kind_magnitude(report: DetectionReport) -> dict[str, dict[str, dict[str, Any]]]:
+    """Recall and mean delay per incident kind and magnitude class (``magnitude_bin``)."""
+    groups: dict[str, dict[str, list[Any]]] = {}
+    for outcome in report.outcomes:
+        cell = magnitude_bin(outcome.kind, outcome.magnitude)
+        groups.setdefault(outcome.kind, {}).setdefault(cell, []).append(outcome)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind in sorted(groups):
+        out[kind] = {}
+        for cell in sorted(groups[kind]):
+            chosen = groups[kind][cell]
+            delays = [o.delay_hours for o in chosen if o.delay_hours is not None]
+            out[kind][cell] = {
+                "incidents": len(chosen),
+                "recall": sum(o.detected for o in chosen) / len(chosen),
+                "mean_delay_hours": float(np.mean(delays)) if delays else None,
+            }
+    return out
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation, min and max of per-seed figures (NaN left out)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    return {
+        "mean": float(np.mean(finite)),
+        "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+        "min": float(min(finite)),
+        "max": float(max(finite)),
+        "n": len(finite),
+    }
+
+
+SUBTLE_KINDS = ("subtle_latency", "subtle_cost", "subtle_errors")
+
+
+def seed_spread(reports: list[DetectionReport]) -> dict[str, Any]:
+    """Per-seed recall (overall, per kind, on the subtle kinds together) and false alarms per
+    1,000 series-hours, with their spread over the seeds."""
+    kinds = sorted({o.kind for r in reports for o in r.outcomes})
+
+    def subtle_recall(report: DetectionReport) -> float:
+        chosen = [o for o in report.outcomes if o.kind in SUBTLE_KINDS]
+        return sum(o.detected for o in chosen) / len(chosen) if chosen else math.nan
+
+    def kind_delay(report: DetectionReport, kind: str) -> float:
+        delay = report.by_kind().get(kind)
+        return (
+            math.nan if delay is None or delay.mean_delay_hours is None else delay.mean_delay_hours
+        )
+
+    return {
+        "recall": spread([r.recall for r in reports]),
+        "recall_subtle": spread([subtle_recall(r) for r in reports]),
+        "fp_per_1000_series_hours": spread([r.fp_per_1000_series_hours for r in reports]),
+        "recall_by_kind": {
+            kind: spread(
+                [r.by_kind()[kind].recall if kind in r.by_kind() else math.nan for r in reports]
+            )
+            for kind in kinds
+        },
+        "delay_hours_by_kind": {
+            kind: spread([kind_delay(r, kind) for r in reports]) for kind in kinds
+        },
+    }
+
+
 def summary_dict(
     detector: str,
     seeds: list[int],
@@ -246,6 +337,7 @@ def summary_dict(
         "recall_by_kind": {kind: s.recall for kind, s in kinds.items()},
         "incidents_by_kind": {kind: s.incidents for kind, s in kinds.items()},
         "mean_delay_hours_by_kind": {kind: s.mean_delay_hours for kind, s in kinds.items()},
+        "by_kind_magnitude": by_kind_magnitude(report),
         "false_positives": report.false_positives,
         "false_positives_by_metric": dict(report.false_positive_metrics),
         "true_positive_flags": report.true_positive_flags,

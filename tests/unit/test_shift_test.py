@@ -1,0 +1,107 @@
+"""The shift test: a sustained subtle shift of a per-request metric alarms, noise does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from assets.publish.anomalies import SHIFT_SUFFIX, shift_alarms, traffic_stops
+from ml.anomaly.shift_test import route_shifts, volume_cusum
+from ml.features import SeriesKey
+from ml.keys import RouteKey
+
+HOURS = 24 * 14
+
+
+def _requests(seed: int = 0, level: float = 80.0) -> np.ndarray:
+    hour = np.arange(HOURS) % 24
+    rng = np.random.default_rng(seed)
+    return rng.poisson(level * (1 + 0.6 * np.cos(2 * np.pi * (hour - 15) / 24))).astype(float)
+
+
+def _latency(requests: np.ndarray, seed: int = 0) -> np.ndarray:
+    """An hourly mean of lognormal per-request latencies: noise shrinks with volume."""
+    rng = np.random.default_rng(seed + 100)
+    return np.array([rng.lognormal(np.log(900.0), 0.5, int(n)).mean() for n in requests])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_noise_alone_raises_no_alarm(seed: int) -> None:
+    requests = _requests(seed)
+    assert not volume_cusum(_latency(requests, seed), requests, 24 * 7).is_shift.any()
+
+
+@pytest.mark.parametrize("factor", [1.3, 0.7])
+def test_a_sustained_shift_of_thirty_percent_alarms_within_hours(factor: float) -> None:
+    requests = _requests()
+    values = _latency(requests)
+    onset = 24 * 10 + 10
+    values[onset : onset + 6] *= factor
+    alarms = np.flatnonzero(volume_cusum(values, requests, 24 * 7).is_shift) + 24 * 7
+    assert len(alarms) and onset <= alarms[0] < onset + 6
+
+
+def test_error_rates_are_tested_as_proportions_around_the_pooled_rate() -> None:
+    # A rate of 1.2% is mostly zero hours: a median reference (0) would alarm on every error.
+    rng = np.random.default_rng(3)
+    requests = _requests(3, 50.0)
+    errors = rng.binomial(requests.astype(int), 0.012)
+    onset = 24 * 10 + 12
+    errors[onset : onset + 8] = rng.binomial(requests[onset : onset + 8].astype(int), 0.05)
+    rate = np.where(requests > 0, errors / np.maximum(requests, 1), np.nan)
+    tested = route_shifts("error_rate", rate, requests, 24 * 7)
+    alarms = np.flatnonzero(tested.is_shift) + 24 * 7
+    assert len(alarms) and onset <= alarms[0] < onset + 10
+    assert tested.expected[onset - 24 * 7] == pytest.approx(0.012, abs=0.006)
+
+
+def test_cost_is_tested_per_request_so_traffic_alone_is_no_shift() -> None:
+    requests = _requests(4)
+    cost = requests * 0.002 * np.random.default_rng(4).lognormal(0, 0.05, HOURS)
+    requests[-48:] *= 2.0
+    cost[-48:] *= 2.0
+    assert not route_shifts("cost_usd", cost, requests, 24 * 7).is_shift.any()
+
+
+def _mart(stop_hours: int = 0, latency_factor: float = 1.0) -> pd.DataFrame:
+    at = pd.date_range(end="2026-11-20 23:00", periods=HOURS, freq="h", tz="UTC")
+    requests = _requests(5)
+    latency = _latency(requests, 5)
+    latency[-6:] *= latency_factor
+    frame = pd.DataFrame(
+        {
+            "tenant_id": "acme/eu",
+            "asset_id": "chat",
+            "request_model": "gpt-4o",
+            "request_hour_at": at,
+            "request_count": requests,
+            "error_count": 0.0,
+            "input_tokens": requests * 300,
+            "output_tokens": requests * 100,
+            "cost_usd": requests * 0.002,
+            "latency_p95_ms": latency,
+            "time_to_first_token_p95_ms": 300.0,
+        }
+    )
+    # The mart has no row for an hour without requests.
+    return frame.iloc[: len(frame) - stop_hours] if stop_hours else frame
+
+
+def test_shift_alarms_publish_the_route_metric_with_the_shift_suffix() -> None:
+    assert shift_alarms(_mart(), 6).empty
+    alarms = shift_alarms(_mart(latency_factor=1.5), 6)
+    assert set(alarms["metric"]) == {"latency_p95_ms" + SHIFT_SUFFIX}
+    decoded = RouteKey.decode(alarms["series_id"].iloc[0])
+    assert (decoded.tenant_id, decoded.application_id) == ("acme/eu", "chat")
+    assert (alarms["observed"] > alarms["expected"]).all()
+
+
+def test_traffic_stops_flag_the_silent_hours_of_a_busy_route() -> None:
+    index = pd.date_range(end="2026-11-20 23:00", periods=HOURS, freq="h", tz="UTC")
+    counts = pd.Series(_requests(6, 120.0), index=index)
+    counts.iloc[-3:] = 0.0
+    key = (SeriesKey("acme", "chat", "gpt-4o", "request_count").route.encode(), "request_count")
+    stops = traffic_stops({key: counts}, 6)
+    assert list(stops["bucket_at"]) == list(index[-3:])
+    assert (stops["metric"] == "traffic_stop").all() and (stops["observed"] == 0).all()
