@@ -20,7 +20,7 @@ Create Date: 2026-11-29
 from alembic import op
 
 revision = "0014"
-down_revision = "0011"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
