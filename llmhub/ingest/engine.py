@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,6 +61,11 @@ STAGES = ("fetch", "decode", "format", "wait", "copy", "commit")
 Polled = dict[TopicPartition, list]
 # Per polled partition, its run decoded in order (chunks, or futures of a decoder pool).
 Decoded = dict[TopicPartition, list[DecodedChunk] | list[Future[DecodedChunk]]]
+
+
+class DecoderFailedError(RuntimeError):
+    """A decoder process died or failed (decoding never raises for a message's content): the
+    run stops with the batch rolled back, like any fault that is not about the data."""
 
 
 class OffsetsAheadOfBrokerError(RuntimeError):
@@ -311,7 +316,8 @@ class Ingestor:
             report.messages += batch.message_count
             report.add_stage("decode", batch.decode_s)
             report.add_stage("format", batch.format_s + result.format_s)
-            report.add_stage("copy", result.copy_s)
+            report.add_stage("wait", batch.wait_s)
+            report.add_stage("copy", result.copy_s - batch.wait_s)
             report.add_stage("commit", result.commit_s)
             for table, count in result.inserted.items():
                 report.rows_written[table] = report.rows_written.get(table, 0) + count
@@ -402,15 +408,13 @@ class Ingestor:
         """Write what was polled (up to MAX_DAYS_PER_BATCH days per table) in one transaction,
         or, if the database refuses it as a whole, in smaller ones; return the part left for
         the next transaction."""
-        waited = time.perf_counter()
         batch, rest = self._build_batch(polled, positions, decoded, now)
-        if decoded is not None and self._pool is not None:
-            report.add_stage("wait", time.perf_counter() - waited)
         try:
             result = self._retrying(writer, batch)
         except Exception as exc:
             if not self._is_about_data(exc, writer):
                 raise
+            batch.finish()  # the rest is known once every row was assembled
             report.batches_split += 1
             taken = _without(polled, rest)
             log.warning(
@@ -496,9 +500,9 @@ class Ingestor:
     @staticmethod
     def _is_about_data(exc: BaseException, writer: RawWriter) -> bool:
         """A refusal worth narrowing down: not the database going away, not a second ingester."""
-        return not isinstance(exc, ConcurrentIngestionError) and not is_infrastructure_fault(
-            exc, writer.conn
-        )
+        return not isinstance(
+            exc, ConcurrentIngestionError | DecoderFailedError
+        ) and not is_infrastructure_fault(exc, writer.conn)
 
     def _retrying(
         self, writer: RawWriter, batch: Batch, attempts: int = WRITE_ATTEMPTS
@@ -539,33 +543,64 @@ class Ingestor:
         decoded: Decoded | None = None,
         now: datetime | None = None,
     ) -> tuple[Batch, Polled]:
-        """Assemble ``polled`` (decoded here unless ``decoded`` holds it) into one batch; stop at
-        the first message that would write a day beyond MAX_DAYS_PER_BATCH into its table and
-        return the messages from there on."""
+        """Assemble ``polled`` into one batch; stop at the first message that would write a day
+        beyond MAX_DAYS_PER_BATCH into its table and return, per table, the messages from there
+        on.
+
+        Without ``decoded``, ``polled`` is decoded here and the batch is complete on return.
+        With it (the decoder pool's futures), each table's rows are assembled while the writer
+        streams them: the COPY starts with the first decoded chunk instead of the last, and the
+        batch (sources, dead letters, offsets) and the returned rest are complete once the
+        writer has consumed the rows, or after ``batch.finish()``.
+        """
+        lazy = decoded is not None
         if decoded is None:
             now = datetime.now(UTC)
             decoded = self._decode(polled, now)
         assert now is not None
         batch = Batch()
         rest: Polled = {}
-        days: dict[str, set[int]] = {}
+        by_table: dict[str, list[TopicPartition]] = {}
         for tp, records in polled.items():
-            if rest:
+            if records:
+                by_table.setdefault(self.normalizers[tp.topic].table.name, []).append(tp)
+        for table, tps in by_table.items():
+            normalizer = self.normalizers[tps[0].topic]
+            target = batch.tables[table] = TableRows(rebuild=_rebuilder(normalizer, now))
+            target.pending = self._assemble(batch, target, tps, polled, decoded, positions, rest)
+        if not lazy:
+            batch.finish()
+        return batch, rest
+
+    def _assemble(
+        self,
+        batch: Batch,
+        target: TableRows,
+        tps: list[TopicPartition],
+        polled: Polled,
+        decoded: Decoded,
+        positions: dict[TopicPartition, int],
+        rest: Polled,
+    ) -> Iterator[memoryview]:
+        """Yield the COPY text of one table's partitions chunk by chunk, in offset order, while
+        adding their sources, dead letters and offsets to the batch; after a cut, the rest of
+        the table's messages go to ``rest``."""
+        seen: set[int] = set()
+        for n, tp in enumerate(tps):
+            records = polled[tp]
+            if rest:  # a partition before it was cut: this table takes no more
                 rest[tp] = records
                 continue
-            if not records:
-                continue
-            normalizer = self.normalizers[tp.topic]
-            table = normalizer.table.name
-            target = batch.tables.get(table)
-            if target is None:
-                target = batch.tables[table] = TableRows(rebuild=_rebuilder(normalizer, now))
-            seen = days.setdefault(table, set())
             base = 0
             cut = len(records)
             for chunk in decoded[tp]:
                 if isinstance(chunk, Future):
-                    chunk = chunk.result()
+                    waited = time.perf_counter()
+                    try:
+                        chunk = chunk.result()
+                    except Exception as exc:  # a decoder died: not about any message
+                        raise DecoderFailedError(f"a decoder process failed: {exc!r}") from exc
+                    batch.wait_s += time.perf_counter() - waited
                 batch.decode_s += chunk.decode_s
                 batch.format_s += chunk.format_s
                 count = len(chunk.index) + len(chunk.rejected)  # every message is one
@@ -574,9 +609,6 @@ class Ingestor:
                     taken = _rows_within_days(chunk.days, seen)
                     if taken < len(chunk.index):
                         cut = base + chunk.index[taken]
-                text_end = chunk.ends[taken - 1] if taken else 0
-                if text_end:
-                    target.text.append(memoryview(chunk.text)[:text_end])
                 target.sources.extend(records[base + i] for i in chunk.index[:taken])
                 for i, error_class, error in chunk.rejected:
                     if base + i >= cut:
@@ -585,8 +617,10 @@ class Ingestor:
                     if type(record) is UnreadableRecord:  # no value: the client's error says why
                         error_class, error = ErrorClass.unreadable, record.reason
                     batch.dead_letters.append(DeadLetter(as_message(record), error_class, error))
+                text_end = chunk.ends[taken - 1] if taken else 0
+                if text_end:
+                    yield memoryview(chunk.text)[:text_end]
                 if cut < len(records):
-                    rest[tp] = records[cut:]
                     break
                 base += count
             if cut:
@@ -594,7 +628,11 @@ class Ingestor:
                     positions[tp],
                     records[cut - 1].offset() + 1,
                 )
-        return batch, rest
+            if cut < len(records):
+                rest[tp] = records[cut:]
+                for later in tps[n + 1 :]:
+                    rest[later] = polled[later]
+                return
 
 
 def _rows_within_days(days: Sequence[int], seen: set[int]) -> int:

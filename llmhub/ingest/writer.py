@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -98,12 +98,34 @@ class TableRows:
     sources: list[Source] = field(default_factory=list)
     text: list[bytes | memoryview] = field(default_factory=list)
     rebuild: Callable[[list], list[tuple]] | None = None
+    # COPY text still being assembled (decoders finishing): ``stream`` sends it as it comes and
+    # keeps it in ``text``; ``sources`` is complete only once it is consumed (``finish``).
+    pending: Iterator[bytes | memoryview] | None = None
 
     def __len__(self) -> int:
         return len(self.sources)
 
+    def stream(self) -> Iterator[bytes | memoryview]:
+        """The COPY text: what was assembled, then the rest as it is assembled. A stream cut
+        short (the server refused the COPY) resumes where it stopped on the next call."""
+        yield from list(self.text)
+        while self.pending is not None:
+            try:
+                piece = next(self.pending)
+            except StopIteration:
+                self.pending = None
+                return
+            self.text.append(piece)
+            yield piece
+
+    def finish(self) -> None:
+        """Assemble whatever is still pending."""
+        for _ in self.stream():
+            pass
+
     def values(self) -> list[tuple]:
         """The rows as values, rebuilt from their messages if they came as COPY text."""
+        self.finish()
         if len(self.rows) != len(self.sources) and self.rebuild is not None:
             self.rows = self.rebuild(self.sources)
         return self.rows
@@ -117,9 +139,16 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # (topic, partition) -> (offset the batch started from, next offset after the batch)
     offsets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
-    # Seconds spent decoding and rendering the rows as COPY text (by the decoders, if any).
+    # Seconds spent decoding and rendering the rows as COPY text (by the decoders, if any), and
+    # waiting for the decoders while writing.
     decode_s: float = 0.0
     format_s: float = 0.0
+    wait_s: float = 0.0
+
+    def finish(self) -> None:
+        """Complete every table still being assembled (see ``TableRows.pending``)."""
+        for rows in self.tables.values():
+            rows.finish()
 
     def add_row(self, table: str, row: tuple, source: Source) -> None:
         target = self.tables.setdefault(table, TableRows())
@@ -167,13 +196,15 @@ class RawWriter:
         result = WriteResult()
         self._format_s = 0.0
         started = time.perf_counter()
-        result.dead_letters = list(batch.dead_letters)
+        refused: list[DeadLetter] = []
         with self.conn.transaction():
             for table, rows in batch.tables.items():
                 inserted, duplicates, rejected = self._write_table(table, rows)
                 result.inserted[table] = inserted
                 result.duplicates[table] = duplicates
-                result.dead_letters.extend(rejected)
+                refused.extend(rejected)
+            # Complete only now: tables being assembled add their dead letters as they stream.
+            result.dead_letters = [*batch.dead_letters, *refused]
             result.dead_lettered = self._write_dead_letters(result.dead_letters)
             self._advance_offsets(batch.offsets)
             sent = time.perf_counter()
@@ -194,8 +225,8 @@ class RawWriter:
         sending = 0.0
         with self.conn.cursor().copy(statement) as copy:
             send = copy.write
-            if rows.text:  # rendered by the decoders: only sending is left
-                for text in rows.text:
+            if rows.text or rows.pending is not None:  # rendered by the decoders: send it
+                for text in rows.stream():
                     send(text)
                 return
             format_row = copy.formatter.write_row
@@ -217,6 +248,7 @@ class RawWriter:
                 self._copy(spec.qualified_name, spec.columns, rows)
             return len(rows), 0, []
         except errors.UniqueViolation:
+            rows.finish()
             try:
                 with self.conn.transaction():
                     inserted = self._insert_deduplicated(table, rows)
