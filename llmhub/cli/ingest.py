@@ -2,6 +2,7 @@
 
 import json
 import logging
+import signal
 import time
 from typing import Annotated
 
@@ -104,6 +105,11 @@ def _runs(one_run, follow: bool, interval: float):  # type: ignore[no-untyped-de
 
     if not follow:
         return one_run()
+    # A service stops on SIGTERM (systemd, container runtimes) as on Ctrl-C, between or inside
+    # runs (an unfinished batch is rolled back). Installed explicitly: a process started in the
+    # background by a shell inherits SIGINT ignored, and Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     report = IngestReport()
     try:
         while True:

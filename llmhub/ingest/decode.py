@@ -15,6 +15,8 @@ the chunk limit of a transaction, and the rejections with their reasons.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from array import array
@@ -33,6 +35,8 @@ from llmhub.ingest.normalize import ErrorClass, Normalizer, Rejection
 # Messages per decoding task: small enough that one busy partition is shared by every decoder,
 # large enough that sending the task costs little beside decoding it.
 CHUNK_MESSAGES = 4_000
+# How often a decoder checks that the process that started it is still alive.
+PARENT_CHECK_S = 0.5
 
 
 @dataclass(slots=True)
@@ -107,12 +111,24 @@ _transformer: Transformer | None = None
 
 def _init_decoder(settings: Settings, topics: Sequence[str]) -> None:
     global _transformer
+    # The ingesting process decides when decoders stop: Ctrl-C reaches the whole process group,
+    # and a decoder dying of it would break the pool under a run that is shutting down cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A decoder inherits both ends of the pool's pipes, so it never sees them close: if the
+    # ingesting process is killed, nothing would ever end its decoders. They watch their parent.
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _normalizers.clear()
     for contract_topic in topics:
         _normalizers[settings.topic(contract_topic)] = Normalizer(
             BY_TOPIC[contract_topic], settings
         )
     _transformer = Transformer()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
 
 
 def _decode_task(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
+import psutil
 import psycopg
 import pytest
 from kafka import KafkaProducer
@@ -162,9 +163,14 @@ def test_killed_ingester_resumes_without_loss_or_duplicates(stack: IsolatedStack
             timeout_s=600,
         )
         if proc.poll() is None:
+            decoders = psutil.Process(proc.pid).children()
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             killed_mid_run += stack.count("llm_requests") < total
+            # Regression: the decoder processes outlived a killed ingester (their inherited
+            # pipe ends never close); they must follow it.
+            _, alive = psutil.wait_procs(decoders, timeout=10)
+            assert decoders and not alive, f"decoders left running: {alive}"
         # The killed session's partition locks go when PostgreSQL notices the dead client.
         wait_for(lambda: stack.advisory_locks() == 0, "the killed ingester's locks to go")
         # Whatever instant the kill hit, the stored offsets cover exactly the stored rows.
