@@ -22,6 +22,7 @@ from llmhub.ml_data import (
     series_label,
 )
 from ml.anomaly.count_test import DEFAULT_ALPHA, LOOKBACK_DAYS, stopped_hours
+from ml.anomaly.fleet import SCORE_COLUMNS
 from ml.anomaly.shift_test import SHIFT_METRICS, route_shifts
 from ml.features import SERIES_COLUMNS, SeriesKey, hourly_metrics, regular_series
 from ml.keys import RouteKey
@@ -65,16 +66,6 @@ SHIFT_SUFFIX = "_shift"
 DELETE_TEST_ROWS = (
     "delete from analytics.anomalies where metric = any(%s) and bucket_at >= %s and bucket_at <= %s"
 )
-_ALARM_COLUMNS = [
-    "series_id",
-    "metric",
-    "bucket_at",
-    "observed",
-    "expected",
-    "deviation",
-    "score",
-    "is_anomaly",
-]
 
 
 def shift_alarms(hourly: pd.DataFrame, score_hours: int) -> pd.DataFrame:
@@ -86,7 +77,7 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int) -> pd.DataFrame:
         hourly: ``fct_llm_requests_hourly`` rows (``read_hourly_mart``).
     """
     if hourly.empty:
-        return pd.DataFrame(columns=_ALARM_COLUMNS)
+        return pd.DataFrame(columns=SCORE_COLUMNS)
     metrics = hourly_metrics(hourly)
     raw = {
         key: values for key, values in regular_series(metrics, ["request_count", *SHIFT_METRICS])
@@ -119,7 +110,7 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int) -> pd.DataFrame:
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_ALARM_COLUMNS)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORE_COLUMNS)
 
 
 def traffic_stops(
@@ -156,7 +147,7 @@ def traffic_stops(
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_ALARM_COLUMNS)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORE_COLUMNS)
 
 
 class AnomalyScoresConfig(dg.Config):
