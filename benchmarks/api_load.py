@@ -9,9 +9,12 @@
 3. Ingest: locust (headless) users posting one OTLP/protobuf request of ``--spans`` GenAI spans
    back to back for ``--ingest-seconds``; spans/s accepted = acknowledged requests x spans / s.
    The topic is then read back and counted (Tansu's end offsets are not the log end).
-4. Query: locust users, one per dashboard of a random tenant, asking ``GET /api/v1/metrics``
-   questions (24 h hourly by series, 7/30 days daily...) for ``--query-seconds`` at 50 and at 200
-   concurrent clients, ``--think`` seconds between a client's requests; p50/p95/p99 from locust.
+4. Query: locust users, each watching a random tenant's dashboard (benchmarks/locust_api.py:
+   six panels per tenant, relative to now, plus one ad-hoc question in ten) through
+   ``GET /api/v1/metrics`` for ``--query-seconds`` at 50 and at 200 concurrent clients,
+   ``--think`` seconds between a user's requests (``0.5-1.5``: uniform; ``0``: closed loop);
+   p50/p95/p99 from locust, the API's CPU per request, and the share of answers served from
+   the API's results cache (``Cache-Status`` of every response).
 
 The last line printed is one JSON object; it is also written to benchmarks/results/api_load.json.
 """
@@ -200,6 +203,8 @@ def otlp_payload(spans: int) -> bytes:
 
 def locust(user: str, users: int, seconds: int, host: str, env: dict[str, str], out: Path) -> dict:
     prefix = out / f"{user}_{users}"
+    stats_path = out / f"cache_{user}_{users}.json"
+    env = {**env, "LLMHUB_BENCH_CACHE_STATS": str(stats_path)}
     subprocess.run(
         [
             str(BIN / "locust"),
@@ -232,7 +237,11 @@ def locust(user: str, users: int, seconds: int, host: str, env: dict[str, str], 
     agg = rows["Aggregated"]
     if agg["50%"] == "N/A":
         raise RuntimeError(f"locust completed no request; see {out}/locust_{user}_{users}.log")
+    cache = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    hits, misses = cache.get("hit", 0), cache.get("fwd=miss", 0)
     return {
+        "cache_hit_ratio": round(hits / (hits + misses), 3) if hits + misses else None,
+        "cache_statuses": cache,
         "requests": int(agg["Request Count"]),
         "failures": int(agg["Failure Count"]),
         "rps": round(float(agg["Requests/s"]), 1),
@@ -345,7 +354,10 @@ def main() -> None:
     parser.add_argument("--query-seconds", type=int, default=30)
     parser.add_argument("--clients", default="50,200")
     parser.add_argument(
-        "--think", type=float, default=0.0, help="seconds between a client's requests"
+        "--think",
+        default="0.5-1.5",
+        help="seconds between a user's requests: LO-HI uniform (dashboards), or one number "
+        "(0: closed loop, the saturation figure)",
     )
     parser.add_argument(
         "--only", choices=("ingest", "query"), help="run one half (ingest skips the mart fill)"
@@ -445,7 +457,9 @@ def main() -> None:
                 {
                     "LLMHUB_BENCH_MODE": "query",
                     "LLMHUB_BENCH_KEYS": ",".join(keys),
-                    "LLMHUB_BENCH_THINK_S": str(args.think),
+                    "LLMHUB_BENCH_THINK_S": args.think.replace("-", ","),
+                    "LLMHUB_BENCH_APPS": str(args.apps),
+                    "LLMHUB_BENCH_MODELS": str(args.models),
                 },
                 workdir,
             )

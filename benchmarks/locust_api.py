@@ -1,46 +1,96 @@
 """Locust users of the HTTP API benchmark (driven by benchmarks/api_load.py, headless).
 
 ``LLMHUB_BENCH_MODE=ingest``: each user posts one pre-built OTLP/protobuf request of GenAI spans
-(the file ``LLMHUB_BENCH_PAYLOAD``) in a loop. ``query``: each user is one dashboard of a random
-tenant, asking ``GET /api/v1/metrics`` questions with ``LLMHUB_BENCH_THINK_S`` seconds between
-them (0: back to back).
+(the file ``LLMHUB_BENCH_PAYLOAD``) in a loop.
+
+``query``: each user is a person watching its tenant's dashboard (``LLMHUB_BENCH_KEYS``: one
+read key per tenant, users spread over them at random). A tenant's dashboard is a fixed set of
+panels drawn for that tenant (six of the ``PANELS`` below, with the tenant's own application /
+model filters): 24 h and 6 h hourly by series, model, application or provider, 7 and 30 days
+daily, one application's or one model's week, each relative to now (``start`` = now - range at
+the moment of the request, ``end`` omitted, as a dashboard asks). Nine requests in ten are a
+panel of the user's dashboard; one in ten is an ad-hoc question (a random window of 6 h to 30
+days ending a random number of hours ago, random grouping and filter), which no cache has seen.
+Between two requests a user waits ``LLMHUB_BENCH_THINK_S`` seconds: ``lo,hi`` for a uniform
+wait (locust ``between``), one number for a constant one (0: closed loop, back to back).
+
+Every response's ``Cache-Status`` (RFC 9211) is counted; the counts are written to
+``LLMHUB_BENCH_CACHE_STATS`` when locust stops.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, between, constant, events, task
 
 MODE = os.environ.get("LLMHUB_BENCH_MODE", "query")
 KEYS = [k for k in os.environ.get("LLMHUB_BENCH_KEYS", "").split(",") if k]
 INGEST_KEY = os.environ.get("LLMHUB_BENCH_INGEST_KEY", "")
 PAYLOAD = Path(os.environ["LLMHUB_BENCH_PAYLOAD"]).read_bytes() if MODE == "ingest" else b""
-THINK_S = float(os.environ.get("LLMHUB_BENCH_THINK_S", "0"))
-END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+THINK = [float(x) for x in os.environ.get("LLMHUB_BENCH_THINK_S", "0").split(",")]
+APPS = int(os.environ.get("LLMHUB_BENCH_APPS", "10"))
+MODELS = int(os.environ.get("LLMHUB_BENCH_MODELS", "5"))
+STATS_PATH = os.environ.get("LLMHUB_BENCH_CACHE_STATS")
+CACHE: dict[str, int] = {}
+
+SERIES = "application,version,model,provider"
+# (panel name, hours back, parameters); {app} / {model} are the tenant's own choices.
+PANELS: list[tuple[str, int, dict[str, str]]] = [
+    ("24h by series", 24, {"group_by": SERIES}),
+    ("24h by model", 24, {"group_by": "model", "metrics": "requests,error_rate,cost_usd"}),
+    (
+        "6h by application",
+        6,
+        {"group_by": "application", "metrics": "requests,error_rate,rate_limited_rate"},
+    ),
+    ("24h by provider", 24, {"group_by": "provider", "metrics": "requests,rate_limited_rate"}),
+    ("7d daily by application", 24 * 7, {"granularity": "day", "group_by": "application"}),
+    ("30d daily tenant", 24 * 30, {"granularity": "day", "group_by": "tenant"}),
+    (
+        "30d daily cost by model",
+        24 * 30,
+        {"granularity": "day", "group_by": "model", "metrics": "cost_usd,input_tokens"},
+    ),
+    ("24h one application", 24, {"group_by": "model", "application": "{app}"}),
+    (
+        "7d hourly one model",
+        24 * 7,
+        {"group_by": "application", "model": "{model}", "metrics": "requests,error_rate"},
+    ),
+    ("6h one application by series", 6, {"group_by": SERIES, "application": "{app}"}),
+]
 
 
-def _queries() -> list[tuple[str, dict[str, str]]]:
-    day = (END - timedelta(days=1)).isoformat()
-    week = (END - timedelta(days=7)).isoformat()
-    month = (END - timedelta(days=30)).isoformat()
+def dashboard(tenant: int) -> list[tuple[str, int, dict[str, str]]]:
+    """The tenant's dashboard: six panels and its own filters, the same for all its users."""
+    rng = random.Random(tenant)
+    app, model = f"app-{rng.randint(1, APPS)}", f"model-{rng.randint(1, MODELS)}"
     return [
-        # A dashboard's last-24-hours panel per application and model (exact percentiles).
-        ("24h by app+model", {"start": day, "group_by": "application,version,model,provider"}),
-        (
-            "24h by model",
-            {"start": day, "group_by": "model", "metrics": "requests,error_rate,cost_usd"},
-        ),
-        ("7d daily by app", {"start": week, "granularity": "day", "group_by": "application"}),
-        ("30d daily tenant", {"start": month, "granularity": "day", "group_by": "tenant"}),
-        ("24h one app", {"start": day, "group_by": "model", "application": "app-3"}),
+        (name, hours, {k: v.format(app=app, model=model) for k, v in params.items()})
+        for name, hours, params in rng.sample(PANELS, 6)
     ]
 
 
-QUERIES = _queries()
+def ad_hoc(rng: random.Random) -> dict[str, str]:
+    """An analyst's one-off question: a window no dashboard asks for."""
+    hours = rng.choice((6, 12, 24, 72, 24 * 7, 24 * 14, 24 * 30))
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    end = now - timedelta(hours=rng.randint(0, 24 * 7))
+    params = {
+        "start": (end - timedelta(hours=hours)).isoformat(),
+        "end": end.isoformat(),
+        "granularity": "hour" if hours <= 72 else "day",
+        "group_by": rng.choice(("model", "application", "provider", "tenant", SERIES)),
+    }
+    if rng.random() < 0.5:
+        params["application"] = f"app-{rng.randint(1, APPS)}"
+    return params
 
 
 class IngestUser(FastHttpUser):
@@ -62,19 +112,44 @@ class IngestUser(FastHttpUser):
 
 
 class DashboardUser(FastHttpUser):
-    wait_time = constant(THINK_S)
+    wait_time = between(THINK[0], THINK[-1]) if len(THINK) > 1 else constant(THINK[0])
 
     def on_start(self) -> None:
-        self.key = random.choice(KEYS) if KEYS else ""
+        tenant = random.randrange(len(KEYS)) if KEYS else 0
+        self.key = KEYS[tenant] if KEYS else ""
+        self.panels = dashboard(tenant)
+        self.rng = random.Random()
 
-    @task
-    def metrics(self) -> None:
-        if MODE != "query":
-            return
-        name, params = random.choice(QUERIES)
-        self.client.get(
+    def _get(self, name: str, params: dict[str, str]) -> None:
+        with self.client.get(
             "/api/v1/metrics",
             params=params,
             headers={"Authorization": f"Bearer {self.key}"},
             name=name,
-        )
+            catch_response=True,
+        ) as response:
+            status = (response.headers or {}).get("Cache-Status", "none")
+            outcome = status.partition(";")[2].strip() or "none"
+            CACHE[outcome] = CACHE.get(outcome, 0) + 1
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}")
+
+    @task(9)
+    def panel(self) -> None:
+        if MODE != "query":
+            return
+        name, hours, params = self.rng.choice(self.panels)
+        start = datetime.now(UTC) - timedelta(hours=hours)
+        self._get(name, {"start": start.isoformat(), **params})
+
+    @task(1)
+    def explore(self) -> None:
+        if MODE != "query":
+            return
+        self._get("ad hoc", ad_hoc(self.rng))
+
+
+@events.quitting.add_listener
+def _write_cache_stats(**_: Any) -> None:
+    if STATS_PATH:
+        Path(STATS_PATH).write_text(json.dumps(CACHE))

@@ -169,6 +169,12 @@ class ApiSettings:
     # Requests in flight past which ingestion answers 503 (the broker is not keeping up).
     max_inflight_ingest: int = 64
     max_body_bytes: int = 16 * 1024 * 1024
+    # Read path: mart results cached per (tenant, query, mart version) up to this many MB per
+    # process (0: no cache); how often each process polls api.cache_versions (which also
+    # invalidates its API key lookups); query tokens leased from the shared bucket at a time.
+    cache_mb: int = 64
+    cache_poll_s: float = 1.0
+    query_lease: int = 16
 
 
 def _api_database_url(env: Mapping[str, str], database_url: str) -> str:
@@ -202,4 +208,7 @@ def load_api_settings(settings: Settings | None = None) -> ApiSettings:
         query_burst=_env_float("LLMHUB_API_QUERY_BURST", 200.0),
         max_inflight_ingest=_env_int("LLMHUB_API_MAX_INFLIGHT", 64),
         max_body_bytes=_env_int("LLMHUB_API_MAX_BODY_BYTES", 16 * 1024 * 1024),
+        cache_mb=_env_int("LLMHUB_API_CACHE_MB", 64),
+        cache_poll_s=_env_float("LLMHUB_API_CACHE_POLL_S", 1.0),
+        query_lease=_env_int("LLMHUB_API_QUERY_LEASE", 16),
     )

@@ -24,6 +24,7 @@ import orjson
 from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
 
+from llmhub.api.cache import CacheVersions
 from llmhub.api.keys import secret_matches, split_token
 from llmhub.api.problems import Problem
 from llmhub.config import ApiSettings
@@ -34,8 +35,13 @@ ROLE_SCOPES = {
     "editor": frozenset({"read", "ingest"}),
     "admin": frozenset({"read", "ingest", "admin"}),
 }
-# Key lookups are cached this long: a revoked key stops working within it.
-KEY_CACHE_S = 30.0
+# Key lookups are cached this long at most. A revocation, rotation or new key bumps
+# api.cache_versions (migration 0015, a trigger on api.api_keys): every process drops its cached
+# lookups at its next poll (LLMHUB_API_CACHE_POLL_S, 1 s), and this process at once when the
+# revocation came through it. While the versions cannot be polled, every request looks its key up.
+KEY_CACHE_S = 60.0
+KEY_CACHE_ENTRIES = 10_000
+KEYS_VERSION = "api.api_keys"
 _BEARER = {"WWW-Authenticate": 'Bearer realm="llmhub"'}
 
 
@@ -60,9 +66,16 @@ def _unauthorized(detail: str) -> Problem:
 class Authenticator:
     """Turns a request's credentials into a ``Principal`` (or a 401 problem)."""
 
-    def __init__(self, settings: ApiSettings, pool: AsyncConnectionPool) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        pool: AsyncConnectionPool,
+        versions: CacheVersions | None = None,
+    ) -> None:
         self._settings = settings
         self._pool = pool
+        self._versions = versions or CacheVersions()
+        self._versions.listeners.append(self.forget_keys)
         self._keys: dict[str, tuple[float, tuple | None]] = {}
         self._jwks_client: jwt.PyJWKClient | None = None
         self._jwks: jwt.PyJWKSet | None = None
@@ -93,23 +106,37 @@ class Authenticator:
         key_id, secret = parsed
         now = time.monotonic()
         cached = self._keys.get(key_id)
-        if cached is None or now - cached[0] > KEY_CACHE_S:
+        if cached is None or now - cached[0] > KEY_CACHE_S or not self._versions.fresh:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
                     "select tenant_id, secret_sha256, scopes, role, "
-                    "coalesce(expires_at <= now(), false) or revoked_at is not null "
+                    "extract(epoch from expires_at)::float8, revoked_at is not null "
                     "from api.api_keys where key_id = %s",
                     (key_id,),
                 )
                 row = await cur.fetchone()
             cached = (now, row)
-            self._keys[key_id] = cached
+            self._remember(key_id, cached)
         row = cached[1]
         if row is None or not secret_matches(secret, row[1]):
             raise _unauthorized("invalid API key")
-        if row[4]:
+        if row[5] or (row[4] is not None and row[4] <= time.time()):
             raise _unauthorized("API key expired or revoked")
         return Principal(row[0], row[3], frozenset(row[2]), f"key:{key_id}")
+
+    def _remember(self, key_id: str, entry: tuple[float, tuple | None]) -> None:
+        self._keys.pop(key_id, None)
+        self._keys[key_id] = entry
+        # Bounded: unknown key ids are cached too (a client retrying a wrong key costs no
+        # lookup each time) and must not grow the process without limit.
+        while len(self._keys) > KEY_CACHE_ENTRIES:
+            self._keys.pop(next(iter(self._keys)))
+
+    def forget_keys(self, changed: set[str] | None = None) -> None:
+        """Drop every cached key lookup (``api.api_keys`` changed: a key revoked, rotated or
+        issued somewhere); a listener of ``CacheVersions``."""
+        if changed is None or KEYS_VERSION in changed:
+            self._keys.clear()
 
     async def _from_jwt(self, token: str) -> Principal:
         if self._jwks is None and self._jwks_client is None:

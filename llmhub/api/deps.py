@@ -12,6 +12,7 @@ from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
 
 from llmhub.api.auth import Authenticator, Principal, check
+from llmhub.api.cache import CacheVersions, ResultCache
 from llmhub.api.kafka import EventSender
 from llmhub.api.quotas import Quotas
 from llmhub.config import ApiSettings, Settings
@@ -30,6 +31,8 @@ class Services:
     auth: Authenticator
     quotas: Quotas
     normalizers: dict[str, Normalizer]
+    versions: CacheVersions
+    results: ResultCache
     inflight: int = 0
 
     @classmethod

@@ -1,7 +1,8 @@
 """Per-tenant quotas in PostgreSQL, shared by every API process.
 
 Token buckets (ingest events/s, queries/s) and the monthly event count live in ``api.*`` tables
-(migration 0010) and change in one function call each, under the bucket's row lock. PostgreSQL,
+(migration 0010) and change in one function call each, under the bucket's row lock; query tokens
+are leased a few at a time (``Quotas.query``) so most queries make no round trip. PostgreSQL,
 not Redis: it is already the one service every API process reaches, survives restarts, and one
 round trip (~0.3 ms here) per request is far below the request's own cost; Redis would add a
 service to run and secure for no measurable gain at these rates.
@@ -12,6 +13,7 @@ defaults (``LLMHUB_API_*``); the override is read inside the same call, so it co
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,6 +23,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from llmhub.api.problems import Problem, retry_after
 from llmhub.config import ApiSettings
+
+# Seconds a process may spend query tokens it leased from the shared bucket.
+LEASE_S = 2.0
 
 
 def _seconds_to_next_month(now: datetime) -> float:
@@ -37,6 +42,8 @@ class Quotas:
     def __init__(self, settings: ApiSettings, pool: AsyncConnectionPool) -> None:
         self._s = settings
         self._pool = pool
+        # tenant -> (query tokens this process still holds, when they were taken)
+        self._leases: dict[str, tuple[int, float]] = {}
 
     async def admit_ingest(self, tenant: str, events: int, accepted: int) -> None:
         """Spend ``events`` ingest tokens and count ``accepted`` events into the month, in one
@@ -79,22 +86,41 @@ class Quotas:
             )
 
     async def query(self, tenant: str) -> None:
-        """Spend one query token under the tenant's limits, or raise 429 with Retry-After."""
+        """Spend one query token under the tenant's limits, or raise 429 with Retry-After.
+
+        Tokens come from the shared bucket in leases (``api.admit_query_lease``, migration
+        0015): one round trip takes up to ``query_lease`` tokens (at most a tenth of a second
+        of the tenant's rate, a quarter of its burst) and this process spends them for up to
+        ``LEASE_S`` seconds before returning to the bucket. Every token spent was taken from
+        the shared bucket, so the processes together never admit more than it grants; a lease
+        can only defer a refusal by the few tokens a process still holds (at most
+        ``workers x lease`` requests over ``burst + rate x t``), and a leased token unused
+        within ``LEASE_S`` is forfeited rather than spent late.
+        """
+        now = time.monotonic()
+        lease = self._leases.get(tenant)
+        if lease is not None and lease[0] > 0 and now - lease[1] < LEASE_S:
+            self._leases[tenant] = (lease[0] - 1, lease[1])
+            return
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "select wait_s, rate, burst from api.admit_query(%s, %s, %s)",
-                (tenant, self._s.query_rate_per_s, self._s.query_burst),
+                "select granted, wait_s, rate, burst from api.admit_query_lease(%s, %s, %s, %s)",
+                (tenant, self._s.query_lease, self._s.query_rate_per_s, self._s.query_burst),
             )
             row = await cur.fetchone()
         assert row is not None
-        wait, rate, burst = row
-        if wait > 0:
+        granted, wait, rate, burst = row
+        if granted < 1:
+            self._leases.pop(tenant, None)
             raise Problem(
                 429,
                 "rate-limited",
                 f"tenant query rate exceeded ({rate:g}/s, burst {burst:g}); retry later",
                 retry_after(min(wait, 3600.0)),
             )
+        self._leases[tenant] = (granted - 1, now)
+        if len(self._leases) > 100_000:  # tenants seen long ago: their leases have lapsed
+            self._leases = {t: v for t, v in self._leases.items() if now - v[1] < LEASE_S}
 
 
 # --- per-tenant overrides (api.tenant_quotas, migration 0014) --------------------------------

@@ -13,6 +13,7 @@ cost and output tokens/s are re-aggregated exactly from the mart's sums.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -23,7 +24,7 @@ from psycopg import sql
 from pydantic import BaseModel, Field
 
 from llmhub.api.auth import Principal
-from llmhub.api.deps import require, services, tenant_transaction
+from llmhub.api.deps import Services, require, services, tenant_transaction
 from llmhub.api.problems import Problem
 
 router = APIRouter(prefix="/api/v1")
@@ -139,80 +140,31 @@ async def get_metrics(
     svc = services(request)
     await svc.quotas.query(principal.tenant_id)
     try:
-        dims = list(dict.fromkeys(Dimension(d) for d in _csv(group_by)))
-        chosen = list(dict.fromkeys(Metric(m) for m in _csv(metrics))) or list(Metric)
+        dims = tuple(dict.fromkeys(Dimension(d) for d in _csv(group_by)))
+        chosen = tuple(dict.fromkeys(Metric(m) for m in _csv(metrics))) or tuple(Metric)
     except ValueError as exc:
         raise Problem(400, "invalid-parameter", str(exc)) from None
     lo, hi = _window(start, end)
-    table, bucket = (
-        ("fct_llm_requests_hourly", "request_hour_at")
-        if granularity == "hour"
-        else ("fct_llm_requests_daily", "request_date")
+    table = "fct_llm_requests_hourly" if granularity == "hour" else "fct_llm_requests_daily"
+    # Mart buckets are whole hours (days): a bound inside a bucket selects what the bucket's
+    # start does, so "the last 24 hours" asked a second later is the same question (and key).
+    bounds = (
+        (_ceil_hour(lo), _ceil_hour(hi)) if granularity == "hour" else (lo.date(), _ceil_day(hi))
     )
-    keys = [sql.Identifier(bucket), *(sql.Identifier(DIMENSION_COLUMNS[d]) for d in dims)]
-    selects: list[sql.Composable] = [*keys, sql.SQL("count(*) as mart_rows")]
-    for m in chosen:
-        name = str(m)
-        if name in AGGREGATES:
-            expr = sql.SQL(AGGREGATES[name])  # fixed fragments of this module, never input
-        else:
-            expr = sql.SQL("case when count(*) = 1 then max({})::float8 end").format(
-                sql.Identifier(PERCENTILES[name])
-            )
-        selects.append(sql.SQL("{} as {}").format(expr, sql.Identifier(name)))
-    where: list[sql.Composable] = [
-        sql.SQL("{} >= %(lo)s and {} < %(hi)s").format(
-            sql.Identifier(bucket), sql.Identifier(bucket)
-        )
-    ]
-    params: dict[str, Any] = {
-        "lo": lo if granularity == "hour" else lo.date(),
-        "hi": hi if granularity == "hour" else _ceil_day(hi),
-        "limit": limit + 1,
-    }
-    for column, values in (
-        ("asset_id", application),
-        ("request_model", model),
-        ("provider", provider),
-    ):
-        if values:
-            where.append(
-                sql.SQL("{} = any(%({})s)").format(sql.Identifier(column), sql.SQL(column))
-            )
-            params[column] = _csv(values)
-    if cursor:
-        after = decode_cursor(cursor, len(keys))
-        placeholders = sql.SQL(", ").join(sql.Placeholder(f"c{i}") for i in range(len(keys)))
-        where.append(sql.SQL("({}) > ({})").format(sql.SQL(", ").join(keys), placeholders))
-        for i, value in enumerate(after):
-            params[f"c{i}"] = (
-                (
-                    datetime.fromisoformat(value)
-                    if granularity == "hour"
-                    else date.fromisoformat(value)
-                )
-                if i == 0
-                else value
-            )
-    query = sql.SQL(
-        "select {selects} from marts.{table} where {where} group by {keys} order by {keys} "
-        "limit %(limit)s"
-    ).format(
-        selects=sql.SQL(", ").join(selects),
-        table=sql.Identifier(table),
-        where=sql.SQL(" and ").join(where),
-        keys=sql.SQL(", ").join(keys),
-    )
-    async with tenant_transaction(svc, principal) as conn:
-        cur = await conn.execute(query, params)
-        rows = await cur.fetchall()
-        names = [c.name for c in cur.description or ()]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    # orjson writes datetimes and dates as isoformat does: rows go out as they come.
-    renamed = [_RENAMES.get(n, n) for n in names]
-    data = [dict(zip(renamed, row, strict=True)) for row in rows]
-    return json_response(
+    filters = tuple(tuple(sorted(set(_csv(values)))) for values in (application, model, provider))
+    after = decode_cursor(cursor, 1 + len(dims)) if cursor else None
+    if after is not None:
+        after[0] = _cursor_value(after[0], granularity)
+    query = MetricsQuery(table, granularity, bounds, dims, chosen, filters, limit, after)
+    if svc.versions.fresh:
+        # The tenant from the credential is part of the key: one tenant's answer is never
+        # found by another's request; the mart's version: never one from before a rebuild.
+        key = ("metrics", principal.tenant_id, svc.versions.get(f"marts.{table}"), query.key())
+        page, hit = await svc.results.get_or_load(key, lambda: _metrics_page(svc, principal, query))
+        status = "hit" if hit else "fwd=miss"
+    else:  # the versions could not be polled lately: a cached answer might be stale
+        page, status = await _metrics_page(svc, principal, query), "fwd=bypass"
+    head = orjson.dumps(
         {
             "granularity": granularity,
             "group_by": [str(d) for d in dims],
@@ -220,10 +172,118 @@ async def get_metrics(
             "end": hi.isoformat(),
             "percentiles": "exact per mart row; null where a row spans several mart rows "
             "(group by all of tenant, application, version, model, provider for exact ones)",
-            "data": data,
-            "next_cursor": encode_cursor(list(rows[-1][: len(keys)])) if more else None,
         }
     )
+    return Response(
+        b"".join((head[:-1], b",", page, b"}")),
+        media_type="application/json",
+        headers={"Cache-Status": f"llmhub; {status}"},  # RFC 9211
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsQuery:
+    """A ``GET /api/v1/metrics`` question, normalised (what its cache key is made of)."""
+
+    table: str
+    granularity: str
+    bounds: tuple[datetime | date, datetime | date]
+    dims: tuple[Dimension, ...]
+    metrics: tuple[Metric, ...]
+    filters: tuple[tuple[str, ...], ...]  # application, model, provider (sorted; empty: all)
+    limit: int
+    after: list[Any] | None
+
+    def key(self) -> tuple:
+        after = tuple(self.after) if self.after is not None else None
+        return (
+            self.table,
+            self.bounds,
+            tuple(map(str, self.dims)),
+            tuple(map(str, self.metrics)),
+            self.filters,
+            self.limit,
+            after,
+        )
+
+    def sql(self) -> tuple[sql.Composed, dict[str, Any]]:
+        """The query: one row per output row, its JSON object and its key as a JSON array
+        built by PostgreSQL (no Python object per value: most of a 1,000-row answer's cost)."""
+        bucket = "request_hour_at" if self.granularity == "hour" else "request_date"
+        columns = [bucket, *(DIMENSION_COLUMNS[d] for d in self.dims)]
+        keys = [sql.Identifier(c) for c in columns]
+        names = [sql.Identifier(_RENAMES.get(c, c)) for c in columns]
+        selects: list[sql.Composable] = [
+            sql.SQL("{} as {}").format(k, n) for k, n in zip(keys, names, strict=True)
+        ]
+        selects.append(sql.SQL("count(*) as mart_rows"))
+        for m in self.metrics:
+            name = str(m)
+            if name in AGGREGATES:
+                expr = sql.SQL(AGGREGATES[name])  # fixed fragments of this module, never input
+            else:
+                expr = sql.SQL("case when count(*) = 1 then max({})::float8 end").format(
+                    sql.Identifier(PERCENTILES[name])
+                )
+            selects.append(sql.SQL("{} as {}").format(expr, sql.Identifier(name)))
+        where: list[sql.Composable] = [
+            sql.SQL("{} >= %(lo)s and {} < %(hi)s").format(keys[0], keys[0])
+        ]
+        params: dict[str, Any] = {
+            "lo": self.bounds[0],
+            "hi": self.bounds[1],
+            "limit": self.limit + 1,
+        }
+        for column, values in zip(
+            ("asset_id", "request_model", "provider"), self.filters, strict=True
+        ):
+            if values:
+                where.append(
+                    sql.SQL("{} = any(%({})s)").format(sql.Identifier(column), sql.SQL(column))
+                )
+                params[column] = list(values)
+        if self.after is not None:
+            placeholders = sql.SQL(", ").join(sql.Placeholder(f"c{i}") for i in range(len(keys)))
+            where.append(sql.SQL("({}) > ({})").format(sql.SQL(", ").join(keys), placeholders))
+            for i, value in enumerate(self.after):
+                params[f"c{i}"] = value
+        query = sql.SQL(
+            "select row_to_json(q)::text, json_build_array({qnames})::text from ("
+            "select {selects} from marts.{table} where {where} group by {keys} order by {keys} "
+            "limit %(limit)s) as q order by {qnames}"
+        ).format(
+            selects=sql.SQL(", ").join(selects),
+            table=sql.Identifier(self.table),
+            where=sql.SQL(" and ").join(where),
+            keys=sql.SQL(", ").join(keys),
+            qnames=sql.SQL(", ").join(sql.SQL("q.{}").format(n) for n in names),
+        )
+        return query, params
+
+
+def _cursor_value(value: Any, granularity: str) -> datetime | date:
+    try:
+        return datetime.fromisoformat(value) if granularity == "hour" else date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise Problem(400, "invalid-cursor", "cursor does not match this query") from None
+
+
+async def _metrics_page(svc: Services, principal: Principal, query: MetricsQuery) -> bytes:
+    """``"data": [...], "next_cursor": ...`` of one page, encoded (what the cache holds)."""
+    statement, params = query.sql()
+    async with tenant_transaction(svc, principal) as conn:
+        cur = await conn.execute(statement, params)
+        rows = await cur.fetchall()
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    cursor = encode_cursor(orjson.loads(rows[-1][1])) if more else None
+    data = ",".join(row[0] for row in rows)
+    return b"".join((b'"data":[', data.encode(), b'],"next_cursor":', orjson.dumps(cursor)))
+
+
+def _ceil_hour(value: datetime) -> datetime:
+    floor = value.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == value else floor + timedelta(hours=1)
 
 
 def _ceil_day(value: datetime) -> date:
