@@ -139,27 +139,17 @@ async def get_metrics(
     is one mart row (group by all five dimensions) and null otherwise (see ``mart_rows``)."""
     svc = services(request)
     await svc.quotas.query(principal.tenant_id)
-    try:
-        dims = tuple(dict.fromkeys(Dimension(d) for d in _csv(group_by)))
-        chosen = tuple(dict.fromkeys(Metric(m) for m in _csv(metrics))) or tuple(Metric)
-    except ValueError as exc:
-        raise Problem(400, "invalid-parameter", str(exc)) from None
     lo, hi = _window(start, end)
-    table = "fct_llm_requests_hourly" if granularity == "hour" else "fct_llm_requests_daily"
-    # Mart buckets are whole hours (days): a bound inside a bucket selects what the bucket's
-    # start does, so "the last 24 hours" asked a second later is the same question (and key).
-    bounds = (
-        (_ceil_hour(lo), _ceil_hour(hi)) if granularity == "hour" else (lo.date(), _ceil_day(hi))
+    query = metrics_query(
+        lo, hi, granularity, group_by, metrics, (application, model, provider), limit, cursor
     )
-    filters = tuple(tuple(sorted(set(_csv(values)))) for values in (application, model, provider))
-    after = decode_cursor(cursor, 1 + len(dims)) if cursor else None
-    if after is not None:
-        after[0] = _cursor_value(after[0], granularity)
-    query = MetricsQuery(table, granularity, bounds, dims, chosen, filters, limit, after)
+    dims = query.dims
     if svc.versions.fresh:
         # The tenant from the credential is part of the key: one tenant's answer is never
         # found by another's request; the mart's version: never one from before a rebuild.
-        key = ("metrics", principal.tenant_id, svc.versions.get(f"marts.{table}"), query.key())
+        key = metrics_cache_key(
+            principal.tenant_id, svc.versions.get(f"marts.{query.table}"), query
+        )
         page, hit = await svc.results.get_or_load(key, lambda: _metrics_page(svc, principal, query))
         status = "hit" if hit else "fwd=miss"
     else:  # the versions could not be polled lately: a cached answer might be stale
@@ -259,6 +249,53 @@ class MetricsQuery:
             qnames=sql.SQL(", ").join(sql.SQL("q.{}").format(n) for n in names),
         )
         return query, params
+
+
+def metrics_query(
+    lo: datetime,
+    hi: datetime,
+    granularity: str,
+    group_by: list[str] | None,
+    metrics: list[str] | None,
+    filters: tuple[list[str] | None, list[str] | None, list[str] | None],
+    limit: int,
+    cursor: str | None,
+) -> MetricsQuery:
+    """The normalised question of ``GET /api/v1/metrics`` (window already checked).
+
+    Raises:
+        Problem: 400 for an unknown dimension or metric or a cursor of another query.
+    """
+    try:
+        dims = tuple(dict.fromkeys(Dimension(d) for d in _csv(group_by)))
+        chosen = tuple(dict.fromkeys(Metric(m) for m in _csv(metrics))) or tuple(Metric)
+    except ValueError as exc:
+        raise Problem(400, "invalid-parameter", str(exc)) from None
+    table = "fct_llm_requests_hourly" if granularity == "hour" else "fct_llm_requests_daily"
+    # Mart buckets are whole hours (days): a bound inside a bucket selects what the bucket's
+    # start does, so "the last 24 hours" asked a second later is the same question (and key).
+    bounds = (
+        (_ceil_hour(lo), _ceil_hour(hi)) if granularity == "hour" else (lo.date(), _ceil_day(hi))
+    )
+    after = decode_cursor(cursor, 1 + len(dims)) if cursor else None
+    if after is not None:
+        after[0] = _cursor_value(after[0], granularity)
+    return MetricsQuery(
+        table,
+        granularity,
+        bounds,
+        dims,
+        chosen,
+        tuple(tuple(sorted(set(_csv(values)))) for values in filters),
+        limit,
+        after,
+    )
+
+
+def metrics_cache_key(tenant: str, mart_version: int, query: MetricsQuery) -> tuple:
+    """The results cache key: the caller's tenant (from its credential), the mart's version
+    (``api.cache_versions``) and the normalised question."""
+    return ("metrics", tenant, mart_version, query.key())
 
 
 def _cursor_value(value: Any, granularity: str) -> datetime | date:

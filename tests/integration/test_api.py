@@ -34,7 +34,7 @@ from psycopg import sql
 
 from integration.conftest import TEST_DATABASE
 from integration.test_access import _insert_raw, _tenant_events
-from llmhub.api.keys import create_key, split_token
+from llmhub.api.keys import create_key, revoke_key, split_token
 from llmhub.config import Settings, load_settings, redact, with_database
 from llmhub.contract.topics import BY_FAMILY
 from llmhub.db import migrate
@@ -64,6 +64,7 @@ class Api:
     keys: dict[str, str]
     private_key: Any
     workdir: Path
+    env: dict[str, str]
 
     def client(self, key: str | None = None, token: str | None = None) -> httpx.Client:
         credential = token or (self.keys[key] if key else None)
@@ -266,7 +267,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"llmhub serve did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield Api(settings, url, keys, private_key, workdir)
+        yield Api(settings, url, keys, private_key, workdir, env)
     finally:
         if proc is not None:
             proc.terminate()
@@ -521,6 +522,78 @@ def test_tenant_admin_manages_own_keys_only(api: Api) -> None:
         _problem(editor.post("/api/v1/keys", json={"name": "x", "scopes": ["read"]}), 403)
 
 
+def test_revoked_key_is_refused_within_the_version_poll(api: Api) -> None:
+    # Key lookups are cached (60 s at most); a revocation from outside the API process (the
+    # CLI's revoke_key) must still take effect at the next poll of api.cache_versions (1 s).
+    with api.owner() as conn:
+        token, record = create_key(conn, A, "revoke-me", ("read",), "viewer")
+    with api.client(token=token) as client:
+        assert client.get("/api/v1/whoami").status_code == 200
+        assert client.get("/api/v1/whoami").status_code == 200  # cached lookup
+        with api.owner() as conn:
+            assert revoke_key(conn, record.key_id)
+        deadline = time.monotonic() + 20
+        while client.get("/api/v1/whoami").status_code == 200:
+            assert time.monotonic() < deadline, "revoked key still accepted after 20 s"
+            time.sleep(0.2)
+        _problem(client.get("/api/v1/whoami"), 401)
+
+
+# --- the results cache ----------------------------------------------------------------------
+
+
+def test_metrics_cache_is_per_tenant_and_follows_mart_rebuilds(api: Api) -> None:
+    # dbt's post-hook bumped each mart's version in the build of the fixture.
+    with api.owner() as conn:
+        names = {r[0] for r in conn.execute("select name from api.cache_versions")}
+    assert {"marts.fct_llm_requests_daily", "marts.fct_llm_requests_hourly"} <= names
+    params = _params({"start": "-3d", "granularity": "day", "metrics": "requests,cost_usd"})
+    params["group_by"] = "tenant,model"
+
+    def ask(key: str) -> tuple[str, list[dict[str, Any]]]:
+        with api.client(key) as client:
+            response = client.get("/api/v1/metrics", params=params)
+        assert response.status_code == 200, response.text
+        return response.headers["cache-status"], response.json()["data"]
+
+    ask("a_viewer")
+    status, a_rows = ask("a_viewer")
+    assert status == "llmhub; hit" and {r["tenant"] for r in a_rows} == {A}
+    # The same question from tenant B: its own rows, never A's cached answer.
+    status, b_rows = ask("b_editor")
+    assert status == "llmhub; fwd=miss" and {r["tenant"] for r in b_rows} == {B}
+    assert ask("b_editor")[1] == b_rows
+    # Another credential of A (other role) shares A's answer.
+    assert ask("a_read_editor") == ("llmhub; hit", a_rows)
+    before = sum(r["requests"] for r in a_rows)
+    with api.owner() as conn, conn.transaction():
+        # What a dbt run does: new mart rows and, in the same transaction, the post-hook.
+        conn.execute(
+            "update marts.fct_llm_requests_daily set request_count = request_count + 1000 "
+            "where tenant_id = %s",
+            (A,),
+        )
+        conn.execute("select api.bump_cache_version('marts.fct_llm_requests_daily')")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            status, rows = ask("a_viewer")
+            if sum(r["requests"] for r in rows) != before:
+                break
+            assert time.monotonic() < deadline, "stale answer 20 s after the mart changed"
+            time.sleep(0.2)
+        assert sum(r["requests"] for r in rows) == before + 1000 * sum(r["mart_rows"] for r in rows)
+        assert ask("a_viewer")[0] == "llmhub; hit"
+    finally:
+        with api.owner() as conn:
+            conn.execute(
+                "update marts.fct_llm_requests_daily set request_count = request_count - 1000 "
+                "where tenant_id = %s",
+                (A,),
+            )
+            conn.execute("select api.bump_cache_version('marts.fct_llm_requests_daily')")
+
+
 # --- quotas ---------------------------------------------------------------------------------
 
 
@@ -552,6 +625,66 @@ def test_quotas_are_shared_through_the_database(api: Api) -> None:
     with api.client("c_editor") as client:
         response = client.post("/api/v1/events", content=orjson.dumps(event))
         assert _problem(response, 429)["type"].endswith("monthly-quota-exceeded")
+
+
+def _serve(api: Api) -> tuple[subprocess.Popen[bytes], str]:
+    """A second ``llmhub serve`` process on the same database (another API replica)."""
+    port = free_port()
+    log = (api.workdir / f"serve_{port}.log").open("wb")
+    proc = subprocess.Popen(
+        [str(LLMHUB_CLI), "serve", "--port", str(port)],
+        env=api.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("second llmhub serve did not start")
+        time.sleep(0.2)
+
+
+def test_query_quota_is_one_bucket_across_api_processes(api: Api) -> None:
+    # Two replicas leasing query tokens from one bucket of 5 (no refill to speak of) admit 5
+    # queries between them, not 5 each, and refuse the rest with Retry-After.
+    tenant = "tenant-c"
+    with api.owner() as conn:
+        conn.execute("delete from api.quota_buckets where tenant_id = %s", (tenant,))
+        conn.execute(
+            "insert into api.tenant_quotas (tenant_id, query_rate_per_s, query_burst) "
+            "values (%s, 0.001, 5) on conflict (tenant_id) do update set "
+            "query_rate_per_s = 0.001, query_burst = 5",
+            (tenant,),
+        )
+    second, second_url = _serve(api)
+    try:
+        statuses = []
+        for i in range(12):
+            base = api.url if i % 2 == 0 else second_url
+            with httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {api.keys['c_editor']}"}
+            ) as client:
+                response = client.get("/api/v1/budgets")
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                _problem(response, 429)
+                assert int(response.headers["retry-after"]) > 60
+        assert statuses.count(200) == 5 and statuses.count(429) == 7, statuses
+        assert 200 in statuses[1::2]  # the second replica admitted some of the five
+    finally:
+        second.terminate()
+        second.wait(timeout=15)
+        with api.owner() as conn:
+            conn.execute("delete from api.tenant_quotas where tenant_id = %s", (tenant,))
+            conn.execute("delete from api.quota_buckets where tenant_id = %s", (tenant,))
 
 
 def _quotas_cli(api: Api, *args: str) -> str:
