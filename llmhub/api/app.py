@@ -36,7 +36,7 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
             api.database_url,
             min_size=2,
             max_size=api.pool_size,
-            # UTC: the metrics answers are JSON built by PostgreSQL (timestamps as +00:00).
+            # UTC: timestamps in answers read +00:00 whatever the server's own time zone.
             kwargs={
                 "application_name": "llmhub-api",
                 "autocommit": True,

@@ -24,8 +24,10 @@ from psycopg_pool import AsyncConnectionPool
 from llmhub.api.problems import Problem, retry_after
 from llmhub.config import ApiSettings
 
-# Seconds a process may spend query tokens it leased from the shared bucket.
-LEASE_S = 2.0
+# Seconds a process may spend query tokens it leased from the shared bucket. Not what bounds
+# the overshoot (a lease holds at most a tenth of a second of the tenant's rate): it only
+# stops a process from spending tokens taken under limits that have since changed.
+LEASE_S = 10.0
 
 
 def _seconds_to_next_month(now: datetime) -> float:
@@ -92,10 +94,11 @@ class Quotas:
         0015): one round trip takes up to ``query_lease`` tokens (at most a tenth of a second
         of the tenant's rate, a quarter of its burst) and this process spends them for up to
         ``LEASE_S`` seconds before returning to the bucket. Every token spent was taken from
-        the shared bucket, so the processes together never admit more than it grants; a lease
-        can only defer a refusal by the few tokens a process still holds (at most
-        ``workers x lease`` requests over ``burst + rate x t``), and a leased token unused
-        within ``LEASE_S`` is forfeited rather than spent late.
+        the shared bucket, so the processes together never admit more than it grants; in any
+        window of t seconds they admit at most ``burst + rate x t`` plus the tokens the
+        processes held when it began (at most ``processes x lease``, each lease at most a
+        tenth of a second of the tenant's rate), and a leased token unused within ``LEASE_S``
+        is forfeited rather than spent late.
         """
         now = time.monotonic()
         lease = self._leases.get(tenant)

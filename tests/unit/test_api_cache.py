@@ -287,3 +287,12 @@ async def test_processes_sharing_a_bucket_never_admit_more_than_it_grants() -> N
             refused += 1
     assert admitted == 10 and refused == 20
     assert bucket.calls < 30  # leases: most admitted queries made no round trip
+
+
+def test_grain_questions_read_mart_rows_without_aggregating() -> None:
+    grain = _query(group_by=["provider,model,version,application"])
+    coarse = _query(group_by=["application,model"])
+    assert grain.one_mart_row_each and not coarse.one_mart_row_each
+    text = grain.sql()[0].as_string(None)
+    assert "group by" not in text and "sum(" not in text and "1 as mart_rows" in text
+    assert "group by" in coarse.sql()[0].as_string(None)
