@@ -268,6 +268,27 @@ def server_cpu_s(pid: int) -> float:
     return total
 
 
+def database_cpu_s(url: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving the API (same host, /proc)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "select pid from pg_stat_activity "
+                "where datname = current_database() and application_name = 'llmhub-api'"
+            )
+        ]
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def count_topic(bootstrap: str, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
@@ -449,6 +470,7 @@ def main() -> None:
         for clients in (int(c) for c in args.clients.split(",")) if args.only != "ingest" else ():
             console.print(f"[cyan]query: {clients} clients ...")
             cpu0 = server_cpu_s(server.pid)
+            db0 = database_cpu_s(url)
             q = locust(
                 "DashboardUser",
                 clients,
@@ -464,6 +486,11 @@ def main() -> None:
                 workdir,
             )
             cpu = server_cpu_s(server.pid) - cpu0
+            db1 = database_cpu_s(url)
+            db_cpu = sum(v - db0.get(pid, 0.0) for pid, v in db1.items())
+            q["db_cpu_ms_per_request"] = (
+                round(1000 * db_cpu / q["requests"], 1) if q["requests"] else None
+            )
             q["api_cpu_ms_per_request"] = (
                 round(1000 * cpu / q["requests"], 1) if q["requests"] else None
             )

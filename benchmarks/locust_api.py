@@ -7,7 +7,8 @@
 read key per tenant, users spread over them at random). A tenant's dashboard is a fixed set of
 panels drawn for that tenant (six of the ``PANELS`` below, with the tenant's own application /
 model filters): 24 h and 6 h hourly by series, model, application or provider, 7 and 30 days
-daily, one application's or one model's week, each relative to now (``start`` = now - range at
+daily, one application's or one model's week, each with the metrics a panel shows (all of them
+for the one-application panels), each relative to now (``start`` = now - range at
 the moment of the request, ``end`` omitted, as a dashboard asks). Nine requests in ten are a
 panel of the user's dashboard; one in ten is an ad-hoc question (a random window of 6 h to 30
 days ending a random number of hours ago, random grouping and filter), which no cache has seen.
@@ -42,7 +43,11 @@ CACHE: dict[str, int] = {}
 SERIES = "application,version,model,provider"
 # (panel name, hours back, parameters); {app} / {model} are the tenant's own choices.
 PANELS: list[tuple[str, int, dict[str, str]]] = [
-    ("24h by series", 24, {"group_by": SERIES}),
+    (
+        "24h by series",
+        24,
+        {"group_by": SERIES, "metrics": "requests,error_rate,latency_p95_ms,cost_usd"},
+    ),
     ("24h by model", 24, {"group_by": "model", "metrics": "requests,error_rate,cost_usd"}),
     (
         "6h by application",
@@ -64,6 +69,7 @@ PANELS: list[tuple[str, int, dict[str, str]]] = [
         {"group_by": "application", "model": "{model}", "metrics": "requests,error_rate"},
     ),
     ("6h one application by series", 6, {"group_by": SERIES, "application": "{app}"}),
+    ("24h latency by series", 24, {"group_by": SERIES, "metrics": "latency_p50_ms,latency_p99_ms"}),
 ]
 
 
