@@ -375,6 +375,12 @@ def main() -> None:
     parser.add_argument("--query-seconds", type=int, default=30)
     parser.add_argument("--clients", default="50,200")
     parser.add_argument(
+        "--warmup",
+        type=int,
+        default=20,
+        help="seconds the same query users run unmeasured before each measured phase (0: cold)",
+    )
+    parser.add_argument(
         "--think",
         default="0.5-1.5",
         help="seconds between a user's requests: LO-HI uniform (dashboards), or one number "
@@ -469,22 +475,22 @@ def main() -> None:
         result["query"] = {}
         for clients in (int(c) for c in args.clients.split(",")) if args.only != "ingest" else ():
             console.print(f"[cyan]query: {clients} clients ...")
+            query_env = {
+                "LLMHUB_BENCH_MODE": "query",
+                "LLMHUB_BENCH_KEYS": ",".join(keys),
+                "LLMHUB_BENCH_THINK_S": args.think.replace("-", ","),
+                "LLMHUB_BENCH_APPS": str(args.apps),
+                "LLMHUB_BENCH_MODELS": str(args.models),
+            }
+            if args.warmup:
+                # The same users at the same dashboards for a while first, not measured: the
+                # steady state of dashboards that have been open, not the API's first minute.
+                warm = workdir / "warmup"
+                warm.mkdir(exist_ok=True)
+                locust("DashboardUser", clients, args.warmup, host, query_env, warm)
             cpu0 = server_cpu_s(server.pid)
             db0 = database_cpu_s(url)
-            q = locust(
-                "DashboardUser",
-                clients,
-                args.query_seconds,
-                host,
-                {
-                    "LLMHUB_BENCH_MODE": "query",
-                    "LLMHUB_BENCH_KEYS": ",".join(keys),
-                    "LLMHUB_BENCH_THINK_S": args.think.replace("-", ","),
-                    "LLMHUB_BENCH_APPS": str(args.apps),
-                    "LLMHUB_BENCH_MODELS": str(args.models),
-                },
-                workdir,
-            )
+            q = locust("DashboardUser", clients, args.query_seconds, host, query_env, workdir)
             cpu = server_cpu_s(server.pid) - cpu0
             db1 = database_cpu_s(url)
             db_cpu = sum(v - db0.get(pid, 0.0) for pid, v in db1.items())
@@ -503,6 +509,7 @@ def main() -> None:
             mart_rows=rows,
             workers=args.workers,
             think_s=args.think,
+            warmup_s=args.warmup,
             load1_at_start=round(load1, 2),
             load1_at_end=round(os.getloadavg()[0], 2),
             load_avg_1m=round(os.getloadavg()[0], 2),

@@ -4,16 +4,16 @@
 (the file ``LLMHUB_BENCH_PAYLOAD``) in a loop.
 
 ``query``: each user is a person watching its tenant's dashboard (``LLMHUB_BENCH_KEYS``: one
-read key per tenant, users spread over them at random). A tenant's dashboard is a fixed set of
-panels drawn for that tenant (six of the ``PANELS`` below, with the tenant's own application /
-model filters): 24 h and 6 h hourly by series, model, application or provider, 7 and 30 days
-daily, one application's or one model's week, each with the metrics a panel shows (all of them
-for the one-application panels), each relative to now (``start`` = now - range at
-the moment of the request, ``end`` omitted, as a dashboard asks). Nine requests in ten are a
-panel of the user's dashboard; one in ten is an ad-hoc question (a random window of 6 h to 30
-days ending a random number of hours ago, random grouping and filter), which no cache has seen.
-Between two requests a user waits ``LLMHUB_BENCH_THINK_S`` seconds: ``lo,hi`` for a uniform
-wait (locust ``between``), one number for a constant one (0: closed loop, back to back).
+read key per tenant; user i watches tenant i, so 200 users are two per tenant of 100). A
+tenant's dashboard is six of the ``PANELS`` below, drawn for that tenant with its own
+application / model filters: 24 h and 6 h hourly by series, model, application or provider,
+7 and 30 days daily, one application's or one model's week, each with the metrics a panel
+shows (all of them for the one-application panels), each relative to now (``start`` = now -
+range at the moment of the request, ``end`` omitted, as a dashboard asks). Nine requests in
+ten are a panel of the user's dashboard; one in ten is an ad-hoc question (a random window of
+6 h to 30 days ending a random number of hours ago, random grouping and filter), which no
+cache has seen. Between two requests a user waits ``LLMHUB_BENCH_THINK_S`` seconds: ``lo,hi``
+for a uniform wait (locust ``between``), one number for a constant one (0: closed loop).
 
 Every response's ``Cache-Status`` (RFC 9211) is counted; the counts are written to
 ``LLMHUB_BENCH_CACHE_STATS`` when locust stops.
@@ -21,6 +21,7 @@ Every response's ``Cache-Status`` (RFC 9211) is counted; the counts are written 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -39,6 +40,7 @@ APPS = int(os.environ.get("LLMHUB_BENCH_APPS", "10"))
 MODELS = int(os.environ.get("LLMHUB_BENCH_MODELS", "5"))
 STATS_PATH = os.environ.get("LLMHUB_BENCH_CACHE_STATS")
 CACHE: dict[str, int] = {}
+_USER_NUMBERS = itertools.count()
 
 SERIES = "application,version,model,provider"
 # (panel name, hours back, parameters); {app} / {model} are the tenant's own choices.
@@ -121,7 +123,9 @@ class DashboardUser(FastHttpUser):
     wait_time = between(THINK[0], THINK[-1]) if len(THINK) > 1 else constant(THINK[0])
 
     def on_start(self) -> None:
-        tenant = random.randrange(len(KEYS)) if KEYS else 0
+        # User i watches tenant i (mod the tenants): a warm-up run and the measured run that
+        # follows it (two locust processes) are the same people at the same dashboards.
+        tenant = next(_USER_NUMBERS) % len(KEYS) if KEYS else 0
         self.key = KEYS[tenant] if KEYS else ""
         self.panels = dashboard(tenant)
         self.rng = random.Random()
