@@ -296,3 +296,23 @@ def test_grain_questions_read_mart_rows_without_aggregating() -> None:
     text = grain.sql()[0].as_string(None)
     assert "group by" not in text and "sum(" not in text and "1 as mart_rows" in text
     assert "group by" in coarse.sql()[0].as_string(None)
+
+
+def test_metrics_query_string_is_validated_as_fastapi_did() -> None:
+    from fastapi.exceptions import RequestValidationError
+
+    from llmhub.api.routes_query import metrics_params
+
+    def request(qs: str) -> Request:
+        return Request({"type": "http", "query_string": qs.encode(), "headers": []})
+
+    params = metrics_params(
+        request("start=2026-11-29T10:00:00Z&application=a&application=b,c&limit=5&x=1")
+    )
+    assert params.start == datetime(2026, 11, 29, 10, tzinfo=UTC)
+    assert params.application == ["a", "b,c"] and params.limit == 5
+    assert params.granularity == "hour" and params.group_by is None
+    for bad in ("limit=0", "limit=10001", "granularity=week", "start=-3d"):
+        with pytest.raises(RequestValidationError) as invalid:
+            metrics_params(request(bad))
+        assert invalid.value.errors()[0]["loc"][0] == "query"
