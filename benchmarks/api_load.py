@@ -16,7 +16,8 @@
    p50/p95/p99 from locust, the API's CPU per request, and the share of answers served from
    the API's results cache (``Cache-Status`` of every response).
 
-The last line printed is one JSON object; it is also written to benchmarks/results/api_load.json.
+The last line printed is one JSON object; it is also written to benchmarks/results/api_load.json
+(api_load_closed_loop.json with ``--think 0``).
 """
 
 from __future__ import annotations
@@ -536,7 +537,8 @@ def main() -> None:
         except Exception:  # the prefix is unique; a broker refusing deletion is harmless
             pass
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "api_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "api_load_closed_loop.json" if args.think.strip() in ("0", "0.0") else "api_load.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
 
 
