@@ -159,6 +159,11 @@ class DashboardUser(FastHttpUser):
         self._get("ad hoc", ad_hoc(self.rng))
 
 
+@events.reset_stats.add_listener
+def _reset_cache_stats(**_: Any) -> None:
+    CACHE.clear()
+
+
 @events.quitting.add_listener
 def _write_cache_stats(**_: Any) -> None:
     if STATS_PATH:
