@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, FastAPI
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,10 +51,23 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
         results = ResultCache(api.cache_mb * 1024 * 1024)
         versions.listeners.append(lambda changed: results.clear())
 
+        # Its own connection: under load the pool's are all taken by requests, and a poll
+        # queued behind them would let the versions go stale (and the cache be bypassed).
+        poll_conn: list[psycopg.AsyncConnection] = []
+
         async def fetch_versions() -> list[tuple[str, int]]:
-            async with pool.connection() as conn:
-                cur = await conn.execute(VERSIONS_SQL)
+            if not poll_conn or poll_conn[0].closed:
+                poll_conn[:] = [
+                    await psycopg.AsyncConnection.connect(
+                        api.database_url, autocommit=True, application_name="llmhub-api-poll"
+                    )
+                ]
+            try:
+                cur = await poll_conn[0].execute(VERSIONS_SQL)
                 return await cur.fetchall()
+            except psycopg.Error:
+                await poll_conn[0].close()
+                raise
 
         versions.update(await fetch_versions())
         poller = asyncio.create_task(poll_versions(versions, fetch_versions, api.cache_poll_s))
@@ -73,6 +87,8 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
         finally:
             poller.cancel()
             sender.close()
+            for conn in poll_conn:
+                await conn.close()
             await pool.close()
 
     app = FastAPI(
