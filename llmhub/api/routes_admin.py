@@ -89,4 +89,7 @@ async def revoke_key(request: Request, principal: Admin, key_id: str) -> dict[st
         row = await cur.fetchone()
     if row is None:
         raise Problem(404, "not-found", "no active key with that id in your tenant")
+    # At once in this process; the others at their next poll of api.cache_versions (the
+    # api_keys trigger bumped it in the same transaction).
+    svc.auth.forget_keys()
     return {"key_id": key_id, "revoked": True}

@@ -508,7 +508,12 @@ def test_tenant_admin_manages_own_keys_only(api: Api) -> None:
         listed = admin.get("/api/v1/keys").json()["data"]
         # Revoking another tenant's key is refused as if it did not exist.
         _problem(admin.delete(f"/api/v1/keys/{b_key_id}"), 404)
+        with api.client(token=issued["token"]) as ci:
+            assert ci.get("/api/v1/whoami").status_code == 200  # its lookup is now cached
         assert admin.delete(f"/api/v1/keys/{issued['key_id']}").json()["revoked"] is True
+        with api.client(token=issued["token"]) as ci:
+            # Revoked through this process: refused at once, not after a poll.
+            _problem(ci.get("/api/v1/whoami"), 401)
     assert issued["key_id"] in {k["key_id"] for k in listed}
     assert b_key_id not in {k["key_id"] for k in listed}
     with api.owner() as conn:
