@@ -107,7 +107,7 @@ def combine_scores(
     """
     both = active & other_active
     history = both[:start]
-    if history.sum() < 10:
+    if history.sum() < 10 or np.std(z[:start][history]) == 0 or np.std(other[:start][history]) == 0:
         return z
     rho = float(np.corrcoef(z[:start][history], other[:start][history])[0, 1])
     if not np.isfinite(rho):
