@@ -168,12 +168,13 @@ def evaluate_windows(
     if shift_test:
         # Time to first token is tested with latency by the shift test, not scored on its own.
         wanted = set(COMPANIONS.values())
-        companions = tuple(
-            {k: v for k, v in window.items() if k.metric in wanted}
-            for window in align_series(
-                build_series(*train, train_start, windows.train_end, metrics=sorted(wanted)),
-                build_series(*test, windows.train_end, windows.test_end, metrics=sorted(wanted)),
-            )
+        train_extra, test_extra = align_series(
+            build_series(*train, train_start, windows.train_end, metrics=sorted(wanted)),
+            build_series(*test, windows.train_end, windows.test_end, metrics=sorted(wanted)),
+        )
+        companions = (
+            {k: v for k, v in train_extra.items() if k.metric in wanted},
+            {k: v for k, v in test_extra.items() if k.metric in wanted},
         )
     incidents, bursts = incidents_from_ground_truth(ground_truth)
     detect = tasks.add_task(f"{label}: detect", total=len(test_series))
