@@ -198,6 +198,10 @@ def series_fidelity(mart: pd.DataFrame, generated: pd.DataFrame) -> dict[str, An
     generated ones: route-hours missing on either side, and per metric the median and largest
     relative difference (the request counts must match exactly)."""
     keys = ["tenant_id", "asset_id", "request_model", "bucket_at"]
+    mart, generated = (
+        f.assign(bucket_at=pd.to_datetime(f["bucket_at"], utc=True).astype("datetime64[ns, UTC]"))
+        for f in (mart, generated)
+    )
     joined = generated.merge(mart, on=keys, how="outer", suffixes=("_gen", "_mart"), indicator=True)
     out: dict[str, Any] = {
         "route_hours_only_generated": int((joined["_merge"] == "left_only").sum()),
