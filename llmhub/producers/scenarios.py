@@ -357,9 +357,32 @@ class _Builder:
             self._excess(rows, h0, h1, before),
         )
 
+    def _apps_in_use(self) -> np.ndarray:
+        """Routes of an application one of whose routes an earlier scenario already uses.
+
+        A scenario that acts on a whole application (a prompt change, a jailbreak, a harmless
+        registry change) must not pick one of these: the two scenarios would then move the same
+        series in the same hours, and neither ground truth could say which anomalies and which
+        extra cost are its own (until
+        2026-11-30 held-out seed 15's prompt change and jailbreak shared a route with its
+        provider outage: 36% excess-cost error on the outage, 75% on the jailbreak).
+        """
+        used = self.routes.loc[sorted(self.used), ["tenant_id", "asset_id"]]
+        pairs = set(zip(used["tenant_id"], used["asset_id"], strict=True))
+        return np.array(
+            [
+                (t, a) in pairs
+                for t, a in zip(self.routes["tenant_id"], self.routes["asset_id"], strict=True)
+            ],
+            dtype=bool,
+        )
+
     def prompt_change(self) -> None:
         chat = self._chat()
-        apps = self.routes[chat & ~self.routes.index.isin(list(self.used))]
+        free = chat & ~self._apps_in_use()
+        if not free.any():
+            free = chat & ~self.routes.index.isin(list(self.used))
+        apps = self.routes[free]
         pick = apps.sample(1, random_state=int(self.rng.integers(1 << 30))).iloc[0]
         rows = np.array(
             [
@@ -404,7 +427,10 @@ class _Builder:
         )
 
     def jailbreak(self) -> None:
-        free = self.routes[~self.routes.index.isin(list(self.used))]
+        untouched = ~self._apps_in_use()
+        if not untouched.any():
+            untouched = ~self.routes.index.isin(list(self.used))
+        free = self.routes[untouched]
         pick = free.sample(1, random_state=int(self.rng.integers(1 << 30))).iloc[0]
         rows = self._rows(tenant_id=pick["tenant_id"], asset_id=pick["asset_id"])
         h0 = self._slot(2)
@@ -557,9 +583,13 @@ class _Builder:
         )
 
     def decoys(self, n: int = 2) -> None:
-        free = self.routes[~self.routes.index.isin(list(self.used))].drop_duplicates(
-            ["tenant_id", "asset_id"]
-        )
+        # On an application of another scenario, a harmless change in its hours would be
+        # indistinguishable from that scenario's cause (seen: a decoy prompt change in the hour
+        # an unrelated token spike began on the same application).
+        untouched = ~self._apps_in_use()
+        if not untouched.any():
+            untouched = ~self.routes.index.isin(list(self.used))
+        free = self.routes[untouched].drop_duplicates(["tenant_id", "asset_id"])
         for _, r in free.head(n).iterrows():
             h = self._slot(1)
             at = self.hours[h] + pd.Timedelta(minutes=int(self.rng.integers(0, 59)))
