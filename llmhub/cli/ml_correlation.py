@@ -114,10 +114,12 @@ def pipeline_summary(
 
     from llmhub.cli.output import hub_settings
     from llmhub.incidents.pipeline_eval import STAGES, run_seed
-    from llmhub.producers.scenarios import generate_scenarios
-    from ml.evaluation.correlation import summarize
+    from llmhub.producers.scenarios import REQUESTS_PER_HOUR, generate_scenarios
+    from ml.evaluation.correlation import MIN_COST_USD, summarize
 
     settings = hub_settings()
+    # A scenario's true excess scales with the traffic: grade the same scenarios as at 40,000.
+    min_cost = MIN_COST_USD * requests_per_hour / REQUESTS_PER_HOUR
     database = f"{database_prefix}_{uuid.uuid4().hex[:8]}"
     workdir = Path(tempfile.mkdtemp(prefix="eval-correlation-"))
     started = time.monotonic()
@@ -168,8 +170,9 @@ def pipeline_summary(
         "requests_per_hour": requests_per_hour,
         "detector": DETECTORS[detector],
         "generation": PIPELINE,
-        "pipeline": with_targets(summarize([r.pipeline for r in runs])),
-        "frames_same_world": with_targets(summarize([r.frames for r in runs])),
+        "pipeline": with_targets(summarize([r.pipeline for r in runs], min_cost)),
+        "frames_same_world": with_targets(summarize([r.frames for r in runs], min_cost)),
+        "min_cost_usd": min_cost,
         "per_seed": [{"seed": r.seed, "stage_seconds": r.stage_seconds, **r.counts} for r in runs],
         "duration_s": round(time.monotonic() - started, 1),
         "load_avg_1m": round(os.getloadavg()[0], 2),
