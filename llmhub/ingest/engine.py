@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -331,40 +331,55 @@ class Ingestor:
             if on_batch is not None:
                 on_batch(report)
 
-        # A pipeline of one batch: while the decoders decode what was just polled, this
-        # process writes the batch before it (the server parses COPY rows as they stream in,
-        # and librdkafka prefetches on its own threads). Offsets stay in order: batches are
-        # written one after the other, each with the offsets it read, in one transaction.
+        # A pipeline: while this thread writes batch N (the server parses COPY rows as they
+        # stream in), a fetch thread polls batch N+1 and hands it to the decoders. Offsets stay
+        # in order: batches are written one after the other, each with the offsets it read, in
+        # one transaction. Nothing is fetched ahead past the targets (the drain polls below)
+        # or past ``max_batches``.
         fetched = dict(positions)
         polls = 0
         drain_polls = 0
         inflight: tuple[Polled, Decoded, datetime] | None = None
-        while max_batches is None or polls < max_batches:
-            reached = all(fetched[tp] >= targets[tp] for tp in claimed)
-            if until_caught_up and reached:
-                # Past the targets, short drain polls pick up a tail the listed end offsets
-                # under-report (see _offset_exists), until one comes back empty; bounded so a
-                # producer that never pauses cannot keep the run going.
-                if drain_polls >= MAX_DRAIN_POLLS:
-                    break
-                drain_polls += 1
-            fetch_started = time.perf_counter()
+
+        def fetch(reached: bool) -> tuple[Polled, tuple[Polled, Decoded, datetime] | None]:
             polled = self._poll_batch(
                 consumer, DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS
             )
-            report.add_stage("fetch", time.perf_counter() - fetch_started)
-            submitted = None
-            if polled:
-                polls += 1
-                for tp, records in polled.items():
-                    fetched[tp] = records[-1].offset() + 1
-                now = datetime.now(UTC)
-                submitted = (polled, self._decode(polled, now), now)
-            if inflight is not None:
-                self._write_all(writer, inflight, positions, report, account)
-            inflight = submitted
-            if not polled and (not until_caught_up or reached):
-                break
+            if not polled:
+                return polled, None
+            now = datetime.now(UTC)
+            return polled, (polled, self._decode(polled, now), now)
+
+        # Leaving the block waits for a fetch in flight: the consumer outlives every poll.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmhub-fetch") as fetcher:
+            ahead: Future | None = None
+            while max_batches is None or polls < max_batches:
+                reached = all(fetched[tp] >= targets[tp] for tp in claimed)
+                if until_caught_up and reached and ahead is None:
+                    # Past the targets, short drain polls pick up a tail the listed end offsets
+                    # under-report (see _offset_exists), until one comes back empty; bounded so
+                    # a producer that never pauses cannot keep the run going.
+                    if drain_polls >= MAX_DRAIN_POLLS:
+                        break
+                    drain_polls += 1
+                fetch_started = time.perf_counter()
+                polled, submitted = (ahead or fetcher.submit(fetch, reached)).result()
+                ahead = None
+                report.add_stage("fetch", time.perf_counter() - fetch_started)
+                if polled:
+                    polls += 1
+                    for tp, records in polled.items():
+                        fetched[tp] = records[-1].offset() + 1
+                    more = not all(fetched[tp] >= targets[tp] for tp in claimed)
+                    if (more or not until_caught_up) and (
+                        max_batches is None or polls < max_batches
+                    ):
+                        ahead = fetcher.submit(fetch, not more)
+                if inflight is not None:
+                    self._write_all(writer, inflight, positions, report, account)
+                inflight = submitted
+                if not polled and (not until_caught_up or reached):
+                    break
         if inflight is not None:
             self._write_all(writer, inflight, positions, report, account)
 
