@@ -23,7 +23,7 @@ from llmhub.ml_data import (
 )
 from ml.anomaly.count_test import DEFAULT_ALPHA, LOOKBACK_DAYS, stopped_hours
 from ml.anomaly.fleet import SCORE_COLUMNS
-from ml.anomaly.shift_test import SHIFT_METRICS, route_shifts
+from ml.anomaly.shift_test import COMPANIONS, SHIFT_METRICS, route_shifts
 from ml.features import SERIES_COLUMNS, SeriesKey, hourly_metrics, regular_series
 from ml.keys import RouteKey
 from ml.pyfunc import DetectorModel
@@ -60,6 +60,8 @@ KEY = [*SERIES_COLUMNS, "metric", "bucket_at"]
 TRAFFIC_STOP = "traffic_stop"
 COUNT_TEST = "count_test"
 SHIFT_TEST = "shift_test"
+#: What the shift test's rows name as their model version.
+SHIFT_TEST_VERSION = "volume cusum k=1 h=8, latency+ttft; error count scan 1-8 h alpha=1e-4"
 #: The shift test's alarms are published under ``<metric>_shift`` (cost: per request).
 SHIFT_SUFFIX = "_shift"
 #: Test rows are written only where a test alarms; the scored hours' older ones are replaced.
@@ -71,7 +73,8 @@ DELETE_TEST_ROWS = (
 def shift_alarms(hourly: pd.DataFrame, score_hours: int) -> pd.DataFrame:
     """The shift test's alarms among the newest ``score_hours`` of every route: a sustained
     rise or fall of latency p95, error rate or cost per request that hour-by-hour scores miss
-    (``ml.anomaly.shift_test``), published as ``<metric>_shift``.
+    (``ml.anomaly.shift_test``; latency with its time to first token, error rates as counts),
+    published as ``<metric>_shift``.
 
     Args:
         hourly: ``fct_llm_requests_hourly`` rows (``read_hourly_mart``).
@@ -79,16 +82,28 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int) -> pd.DataFrame:
     if hourly.empty:
         return pd.DataFrame(columns=SCORE_COLUMNS)
     metrics = hourly_metrics(hourly)
-    raw = {
-        key: values for key, values in regular_series(metrics, ["request_count", *SHIFT_METRICS])
-    }
+    wanted = ["request_count", *SHIFT_METRICS, *COMPANIONS.values()]
+    raw = {key: values for key, values in regular_series(metrics, wanted)}
     frames = []
     for key, values in raw.items():
         if key.metric not in SHIFT_METRICS:
             continue
         requests = raw[SeriesKey(key.tenant_id, key.asset_id, key.request_model, "request_count")]
         start = max(0, len(values) - score_hours)
-        tested = route_shifts(key.metric, values.to_numpy(), requests.to_numpy(), start)
+        other = (
+            raw.get(
+                SeriesKey(key.tenant_id, key.asset_id, key.request_model, COMPANIONS[key.metric])
+            )
+            if key.metric in COMPANIONS
+            else None
+        )
+        tested = route_shifts(
+            key.metric,
+            values.to_numpy(),
+            requests.to_numpy(),
+            start,
+            None if other is None else other.to_numpy(),
+        )
         if not tested.is_shift.any():
             continue
         at = values.index[start:][tested.is_shift]
@@ -291,7 +306,7 @@ def anomalies(
     shifts = shifts.assign(
         detector=SHIFT_TEST,
         model_name=SHIFT_TEST,
-        model_version="volume cusum k=1 h=8",
+        model_version=SHIFT_TEST_VERSION,
         mlflow_run_id=None,
     )
     scores = pd.concat([s for s in (scores, stops, shifts) if not s.empty], ignore_index=True)

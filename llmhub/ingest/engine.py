@@ -624,7 +624,10 @@ class Ingestor:
                     taken = _rows_within_days(chunk.days, seen)
                     if taken < len(chunk.index):
                         cut = base + chunk.index[taken]
-                target.sources.extend(records[base + i] for i in chunk.index[:taken])
+                if taken == count:  # every message a row (the common case): a slice
+                    target.sources.extend(records[base : base + taken])
+                else:
+                    target.sources.extend(records[base + i] for i in chunk.index[:taken])
                 for i, error_class, error in chunk.rejected:
                     if base + i >= cut:
                         break

@@ -19,15 +19,18 @@ members:
 - ``expected_spike``: a scheduled batch the forecast expected (inside its interval): no
   incident; and two registry changes that change nothing (no incident either).
 
-This is frame-level generation: it yields the hourly series (what ``fct_llm_requests_hourly``
+Generation is frame-level: it yields the hourly series (what ``fct_llm_requests_hourly``
 holds), the registry / security / policy events, request-count forecasts, and, via
 ``detect_anomalies``, the flagged anomalies of a seasonal robust z-score detector standing in for
-the champion detector. It does not go through Kafka, ingestion, dbt or MLflow.
+the champion detector. ``scenario_messages`` turns the same world into the Kafka messages of the
+event contract (one telemetry event per request, each security alert, violation and registry
+change) for the pipeline mode of the evaluation (``llmhub.incidents.pipeline_eval``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +39,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmhub.contract.models import SCHEMA_VERSION
+from llmhub.contract.topics import BY_FAMILY
 from llmhub.producers import synthetic
-from llmhub.producers.synthetic.catalog import MODEL_INDEX, MODELS
+from llmhub.producers.sink import Message, event_message
+from llmhub.producers.synthetic.catalog import ERROR_TYPES, MODEL_INDEX, MODELS
+from llmhub.producers.synthetic.requests import (
+    TelemetryBatch,
+    encode_telemetry,
+    request_cost,
+    uuid4_strings,
+)
 
 METRICS = ["request_count", "tokens", "cost_usd", "error_rate", "latency_p95_ms"]
 REQUESTS_PER_HOUR = 40_000
@@ -90,6 +102,8 @@ class ScenarioData:
     forecasts: pd.DataFrame
     providers: dict[str, str]
     scenarios: list[Scenario] = field(default_factory=list)
+    #: Per row of ``series``: the input and output tokens of one successful request.
+    request_shape: pd.DataFrame | None = None
 
     def ground_truth(self) -> dict[str, Any]:
         return {
@@ -111,7 +125,9 @@ def providers() -> dict[str, str]:
 
 
 class _Builder:
-    def __init__(self, seed: int, days: int, end: datetime) -> None:
+    def __init__(
+        self, seed: int, days: int, end: datetime, requests_per_hour: float = REQUESTS_PER_HOUR
+    ) -> None:
         self.rng = np.random.default_rng([seed, 77])
         traffic = synthetic.generate(
             events=days * 24, days=days, seed=seed, end=end, incidents=False
@@ -144,8 +160,10 @@ class _Builder:
         n_r, n_h = len(self.routes), len(self.hours)
         hod = self.hours.hour.to_numpy()
         daily = 1.0 + 0.5 * np.cos(2 * np.pi * (hod - 15.0) / 24.0)
+        # The routes are chosen at the default volume, so a smaller volume keeps the same world
+        # (same routes, same random draws, same scenarios), only scaled.
         self.requests = (
-            REQUESTS_PER_HOUR
+            requests_per_hour
             * self.routes["share"].to_numpy()[:, None]
             * daily[None, :]
             * self.rng.lognormal(0, 0.04, (n_r, n_h))
@@ -339,9 +357,32 @@ class _Builder:
             self._excess(rows, h0, h1, before),
         )
 
+    def _apps_in_use(self) -> np.ndarray:
+        """Routes of an application one of whose routes an earlier scenario already uses.
+
+        A scenario that acts on a whole application (a prompt change, a jailbreak, a harmless
+        registry change) must not pick one of these: the two scenarios would then move the same
+        series in the same hours, and neither ground truth could say which anomalies and which
+        extra cost are its own (until
+        2026-11-30 held-out seed 15's prompt change and jailbreak shared a route with its
+        provider outage: 36% excess-cost error on the outage, 75% on the jailbreak).
+        """
+        used = self.routes.loc[sorted(self.used), ["tenant_id", "asset_id"]]
+        pairs = set(zip(used["tenant_id"], used["asset_id"], strict=True))
+        return np.array(
+            [
+                (t, a) in pairs
+                for t, a in zip(self.routes["tenant_id"], self.routes["asset_id"], strict=True)
+            ],
+            dtype=bool,
+        )
+
     def prompt_change(self) -> None:
         chat = self._chat()
-        apps = self.routes[chat & ~self.routes.index.isin(list(self.used))]
+        free = chat & ~self._apps_in_use()
+        if not free.any():
+            free = chat & ~self.routes.index.isin(list(self.used))
+        apps = self.routes[free]
         pick = apps.sample(1, random_state=int(self.rng.integers(1 << 30))).iloc[0]
         rows = np.array(
             [
@@ -386,7 +427,10 @@ class _Builder:
         )
 
     def jailbreak(self) -> None:
-        free = self.routes[~self.routes.index.isin(list(self.used))]
+        untouched = ~self._apps_in_use()
+        if not untouched.any():
+            untouched = ~self.routes.index.isin(list(self.used))
+        free = self.routes[untouched]
         pick = free.sample(1, random_state=int(self.rng.integers(1 << 30))).iloc[0]
         rows = self._rows(tenant_id=pick["tenant_id"], asset_id=pick["asset_id"])
         h0 = self._slot(2)
@@ -539,9 +583,13 @@ class _Builder:
         )
 
     def decoys(self, n: int = 2) -> None:
-        free = self.routes[~self.routes.index.isin(list(self.used))].drop_duplicates(
-            ["tenant_id", "asset_id"]
-        )
+        # On an application of another scenario, a harmless change in its hours would be
+        # indistinguishable from that scenario's cause (seen: a decoy prompt change in the hour
+        # an unrelated token spike began on the same application).
+        untouched = ~self._apps_in_use()
+        if not untouched.any():
+            untouched = ~self.routes.index.isin(list(self.used))
+        free = self.routes[untouched].drop_duplicates(["tenant_id", "asset_id"])
         for _, r in free.head(n).iterrows():
             h = self._slot(1)
             at = self.hours[h] + pd.Timedelta(minutes=int(self.rng.integers(0, 59)))
@@ -590,6 +638,10 @@ class _Builder:
                     name=str(self.rng.choice(POLICIES)),
                     severity="low",
                 )
+
+    def request_shape(self) -> pd.DataFrame:
+        """Tokens of one successful request per route-hour, in the row order of ``frames``."""
+        return pd.DataFrame({"input_tokens": self.tin.ravel(), "output_tokens": self.tout.ravel()})
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         requests = np.rint(self.requests * self.retry)
@@ -708,14 +760,20 @@ def detect_anomalies(
     ).reset_index(drop=True)
 
 
-def generate_scenarios(seed: int = 0, days: int = 8, end: datetime | None = None) -> ScenarioData:
+def generate_scenarios(
+    seed: int = 0,
+    days: int = 8,
+    end: datetime | None = None,
+    requests_per_hour: float = REQUESTS_PER_HOUR,
+) -> ScenarioData:
     """One world of ``days`` days whose last day carries every scenario (see the module doc).
 
     The same seed and ``end`` give identical frames. ``end`` defaults to 2026-11-28 00:00 UTC so
-    evaluations are reproducible.
+    evaluations are reproducible. ``requests_per_hour`` scales the traffic of the same world
+    (the pipeline mode sends every request through Kafka, so it runs at a fraction of it).
     """
     end = end or datetime(2026, 11, 28, tzinfo=UTC)
-    b = _Builder(seed, days, end)
+    b = _Builder(seed, days, end, requests_per_hour)
     b.provider_outage()
     b.model_rollout()
     b.prompt_change()
@@ -736,4 +794,122 @@ def generate_scenarios(seed: int = 0, days: int = 8, end: datetime | None = None
         forecasts=forecasts,
         providers=providers(),
         scenarios=b.scenarios,
+        request_shape=b.request_shape(),
     )
+
+
+#: Spread of one route-hour's successful request latencies (lognormal sigma): its 95th
+#: percentile is the series' ``latency_p95_ms``.
+LATENCY_SIGMA = 0.35
+_Z95 = 1.6448536269514722
+_SERVER_ERROR = ERROR_TYPES.index("500")
+_CONTRACT_FAMILY = {"security": "security", "policy": "governance", "registry": "registry"}
+
+
+def _telemetry_hour(data: ScenarioData, hour: int, n_hours: int) -> list[Message]:
+    """One telemetry event per request of hour ``hour``: the counts, error rate, tokens, cost
+    and latency p95 of each route-hour of ``data.series`` are what the mart will aggregate."""
+    rows = np.arange(hour, len(data.series), n_hours)
+    series = data.series.iloc[rows]
+    shape = data.request_shape.iloc[rows] if data.request_shape is not None else None
+    if shape is None:
+        raise ValueError("the scenario data carry no request shape (generate_scenarios)")
+    counts = series["request_count"].to_numpy().astype(np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        return []
+    rng = np.random.default_rng([data.seed, 91, hour])
+    route = np.repeat(np.arange(len(rows)), counts)
+    errors = np.rint(series["error_rate"].to_numpy() * counts).astype(np.int64)
+    # The first ``errors`` requests of each route-hour fail (their order in time is random).
+    rank = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+    failed = rank < errors[route]
+    model_idx = np.array([MODEL_INDEX[m] for m in series["request_model"]])[route]
+    tin = shape["input_tokens"].to_numpy()[route]
+    tout = shape["output_tokens"].to_numpy()[route]
+    tokens_in = np.floor(tin + rng.random(n)).astype(np.int64)
+    tokens_out = np.floor(tout + rng.random(n)).astype(np.int64)
+    tokens_in[failed] = 0
+    tokens_out[failed] = 0
+    p95 = series["latency_p95_ms"].to_numpy()[route]
+    latency = np.where(
+        failed,
+        rng.lognormal(np.log(800.0), 0.7, n),
+        np.exp(np.log(p95) - _Z95 * LATENCY_SIGMA + LATENCY_SIGMA * rng.standard_normal(n)),
+    )
+    start_ms = int(series["bucket_at"].iloc[0].value // 1_000_000)
+    batch = TelemetryBatch(
+        timestamp_ms=start_ms + rng.integers(0, 3_600_000, n),
+        event_ids=uuid4_strings(rng, n),
+        tenant_ids=series["tenant_id"].to_numpy(dtype=object)[route].tolist(),
+        asset_ids=series["asset_id"].to_numpy(dtype=object)[route].tolist(),
+        model_idx=model_idx,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        latency_ms=latency,
+        ttft_ms=np.full(n, -1.0),
+        cost_usd=request_cost(model_idx, tokens_in, tokens_out),
+        status_code=np.where(failed, 500, 200),
+        error_type=np.where(failed, _SERVER_ERROR, -1),
+    )
+    return encode_telemetry(batch)
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value)) and value != ""
+
+
+def _event_body(event: dict[str, Any]) -> dict[str, Any]:
+    extra = {"user_id": event["user_id"]} if _given(event.get("user_id")) else {}
+    if event["family"] == "security":
+        return {"alert_type": event["name"], "detector": "scenario", **extra}
+    if event["family"] == "policy":
+        return {"policy_id": event["name"], "violation_type": "policy_violation", **extra}
+    body = {"asset_kind": event["asset_kind"], "name": event["name"], "version": event["version"]}
+    for column in ("provider", "model", "change"):
+        if _given(event.get(column)):
+            body[column] = event[column]
+    return body
+
+
+def event_messages(events: pd.DataFrame) -> list[Message]:
+    """The registry changes, security alerts and policy violations of ``events`` as contract
+    messages, with their ids (the ground truth names them).
+
+    A change to a policy (``asset_kind`` ``policy``, the compliance cascade's cause) has no
+    place in the registry contract (models, prompts, applications): it is sent as it is and
+    the ingester dead-letters it, which is what a real Policy Engine announcing one would get.
+    """
+    out = []
+    for event in events.to_dict("records"):
+        spec = BY_FAMILY[_CONTRACT_FAMILY[event["family"]]]
+        at = pd.Timestamp(event["occurred_at"])
+        envelope = {
+            "event_id": event["event_id"],
+            "event_type": event["event_type"],
+            "source_module": spec.source_module,
+            "occurred_at": at.isoformat(),
+            "tenant_id": event["tenant_id"],
+            "asset_id": event["asset_id"],
+            "severity": event["severity"],
+            "schema_version": SCHEMA_VERSION,
+            "body": _event_body(event),
+        }
+        out.append(event_message(spec.topic, envelope, int(at.value // 1_000_000)))
+    return out
+
+
+def scenario_messages(data: ScenarioData) -> Iterator[Message]:
+    """Every Kafka message of the scenario world, one hour of event time at a time: one
+    ``llm.telemetry`` event per request of ``data.series`` and the events of ``data.events``.
+
+    Aggregated per hour as ``fct_llm_requests_hourly`` does, the requests give back the series
+    (counts and error rates exactly, tokens and cost up to rounding, latency p95 up to the
+    sampling of ``LATENCY_SIGMA``-spread latencies).
+    """
+    hours = pd.DatetimeIndex(data.series["bucket_at"].drop_duplicates().sort_values())
+    hour_of_event = data.events["occurred_at"].dt.floor("h")
+    for i, start in enumerate(hours):
+        yield from _telemetry_hour(data, i, len(hours))
+        yield from event_messages(data.events[hour_of_event == start])
+    yield from event_messages(data.events[hour_of_event > hours[-1]])

@@ -316,8 +316,10 @@ def _accuracy(outcomes: Sequence[ScenarioOutcome], attr: str) -> dict[str, float
     }
 
 
-def _cost(outcomes: Sequence[ScenarioOutcome]) -> dict[str, float | int | None]:
-    priced = [o for o in outcomes if o.expects_incident and o.excess_true >= MIN_COST_USD]
+def _cost(
+    outcomes: Sequence[ScenarioOutcome], min_cost_usd: float = MIN_COST_USD
+) -> dict[str, float | int | None]:
+    priced = [o for o in outcomes if o.expects_incident and o.excess_true >= min_cost_usd]
     if not priced:
         return {"scenarios": 0, "weighted_error": None, "median_error": None}
     errors = [abs((o.excess_estimated or 0.0) - o.excess_true) / o.excess_true for o in priced]
@@ -330,8 +332,12 @@ def _cost(outcomes: Sequence[ScenarioOutcome]) -> dict[str, float | int | None]:
     }
 
 
-def summarize(results: Sequence[SeedResult]) -> dict[str, Any]:
-    """Overall and per-scenario-type figures over every seed (see the module docstring)."""
+def summarize(results: Sequence[SeedResult], min_cost_usd: float = MIN_COST_USD) -> dict[str, Any]:
+    """Overall and per-scenario-type figures over every seed (see the module docstring).
+
+    ``min_cost_usd``: the smallest true excess whose relative error is graded (scaled with the
+    traffic when a world runs at a fraction of the default volume, as the pipeline mode does).
+    """
     outcomes = [o for r in results for o in r.outcomes]
     pairs: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for r in results:
@@ -349,7 +355,7 @@ def summarize(results: Sequence[SeedResult]) -> dict[str, Any]:
                     "engine": _accuracy(mine, "rank"),
                     "baro_baseline": _accuracy(mine, "baseline_rank"),
                     "grouping": _prf(*pairs[kind]),
-                    "excess_cost": _cost(mine),
+                    "excess_cost": _cost(mine, min_cost_usd),
                 }
             )
         else:
@@ -364,7 +370,7 @@ def summarize(results: Sequence[SeedResult]) -> dict[str, Any]:
         "false_incidents_per_day": _round(sum(r.false_incidents for r in results) / days),
         "incidents": sum(r.incidents for r in results),
         "suppressed_anomalies": sum(r.suppressed for r in results),
-        "excess_cost": _cost(outcomes),
+        "excess_cost": _cost(outcomes, min_cost_usd),
         "per_type": per_type,
         "pass_seconds_max": _round(max((r.pass_seconds for r in results), default=0.0)),
     }

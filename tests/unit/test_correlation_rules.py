@@ -117,6 +117,21 @@ def test_change_point_discounted_when_control_series_shift_too() -> None:
     assert "outside the change" in text
 
 
+def test_change_point_low_when_the_shift_begins_hours_after_the_change() -> None:
+    # A harmless prompt change two hours before a provider outage on its only model (no control
+    # series) took the outage's anomalies and $27.8 of its $28.1 (held-out seed 12).
+    series = make_series([("t1", "app-a", "gpt-4o")])
+    at = T0 + pd.Timedelta(hours=48, minutes=10)
+    later = series["bucket_at"] >= at.floor("h") + pd.Timedelta(hours=2)
+    series.loc[later, "latency_p95_ms"] *= 3
+    panel = causal.Panel.build(causal.with_intensive_metrics(series))
+    scope = Scope(tenants=frozenset({"t1"}), assets=frozenset({"app-a"}))
+    confidence, _ = causal.change_point_confidence(panel, scope, at)
+    assert confidence < causal.MIN_CONFIDENCE
+    at_once, _ = causal.change_point_confidence(panel, scope, at + pd.Timedelta(hours=2))
+    assert at_once > 0.9
+
+
 @pytest.mark.parametrize(
     ("kind", "change", "expected"),
     [

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from assets.publish.anomalies import SHIFT_SUFFIX, shift_alarms, traffic_stops
-from ml.anomaly.shift_test import route_shifts, volume_cusum
+from ml.anomaly.shift_test import combine_scores, rate_scan, route_shifts, volume_cusum
 from ml.features import SeriesKey
 from ml.keys import RouteKey
 
@@ -105,3 +105,89 @@ def test_traffic_stops_flag_the_silent_hours_of_a_busy_route() -> None:
     stops = traffic_stops({key: counts}, 6)
     assert list(stops["bucket_at"]) == list(index[-3:])
     assert (stops["metric"] == "traffic_stop").all() and (stops["observed"] == 0).all()
+
+
+def _errors(requests: np.ndarray, rate: float, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed + 200).binomial(requests.astype(int), rate).astype(float)
+
+
+@pytest.mark.parametrize("rate", [0.03, 0.05])
+def test_rate_scan_flags_a_few_percent_of_errors_on_one_route_over_hours(rate: float) -> None:
+    requests = _requests(6, 100.0)
+    errors = _errors(requests, 0.012, 6)
+    onset = 24 * 10 + 9
+    errors[onset : onset + 6] = _errors(requests[onset : onset + 6], rate, 7)
+    tested = rate_scan(errors, requests, 24 * 7)
+    alarms = np.flatnonzero(tested.is_shift) + 24 * 7
+    assert len(alarms) and onset <= alarms[0] < onset + 8
+    assert tested.expected[onset - 24 * 7] == pytest.approx(0.012, abs=0.004)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_rate_scan_leaves_binomial_noise_of_a_healthy_route_alone(seed: int) -> None:
+    requests = _requests(seed, 60.0)
+    assert not rate_scan(_errors(requests, 0.012, seed), requests, 24 * 7).is_shift.any()
+
+
+def test_rate_scan_does_not_flag_a_quiet_hour_with_one_error() -> None:
+    # One failed request out of three at night is 33%, and no evidence of anything.
+    requests = _requests(8, 60.0)
+    errors = _errors(requests, 0.012, 8)
+    quiet = 24 * 12 + 3
+    requests[quiet], errors[quiet] = 3.0, 1.0
+    requests[quiet + 1], errors[quiet + 1] = 0.0, 0.0
+    tested = rate_scan(errors, requests, 24 * 7)
+    assert not tested.is_shift.any()
+    assert tested.statistic[quiet + 1 - 24 * 7] == 0.0
+
+
+def test_rate_scan_ignores_a_fall_in_errors() -> None:
+    requests = _requests(9, 80.0)
+    errors = _errors(requests, 0.03, 9)
+    errors[-48:] = 0.0
+    assert not rate_scan(errors, requests, 24 * 7).is_shift.any()
+
+
+def test_error_rates_reach_the_rate_scan_as_counts() -> None:
+    requests = _requests(10, 80.0)
+    errors = _errors(requests, 0.012, 10)
+    rate = np.where(requests > 0, errors / np.maximum(requests, 1), np.nan)
+    via_route = route_shifts("error_rate", rate, requests, 24 * 7)
+    direct = rate_scan(errors, requests, 24 * 7)
+    np.testing.assert_allclose(via_route.statistic, direct.statistic)
+
+
+def _ttft(requests: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed + 300)
+    return np.array([rng.lognormal(np.log(250.0), 0.4, int(n)).mean() for n in requests])
+
+
+def test_time_to_first_token_beside_latency_adds_evidence_of_a_slowdown() -> None:
+    # A 6-hour x1.25 slowdown on a route of 30 requests an hour slows both metrics: the
+    # combined score accumulates more evidence than latency alone.
+    requests = _requests(11, 30.0)
+    latency, ttft = _latency(requests, 11), _ttft(requests, 11)
+    onset = 24 * 11 + 10
+    latency[onset : onset + 6] *= 1.25
+    ttft[onset : onset + 6] *= 1.25
+    alone = route_shifts("latency_p95_ms", latency, requests, 24 * 7)
+    both = route_shifts("latency_p95_ms", latency, requests, 24 * 7, ttft)
+    assert both.statistic.max() > alone.statistic.max()
+    assert both.is_shift.any()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_combined_scores_of_two_noisy_metrics_raise_no_alarm(seed: int) -> None:
+    requests = _requests(seed, 40.0)
+    tested = route_shifts(
+        "latency_p95_ms", _latency(requests, seed), requests, 24 * 7, _ttft(requests, seed)
+    )
+    assert not tested.is_shift.any()
+
+
+def test_a_companion_identical_to_the_metric_adds_no_evidence() -> None:
+    # rho = 1: (z + z) / sqrt(4) is z again, so a copy of latency cannot double its evidence.
+    rng = np.random.default_rng(12)
+    z = rng.normal(size=400)
+    active = np.ones(400, dtype=bool)
+    np.testing.assert_allclose(combine_scores(z, active, z, active, 200), z)

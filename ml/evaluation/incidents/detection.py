@@ -14,7 +14,7 @@ from ml.anomaly.base import DetectorResult
 from ml.anomaly.count_test import stopped_hours
 from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import DetectorSpec, Fleet
-from ml.anomaly.shift_test import SHIFT_METRICS, route_shifts
+from ml.anomaly.shift_test import COMPANIONS, SHIFT_METRICS, route_shifts
 from ml.evaluation.incidents.base import (
     GRACE_HOURS,
     HOUR,
@@ -355,6 +355,7 @@ def evaluate_detection(
     threshold: float = 0.5,
     count_test: bool = False,
     shift_test: bool = False,
+    companions: tuple[SeriesMap, SeriesMap] | None = None,
 ) -> DetectionReport | tuple[DetectionReport, FeedbackEffect]:
     """Fit on the clean window, score the incident window, match the flags to the ground truth.
 
@@ -400,7 +401,7 @@ def evaluate_detection(
     if count_test:
         scored = with_stop_flags(scored, filled_train, filled_test)
     if shift_test:
-        scored = with_shift_flags(scored, train, test)
+        scored = with_shift_flags(scored, train, test, companions)
     report = match_incidents(scored, incidents, bursts, grace_hours)
     if feedback_split is None:
         return report
@@ -438,10 +439,16 @@ def _flag_frame(key: SeriesKey, at: pd.Index, score: np.ndarray) -> pd.DataFrame
     )
 
 
-def with_shift_flags(scored: pd.DataFrame, train: SeriesMap, test: SeriesMap) -> pd.DataFrame:
+def with_shift_flags(
+    scored: pd.DataFrame,
+    train: SeriesMap,
+    test: SeriesMap,
+    companions: tuple[SeriesMap, SeriesMap] | None = None,
+) -> pd.DataFrame:
     """``scored`` with the shift test's alarms (``ml.anomaly.shift_test.route_shifts``) on each
-    route's latency p95, error rate and cost (per request), from the raw series (NaN where
-    idle); the training window is the test's history."""
+    route's latency p95 (with its time to first token from ``companions``), error rate and cost
+    (per request), from the raw series (NaN where idle); the training window is the test's
+    history."""
     flags = []
     for key, values in test.items():
         if key.metric not in SHIFT_METRICS:
@@ -456,7 +463,18 @@ def with_shift_flags(scored: pd.DataFrame, train: SeriesMap, test: SeriesMap) ->
             else test[counts_key]
         )
         start = len(history) - len(values)
-        tested = route_shifts(key.metric, history.to_numpy(), counts.to_numpy(), start)
+        companion = None
+        if companions is not None and key.metric in COMPANIONS:
+            other = SeriesKey(
+                key.tenant_id, key.asset_id, key.request_model, COMPANIONS[key.metric]
+            )
+            if other in companions[1]:
+                companion = pd.concat(
+                    [companions[0].get(other, companions[1][other].iloc[:0]), companions[1][other]]
+                ).to_numpy()
+                if len(companion) != len(history):
+                    companion = None
+        tested = route_shifts(key.metric, history.to_numpy(), counts.to_numpy(), start, companion)
         if tested.is_shift.any():
             flags.append(
                 _flag_frame(key, values.index[tested.is_shift], tested.score[tested.is_shift])

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ml.anomaly.fleet import MEMBERS, DetectorSpec
+from ml.anomaly.shift_test import COMPANIONS
 from ml.evaluation.incidents.detection import (
     DetectionReport,
     FeedbackEffect,
@@ -163,6 +164,18 @@ def evaluate_windows(
         build_series(*train, train_start, windows.train_end),
         build_series(*test, windows.train_end, windows.test_end),
     )
+    companions = None
+    if shift_test:
+        # Time to first token is tested with latency by the shift test, not scored on its own.
+        wanted = set(COMPANIONS.values())
+        train_extra, test_extra = align_series(
+            build_series(*train, train_start, windows.train_end, metrics=sorted(wanted)),
+            build_series(*test, windows.train_end, windows.test_end, metrics=sorted(wanted)),
+        )
+        companions = (
+            {k: v for k, v in train_extra.items() if k.metric in wanted},
+            {k: v for k, v in test_extra.items() if k.metric in wanted},
+        )
     incidents, bursts = incidents_from_ground_truth(ground_truth)
     detect = tasks.add_task(f"{label}: detect", total=len(test_series))
     # Feedback: an analyst marks every false alarm of the first half of the test window; the
@@ -179,6 +192,7 @@ def evaluate_windows(
         threshold=spec.threshold,
         count_test=count_test,
         shift_test=shift_test,
+        companions=companions,
     )
     tasks.remove_task(detect)
     detected = time.perf_counter()
