@@ -313,9 +313,9 @@ class SloBurnSource:
 
 @dataclass
 class DeploySource:
-    """Registry deploys (a model, prompt or application registered or given a new version) in
-    the last ``lookback``: sent once to PagerDuty routes as change events, the context an
-    on-call engineer looks for beside an incident."""
+    """Registry deploys (a model, prompt, application or policy registered or given a new
+    version) in the last ``lookback``: sent once to PagerDuty routes as change events, the
+    context an on-call engineer looks for beside an incident."""
 
     lookback: timedelta = timedelta(hours=1)
     name: str = "deploy"

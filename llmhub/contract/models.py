@@ -299,9 +299,11 @@ class GovernanceBody(Body):
 
 
 class RegistryBody(Body):
-    """A Registry change: a model, prompt or application registered or updated."""
+    """A Registry change: a model, prompt, application or policy registered or updated."""
 
-    asset_kind: Literal["model", "prompt", "application"] = Field(
+    # A policy is an asset too: a Policy Engine announcing a new version of a policy is the
+    # cause the correlation engine looks for behind a compliance cascade.
+    asset_kind: Literal["model", "prompt", "application", "policy"] = Field(
         description="What kind of asset ``asset_id`` names."
     )
     name: ShortText = Field(description="Display name of the asset.")
@@ -372,7 +374,7 @@ class GovernanceEvent(Envelope):
 
 
 class RegistryEvent(Envelope):
-    """``llm.registry``: a model, prompt or application registered or updated."""
+    """``llm.registry``: a model, prompt, application or policy registered or updated."""
 
     event_type: Literal["asset_registered", "asset_updated"]
     body: RegistryBody

@@ -876,9 +876,8 @@ def event_messages(events: pd.DataFrame) -> list[Message]:
     """The registry changes, security alerts and policy violations of ``events`` as contract
     messages, with their ids (the ground truth names them).
 
-    A change to a policy (``asset_kind`` ``policy``, the compliance cascade's cause) has no
-    place in the registry contract (models, prompts, applications): it is sent as it is and
-    the ingester dead-letters it, which is what a real Policy Engine announcing one would get.
+    A change to a policy (``asset_kind`` ``policy``) is the compliance cascade's cause: a
+    registry event like a model or prompt change.
     """
     out = []
     for event in events.to_dict("records"):

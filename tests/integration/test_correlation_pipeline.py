@@ -60,12 +60,12 @@ def test_every_message_is_ingested_and_the_mart_gives_back_the_series(run: Pipel
     assert fidelity["latency_p95_ms"]["median_rel"] < 0.15
 
 
-def test_a_policy_change_has_no_place_in_the_registry_contract(run: PipelineSeed) -> None:
-    # The compliance cascade's cause (an asset of kind "policy") is dead-lettered, the one
-    # message that is: the contract knows models, prompts and applications only.
-    dead = run.counts["dead_lettered"]
-    assert sum(dead.values()) == 1
-    assert next(iter(dead)).endswith("llm.registry")
+def test_the_policy_change_is_stored_and_names_its_compliance_cascade(run: PipelineSeed) -> None:
+    # The contract once knew models, prompts and applications only: the cascade's cause (an
+    # asset of kind "policy") was dead-lettered and the cascade had no root cause.
+    assert sum(run.counts["dead_lettered"].values()) == 0
+    cascade = [o for o in run.pipeline.outcomes if o.kind == "compliance_cascade"]
+    assert cascade and all(o.rank == 1 for o in cascade)
 
 
 def test_the_database_is_dropped_afterwards(run: PipelineSeed, test_settings: Settings) -> None:

@@ -39,9 +39,9 @@ def test_one_telemetry_event_per_request_of_each_route_hour(small) -> None:
         assert errors[key] == round(r.error_rate * r.request_count)
 
 
-def test_every_event_is_sent_with_its_id_and_only_the_policy_change_breaks_the_contract(
-    small,
-) -> None:
+def test_every_event_is_sent_with_its_id_and_the_contract_accepts_it(small) -> None:
+    # The policy change behind a compliance cascade (asset kind "policy") once broke the
+    # registry contract and was dead-lettered: the cascade had no cause.
     data, messages = small
     rejected = []
     sent_ids = set()
@@ -55,7 +55,8 @@ def test_every_event_is_sent_with_its_id_and_only_the_policy_change_breaks_the_c
         except ValidationError:
             rejected.append(event["body"].get("asset_kind"))
     assert sent_ids == set(data.events["event_id"])
-    assert rejected == ["policy"]
+    assert rejected == []
+    assert "policy" in set(data.events["asset_kind"].dropna())
 
 
 APPLICATION_WIDE = {"prompt_change", "jailbreak_campaign", "decoy_change"}
