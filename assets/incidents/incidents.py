@@ -65,28 +65,13 @@ def incidents(
     stopped for the quiet period are resolved.
     """
     from ml.correlation import lifecycle
-    from ml.correlation.engine import correlate
-    from ml.correlation.patterns import PastIncident
 
     started = time.monotonic()
     now = datetime.now(UTC)
     since = store.lookback_start(now, config.lookback_hours)
     with hub.connect() as conn:
         inputs = store.read_inputs(conn, since)
-    library = [
-        PastIncident(r.incident_id, r.signature, r.root_cause_entity, r.last_seen_at)
-        for r in inputs.library.itertuples(index=False)
-    ]
-    result = correlate(
-        inputs.anomalies,
-        inputs.events,
-        inputs.providers,
-        series=inputs.series if not inputs.series.empty else None,
-        forecasts=inputs.forecasts,
-        now=pd.Timestamp(now),
-        existing=inputs.existing,
-        library=library,
-    )
+    result = store.correlate_inputs(inputs, pd.Timestamp(now))
     with hub.connect() as conn:
         report = store.upsert_incidents(conn, result.incidents, since)
         quiet = store.resolve_quiet(conn, now, lifecycle.QUIET_PERIOD.to_pytimedelta())

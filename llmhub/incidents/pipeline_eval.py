@@ -289,8 +289,6 @@ def run_seed(
     """One seed through the pipeline (see the module docstring); raises if a stage fails."""
     from llmhub.incidents import store
     from llmhub.producers.scenarios import generate_scenarios, scenario_messages
-    from ml.correlation.engine import correlate
-    from ml.correlation.patterns import PastIncident
     from ml.evaluation.correlation import evaluate_seed
 
     seconds: dict[str, float] = {}
@@ -330,20 +328,7 @@ def run_seed(
         with stage("correlate"), psycopg.connect(aimed.database_url, autocommit=True) as conn:
             # What the incidents asset does: its inputs, the engine, the upsert.
             inputs = store.read_inputs(conn, since.to_pydatetime())
-            library = [
-                PastIncident(r.incident_id, r.signature, r.root_cause_entity, r.last_seen_at)
-                for r in inputs.library.itertuples(index=False)
-            ]
-            result = correlate(
-                inputs.anomalies,
-                inputs.events,
-                inputs.providers,
-                series=inputs.series if not inputs.series.empty else None,
-                forecasts=inputs.forecasts,
-                now=data.end + pd.Timedelta(hours=1),
-                existing=inputs.existing,
-                library=library,
-            )
+            result = store.correlate_inputs(inputs, data.end + pd.Timedelta(hours=1))
             upserted = store.upsert_incidents(conn, result.incidents, since.to_pydatetime())
             counts["incidents"] = upserted.opened + upserted.updated
             counts["events_read"] = len(inputs.events)

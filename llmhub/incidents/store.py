@@ -19,6 +19,7 @@ import pandas as pd
 import psycopg
 
 if TYPE_CHECKING:
+    from ml.correlation.engine import CorrelationResult
     from ml.correlation.model import Incident
 
 ANOMALIES = """
@@ -132,6 +133,28 @@ class Inputs:
     existing: pd.DataFrame
     library: pd.DataFrame
     providers: dict[str, str]
+
+
+def correlate_inputs(inputs: Inputs, now: pd.Timestamp) -> CorrelationResult:
+    """One correlation pass over ``inputs`` as of ``now``: the stored open incidents are
+    updated, not duplicated, and resolved ones are the library of signatures seen before."""
+    from ml.correlation.engine import correlate
+    from ml.correlation.patterns import PastIncident
+
+    library = [
+        PastIncident(r.incident_id, r.signature, r.root_cause_entity, r.last_seen_at)
+        for r in inputs.library.itertuples(index=False)
+    ]
+    return correlate(
+        inputs.anomalies,
+        inputs.events,
+        inputs.providers,
+        series=inputs.series if not inputs.series.empty else None,
+        forecasts=inputs.forecasts,
+        now=now,
+        existing=inputs.existing,
+        library=library,
+    )
 
 
 def read_inputs(conn: psycopg.Connection, since: datetime) -> Inputs:
