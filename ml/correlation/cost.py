@@ -2,12 +2,18 @@
 
 Excess cost of an incident = observed cost of its member series over the incident window minus
 the forecast of that total, when the observed total exceeds the forecast total's upper bound
-(else 0: the window's spend is within normal variation). The forecast is ``analytics.forecasts``
-where it has ``cost_usd`` rows for the series-hour; elsewhere a seasonal baseline from the
-series' own history before the window: per hour of day, the median of the previous
-``HISTORY_DAYS`` days, with an hourly upper bound ``median + Z_UPPER * 1.4826 * MAD`` (80%
-one-sided). The upper bound of the window total combines the hourly bands as independent errors:
-``sum(expected) + sqrt(sum((upper - expected)^2))``.
+(else 0: the window's spend is within normal variation). The incident window for the price is
+the members' hours widened to the hours around them in which those series' cost stays in excess
+(``excess_window``): a detector flags what looks anomalous, not every hour a cause costs money,
+and the detector fleet flags the first hour or two of a spend shift (priced over its flagged
+hours only, the fleet's incidents were priced at about half their cost, 2026-11-30).
+
+The forecast is ``analytics.forecasts`` where it has ``cost_usd`` rows for the series-hour;
+elsewhere a seasonal baseline from the series' own history before the window: per hour of day,
+the median of the previous ``HISTORY_DAYS`` days, with an hourly upper bound
+``median + Z_UPPER * 1.4826 * MAD`` (80% one-sided). The upper bound of the window total
+combines the hourly bands as independent errors: ``sum(expected) + sqrt(sum((upper -
+expected)^2))``.
 
 Why not ``observed - sum of hourly upper bounds`` (the first definition, and the issue's wording):
 it subtracts one band per series-hour, ``n * z * sigma`` for ``n`` series-hours, when the
