@@ -214,10 +214,15 @@ class RawWriter:
         return result
 
     def _copy(self, table: str, columns: Sequence[str], rows: TableRows) -> None:
-        # COPY in text format through psycopg's C row formatter: 3.7 us of CPU per row against
-        # 6.2 for csv.writer (measured), and NULL, empty strings and arrays stay distinct.
-        statement = sql.SQL("copy {} ({}) from stdin").format(
-            sql.Identifier(*table.split(".")), sql.SQL(", ").join(map(sql.Identifier, columns))
+        # Rows rendered by the decoders come as CSV, which the server parses for less CPU than
+        # text (measured: 10-20% of the COPY's server time). Rows given as values go in text
+        # format through psycopg's C row formatter: 3.7 us of CPU per row against 6.2 for
+        # csv.writer (measured), and NULL, empty strings and arrays stay distinct.
+        rendered = bool(rows.text) or rows.pending is not None
+        statement = sql.SQL("copy {} ({}) from stdin{}").format(
+            sql.Identifier(*table.split(".")),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(" (format csv)" if rendered else ""),
         )
         # The formatter is called directly (what ``copy.write_row`` does) so that the time spent
         # rendering rows can be told apart from the time spent sending them.
@@ -225,7 +230,7 @@ class RawWriter:
         sending = 0.0
         with self.conn.cursor().copy(statement) as copy:
             send = copy.write
-            if rows.text or rows.pending is not None:  # rendered by the decoders: send it
+            if rendered:  # by the decoders: send it
                 for text in rows.stream():
                     send(text)
                 return
