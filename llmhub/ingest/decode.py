@@ -1,6 +1,6 @@
-"""Decode a run of one partition's messages into COPY text, in this process or in a decoder pool.
+"""Decode a run of one partition's messages into COPY CSV, in this process or in a decoder pool.
 
-Decoding (JSON, the contract, normalisation) and rendering rows as COPY text are the ingester's
+Decoding (JSON, the contract, normalisation) and rendering rows as COPY CSV are the ingester's
 CPU; sending the text and everything transactional stays with the one process that owns the
 partitions and the database connection. A pool of decoder processes therefore spreads that CPU
 over the cores however the messages fall on the partitions (a keyed topic is rarely balanced:
@@ -44,7 +44,7 @@ PARENT_CHECK_S = 0.5
 class DecodedChunk:
     """Messages ``[0, n)`` of a run of one partition, decoded.
 
-    ``index[k]`` is the message (position in the run) of accepted row ``k``; its COPY text is
+    ``index[k]`` is the message (position in the run) of accepted row ``k``; its COPY CSV is
     ``text[ends[k - 1]:ends[k]]`` (``ends[-1]`` before the first row being 0) and its event day
     ``days[k]``. ``rejected`` holds ``(message position, error class, reason)``.
     """
@@ -67,7 +67,7 @@ def decode_chunk(
     transformer: Transformer | None = None,
 ) -> DecodedChunk:
     """Normalise ``values`` (messages at ``offsets`` of ``partition``) and render the accepted
-    rows as COPY text. Never raises for anything a message contains: a row the renderer cannot
+    rows as COPY CSV. Never raises for anything a message contains: a row the renderer cannot
     render is rejected as ``internal``, like any unforeseen per-message exception."""
     tx = transformer or Transformer()
     out = DecodedChunk()

@@ -179,14 +179,15 @@ class Normalizer:
     def fast_copy_line(
         self, value: bytes | None, partition: int, offset: int, now: datetime
     ) -> tuple[bytes, int] | None:
-        """The COPY text line (with its newline) and UTC day ordinal of a telemetry message in
+        """The COPY CSV line (with its newline) and UTC day ordinal of a telemetry message in
         the canonical shape, rendered without psycopg; ``None`` sends the message the general
         way (:meth:`normalize`, then psycopg's renderer), which also explains every rejection.
 
         A message without a single backslash needs no escaping anywhere: JSON cannot carry a
         tab, newline, carriage return, backslash or double quote inside a string except as a
         backslash escape, and the parser refuses raw control characters. The line is then the
-        fields joined by tabs, byte for byte what psycopg renders for the same row (tested)."""
+        fields joined by commas, free text in quotes: the same values as the general path's
+        line for the same row (tested)."""
         if self._fast is None or not value or len(value) > self._max_bytes or b"\\" in value:
             return None
         decoded = self._fast(value)
