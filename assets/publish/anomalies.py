@@ -61,7 +61,9 @@ TRAFFIC_STOP = "traffic_stop"
 COUNT_TEST = "count_test"
 SHIFT_TEST = "shift_test"
 #: What the shift test's rows name as their model version.
-SHIFT_TEST_VERSION = "volume cusum k=1 h=8, latency+ttft; error count scan 1-8 h alpha=1e-4"
+SHIFT_TEST_VERSION = (
+    "volume cusum k=1 h=8, latency+ttft from 10 requests; error count scan 1-8 h alpha=3e-4"
+)
 #: The shift test's alarms are published under ``<metric>_shift`` (cost: per request).
 SHIFT_SUFFIX = "_shift"
 #: Test rows are written only where a test alarms; the scored hours' older ones are replaced.
