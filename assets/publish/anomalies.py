@@ -236,9 +236,9 @@ def anomalies(
     low for that hour of the day (a count test against the lowest count of the same hour over
     the previous week, ``ml.anomaly.count_test``) is published as metric ``traffic_stop``,
     detector ``count_test``: a route that stopped is flagged, one quiet at that hour is not.
-    A sustained shift of a route's latency p95, error rate or cost per request (a volume-
-    weighted CUSUM, ``ml.anomaly.shift_test``) is published as ``<metric>_shift``, detector
-    ``shift_test``.
+    When the champion's spec has ``shift_tests``, a sustained shift of a route's latency p95,
+    error rate or cost per request (a volume-weighted CUSUM, ``ml.anomaly.shift_test``) is
+    published as ``<metric>_shift``, detector ``shift_test``.
     Re-running replaces the rows of the hours it scores.
     """
     started = time.monotonic()
@@ -273,7 +273,13 @@ def anomalies(
     scoring_started = time.monotonic()
     scores, stats = model.score_series(series, config.score_hours)
     stops = traffic_stops(counts, config.score_hours, config.stop_alpha)
-    shifts = shift_alarms(hourly, config.score_hours)
+    # The shift tests are part of the published model: a champion without them (the plain
+    # robust baseline, or a version registered before they were) publishes no shift alarms.
+    shifts = (
+        shift_alarms(hourly, config.score_hours)
+        if model.spec().shift_tests
+        else pd.DataFrame(columns=SCORE_COLUMNS)
+    )
     scoring_s = time.monotonic() - scoring_started
     if scores.empty and stops.empty and shifts.empty:
         return dg.MaterializeResult(
