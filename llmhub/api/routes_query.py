@@ -1,7 +1,8 @@
 """Reading: request metrics from the marts, anomalies, forecasts, budgets; anomaly feedback.
 
-Every query runs in ``tenant_transaction``: row-level security (policies for role
-``llmhub_api``) returns the caller's tenant only, whatever the SQL asks for.
+Every query runs in ``tenant_transaction`` (``tenant_read``: one statement, one round trip):
+row-level security (policies for role ``llmhub_api``) returns the caller's tenant only,
+whatever the SQL asks for.
 
 Percentiles are read from the marts, never combined across rows: a mart row holds the exact
 percentiles of its group (tenant, application, application version, provider, model, hour or
@@ -25,7 +26,7 @@ from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
 
 from llmhub.api.auth import Principal
-from llmhub.api.deps import Services, require, services, tenant_transaction
+from llmhub.api.deps import Services, require, services, tenant_read, tenant_transaction
 from llmhub.api.problems import Problem
 
 router = APIRouter(prefix="/api/v1")
@@ -379,11 +380,7 @@ async def _metrics_page(svc: Services, principal: Principal, query: MetricsQuery
     to orjson as dicts: measured per 1,000-row answer, 20 ms of database + API CPU against
     25 ms for text rows and 27 ms for JSON built by PostgreSQL (``row_to_json``)."""
     statement, params = query.sql()
-    async with tenant_transaction(svc, principal) as conn:
-        cur = conn.cursor(binary=True)
-        await cur.execute(statement, params)
-        rows = await cur.fetchall()
-        names = [c.name for c in cur.description or ()]
+    rows, names = await tenant_read(svc, principal, statement, params)
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     width = 1 + len(query.dims)

@@ -547,6 +547,51 @@ def test_revoked_key_is_refused_within_the_version_poll(api: Api) -> None:
 # --- the results cache ----------------------------------------------------------------------
 
 
+def test_tenant_read_sees_one_tenant_and_hands_back_a_clean_connection(api: Api) -> None:
+    """``tenant_read`` pipelines BEGIN, the tenant, the statement and COMMIT in one round trip:
+    row-level security still applies, and a failing statement (whose COMMIT never runs) does
+    not return an open transaction, or its tenant setting, to the pool."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from psycopg.pq import TransactionStatus
+    from psycopg_pool import AsyncConnectionPool
+
+    from llmhub.api.auth import Principal
+    from llmhub.api.deps import tenant_read
+
+    async def run() -> None:
+        pool = AsyncConnectionPool(
+            api.env["LLMHUB_API_DATABASE_URL"],
+            min_size=1,
+            max_size=1,
+            kwargs={"autocommit": True},
+            open=False,
+        )
+        await pool.open(wait=True, timeout=30)
+        try:
+            svc: Any = SimpleNamespace(pool=pool)
+            reader = Principal(A, "viewer", frozenset({"read"}), "test")
+            rows, names = await tenant_read(
+                svc,
+                reader,
+                "select distinct tenant_id from marts.fct_llm_requests_hourly "
+                "where request_hour_at >= %(lo)s",
+                {"lo": datetime(2000, 1, 1, tzinfo=UTC)},
+            )
+            assert (rows, names) == ([(A,)], ["tenant_id"])
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await tenant_read(svc, reader, "select 1 / (count(*) - count(*))", {})
+            async with pool.connection() as conn:
+                assert conn.info.transaction_status == TransactionStatus.IDLE
+                cur = await conn.execute("select current_setting('llmhub.tenant_id', true)")
+                assert (await cur.fetchone())[0] in (None, "")
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+
+
 def test_metrics_cache_is_per_tenant_and_follows_mart_rebuilds(api: Api) -> None:
     # dbt's post-hook bumped each mart's version in the build of the fixture.
     with api.owner() as conn:
