@@ -81,6 +81,7 @@ AGGREGATES = {
 }
 # The same figures for one mart row (grouped by the grain: nothing to aggregate).
 ROW_VALUES = {name: expr.replace("sum(", "(") for name, expr in AGGREGATES.items()}
+FILTER_COLUMNS = ("asset_id", "request_model", "provider")  # MetricsQuery.filters, in order
 # For the API's role the tenant is fixed by row-level security: the other four make the grain.
 ROW_GRAIN = MART_GRAIN - {Dimension.tenant}
 Metric = StrEnum("Metric", {name: name for name in (*AGGREGATES, *PERCENTILES)})  # type: ignore[misc]
@@ -279,31 +280,24 @@ class MetricsQuery:
             elif single:
                 expr = sql.SQL("{}::float8").format(sql.Identifier(PERCENTILES[name]))
             else:
-                expr = sql.SQL("case when count(*) = 1 then max({})::float8 end").format(
+                # The one row's value where the group is one mart row. any_value (PostgreSQL
+                # 16+), not max: no numeric comparison per row (a quarter of the
+                # aggregation's time on 3,600-row groups of the bench marts).
+                expr = sql.SQL("case when count(*) = 1 then any_value({})::float8 end").format(
                     sql.Identifier(PERCENTILES[name])
                 )
             selects.append(sql.SQL("{} as {}").format(expr, sql.Identifier(name)))
         where: list[sql.Composable] = [
             sql.SQL("{} >= %(lo)s and {} < %(hi)s").format(keys[0], keys[0])
         ]
-        params: dict[str, Any] = {
-            "lo": self.bounds[0],
-            "hi": self.bounds[1],
-            "limit": self.limit + 1,
-        }
-        for column, values in zip(
-            ("asset_id", "request_model", "provider"), self.filters, strict=True
-        ):
+        for column, values in zip(FILTER_COLUMNS, self.filters, strict=True):
             if values:
                 where.append(
                     sql.SQL("{} = any(%({})s)").format(sql.Identifier(column), sql.SQL(column))
                 )
-                params[column] = list(values)
         if self.after is not None:
             placeholders = sql.SQL(", ").join(sql.Placeholder(f"c{i}") for i in range(len(keys)))
             where.append(sql.SQL("({}) > ({})").format(sql.SQL(", ").join(keys), placeholders))
-            for i, value in enumerate(self.after):
-                params[f"c{i}"] = value
         query = sql.SQL(
             "select {selects} from marts.{table} where {where} {group} order by {keys} "
             "limit %(limit)s"
@@ -316,7 +310,45 @@ class MetricsQuery:
             else sql.SQL("group by {}").format(sql.SQL(", ").join(keys)),
             keys=sql.SQL(", ").join(keys),
         )
-        return query, params
+        return query, self.params()
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of ``sql()``'s statement."""
+        params: dict[str, Any] = {
+            "lo": self.bounds[0],
+            "hi": self.bounds[1],
+            "limit": self.limit + 1,
+        }
+        for column, values in zip(FILTER_COLUMNS, self.filters, strict=True):
+            if values:
+                params[column] = list(values)
+        for i, value in enumerate(self.after or ()):
+            params[f"c{i}"] = value
+        return params
+
+    def statement(self) -> tuple[bytes, dict[str, Any]]:
+        """``sql()`` with the statement rendered once per shape (table, dimensions, metrics,
+        which filters, paged or not) and reused: composing it cost about 0.4 ms of a miss's
+        3-4 ms of API CPU, and the same bytes each time let psycopg reuse its parsed query
+        and prepare the statement on a connection after a few executions (no planning)."""
+        shape = (
+            self.table,
+            self.dims,
+            self.metrics,
+            tuple(bool(v) for v in self.filters),
+            self.after is not None,
+        )
+        text = _STATEMENTS.get(shape)
+        if text is None:
+            # Identifiers and fragments of this module only: rendered without a connection.
+            text = self.sql()[0].as_bytes(None)
+            if len(_STATEMENTS) >= 4096:  # shapes are finite but many: stay bounded
+                _STATEMENTS.clear()
+            _STATEMENTS[shape] = text
+        return text, self.params()
+
+
+_STATEMENTS: dict[tuple, bytes] = {}
 
 
 def metrics_query(
@@ -379,7 +411,7 @@ async def _metrics_page(svc: Services, principal: Principal, query: MetricsQuery
     Rows come in PostgreSQL's binary format (no text parsing of floats and timestamps) and go
     to orjson as dicts: measured per 1,000-row answer, 20 ms of database + API CPU against
     25 ms for text rows and 27 ms for JSON built by PostgreSQL (``row_to_json``)."""
-    statement, params = query.sql()
+    statement, params = query.statement()
     rows, names = await tenant_read(svc, principal, statement, params)
     more = len(rows) > query.limit
     rows = rows[: query.limit]

@@ -298,6 +298,28 @@ def test_grain_questions_read_mart_rows_without_aggregating() -> None:
     assert "group by" in coarse.sql()[0].as_string(None)
 
 
+def test_statement_is_rendered_once_per_shape_with_this_questions_parameters() -> None:
+    a = _query(filters=(["app-1"], None, None))
+    later = _query(
+        lo=NOW - timedelta(days=3),
+        hi=NOW - timedelta(days=1),
+        filters=(["app-2", "app-3"], None, None),
+    )
+    text, params = a.statement()
+    assert text == a.sql()[0].as_bytes(None) and params == a.sql()[1]
+    # Same shape, other window and filter values: the same statement, its own parameters.
+    text_later, params_later = later.statement()
+    assert text_later is text
+    assert params_later["asset_id"] == ["app-2", "app-3"] and params_later["lo"] != params["lo"]
+    # Another shape (a filter more, a page after a cursor, other metrics): another statement.
+    for other in (
+        _query(filters=(["app-1"], ["model-1"], None)),
+        _query(filters=(["app-1"], None, None), cursor=encode_cursor([NOW.isoformat(), "a", "m"])),
+        _query(filters=(["app-1"], None, None), metrics=["requests"]),
+    ):
+        assert other.statement()[0] == other.sql()[0].as_bytes(None) != text
+
+
 def test_metrics_query_string_is_validated_as_fastapi_did() -> None:
     from fastapi.exceptions import RequestValidationError
 
