@@ -24,8 +24,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from llmhub.api.auth import Principal
+from llmhub.api.auth import Principal, check
 from llmhub.api.deps import Services, require, services, tenant_read, tenant_transaction
 from llmhub.api.problems import Problem
 
@@ -200,8 +201,6 @@ async def get_metrics(request: Request, principal: Reader) -> Response:
         p.limit,
         p.cursor,
     )
-    granularity = p.granularity
-    dims = query.dims
     if svc.versions.fresh:
         # The tenant from the credential is part of the key: one tenant's answer is never
         # found by another's request; the mart's version: never one from before a rebuild.
@@ -212,21 +211,99 @@ async def get_metrics(request: Request, principal: Reader) -> Response:
         status = "hit" if hit else "fwd=miss"
     else:  # the versions could not be polled lately: a cached answer might be stale
         page, status = await _metrics_page(svc, principal, query), "fwd=bypass"
+    return Response(
+        metrics_body(p.granularity, query, lo, hi, page),
+        media_type="application/json",
+        headers={"Cache-Status": f"llmhub; {status}"},  # RFC 9211
+    )
+
+
+def metrics_body(
+    granularity: str, query: MetricsQuery, lo: datetime, hi: datetime, page: bytes
+) -> bytes:
+    """The answer of ``GET /api/v1/metrics``: its header fields and the (cached) page."""
     head = orjson.dumps(
         {
             "granularity": granularity,
-            "group_by": [str(d) for d in dims],
+            "group_by": [str(d) for d in query.dims],
             "start": lo.isoformat(),
             "end": hi.isoformat(),
             "percentiles": "exact per mart row; null where a row spans several mart rows "
             "(group by all of tenant, application, version, model, provider for exact ones)",
         }
     )
-    return Response(
-        b"".join((head[:-1], b",", page, b"}")),
-        media_type="application/json",
-        headers={"Cache-Status": f"llmhub; {status}"},  # RFC 9211
-    )
+    return b"".join((head[:-1], b",", page, b"}"))
+
+
+class MetricsHits:
+    """ASGI middleware answering ``GET /api/v1/metrics`` from the results cache without
+    FastAPI's routing and dependency solving: profiled (cProfile, CPU time, bench marts),
+    these were about two thirds of a cached answer's CPU.
+
+    It answers only what the route would answer 200 from the cache, by the route's own
+    steps (credential, role, query string, window, key, quota) in the route's order of
+    effect; anything else (no or bad credential, an invalid question, a miss, versions not
+    fresh, any error) goes on to the route, which answers exactly as before. A quota refusal
+    goes on too (the route refuses again: 429 costs nothing extra to the bucket).
+    """
+
+    PATH = "/api/v1/metrics"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.PATH and scope["method"] == "GET":
+            body = await self._cached(Request(scope))
+            if body is not None:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-length", str(len(body)).encode()),
+                            (b"content-type", b"application/json"),
+                            (b"cache-status", b"llmhub; hit"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _cached(request: Request) -> bytes | None:
+        svc = services(request)
+        if not svc.versions.fresh or not svc.results.max_bytes:
+            return None
+        try:
+            principal = await svc.auth.authenticate(request)
+            check(principal, "read", "viewer")
+            p = metrics_params(request)
+            lo, hi = _window(p.start, p.end)
+            query = metrics_query(
+                lo,
+                hi,
+                p.granularity,
+                p.group_by,
+                p.metrics,
+                (p.application, p.model, p.provider),
+                p.limit,
+                p.cursor,
+            )
+            key = metrics_cache_key(
+                principal.tenant_id, svc.versions.get(f"marts.{query.table}"), query
+            )
+            page = svc.results.get(key)
+            if page is None:
+                return None
+            await svc.quotas.query(principal.tenant_id)
+        except Exception:  # the route answers it (a problem, or a miss)
+            return None
+        svc.results.stats.hits += 1
+        request.state.tenant = principal.tenant_id  # for the access log, as the route does
+        request.state.subject = principal.subject
+        return metrics_body(p.granularity, query, lo, hi, page)
 
 
 @dataclass(frozen=True, slots=True)

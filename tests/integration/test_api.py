@@ -547,6 +547,33 @@ def test_revoked_key_is_refused_within_the_version_poll(api: Api) -> None:
 # --- the results cache ----------------------------------------------------------------------
 
 
+def test_cached_answers_skip_the_router_but_not_its_checks(api: Api) -> None:
+    """routes_query.MetricsHits answers hits outside FastAPI's router: the same bytes and
+    headers as the route's answer, and still no answer without a credential that may read."""
+    with api.owner() as conn:
+        ingest_only, _ = create_key(conn, A, "ingest only", ("ingest",), "editor")
+    time.sleep(2)  # the new key moved api.cache_versions: let every process see it first
+    params = _params({"start": "-3d", "group_by": "provider", "metrics": "requests,cost_usd"})
+    params["end"] = datetime.now(UTC).isoformat()  # the answer echoes the window asked for
+    with api.client("a_viewer") as client:
+        miss = client.get("/api/v1/metrics", params=params)
+        hit = client.get("/api/v1/metrics", params=params)
+    assert miss.headers["cache-status"] == "llmhub; fwd=miss"
+    assert hit.headers["cache-status"] == "llmhub; hit"
+    assert hit.content == miss.content and hit.json()["data"]
+    assert hit.headers["content-type"] == miss.headers["content-type"] == "application/json"
+    # The same (cached) question by A's ingest-only key, an expired key, no key, and with an
+    # invalid parameter: the route's problems, never the cached answer.
+    for token, extra, status in (
+        (ingest_only, {}, 403),
+        (api.keys["a_expired"], {}, 401),
+        (None, {}, 401),
+        (api.keys["a_viewer"], {"limit": "0"}, 422),
+    ):
+        with api.client(token=token) as client:
+            _problem(client.get("/api/v1/metrics", params={**params, **extra}), status)
+
+
 def test_tenant_read_sees_one_tenant_and_hands_back_a_clean_connection(api: Api) -> None:
     """``tenant_read`` pipelines BEGIN, the tenant, the statement and COMMIT in one round trip:
     row-level security still applies, and a failing statement (whose COMMIT never runs) does
