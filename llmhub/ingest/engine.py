@@ -88,7 +88,7 @@ class IngestReport:
     lag: dict[str, int] = field(default_factory=dict)
     skipped_partitions: list[str] = field(default_factory=list)
     # Seconds per stage, summed over batches: fetch (broker polls), decode (JSON, contract,
-    # normalisation into row tuples) and format (rendering rows as COPY text), both summed over
+    # normalisation into row tuples) and format (rendering rows as COPY CSV), both summed over
     # the decoder processes when there are any, wait (the writer waiting for the decoders), copy
     # (sending rows until the server acknowledged the COPY, fallbacks, dead letters, offsets),
     # commit.
@@ -597,7 +597,7 @@ class Ingestor:
         positions: dict[TopicPartition, int],
         rest: Polled,
     ) -> Iterator[memoryview]:
-        """Yield the COPY text of one table's partitions chunk by chunk, in offset order, while
+        """Yield the COPY CSV of one table's partitions chunk by chunk, in offset order, while
         adding their sources, dead letters and offsets to the batch; after a cut, the rest of
         the table's messages go to ``rest``."""
         seen: set[int] = set()
@@ -666,7 +666,7 @@ def _rows_within_days(days: Sequence[int], seen: set[int]) -> int:
 
 def _rebuilder(normalizer: Normalizer, now: datetime) -> Callable[[list], list[tuple]]:
     """The row tuples of accepted messages, for the writer's row-by-row fallback: the decoders
-    sent only COPY text. Normalising is deterministic for a given ``now``, so the rows are the
+    sent only COPY CSV. Normalising is deterministic for a given ``now``, so the rows are the
     ones the text was rendered from."""
 
     def rebuild(sources: list) -> list[tuple]:

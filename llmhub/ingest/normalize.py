@@ -179,14 +179,15 @@ class Normalizer:
     def fast_copy_line(
         self, value: bytes | None, partition: int, offset: int, now: datetime
     ) -> tuple[bytes, int] | None:
-        """The COPY text line (with its newline) and UTC day ordinal of a telemetry message in
+        """The COPY CSV line (with its newline) and UTC day ordinal of a telemetry message in
         the canonical shape, rendered without psycopg; ``None`` sends the message the general
         way (:meth:`normalize`, then psycopg's renderer), which also explains every rejection.
 
         A message without a single backslash needs no escaping anywhere: JSON cannot carry a
         tab, newline, carriage return, backslash or double quote inside a string except as a
         backslash escape, and the parser refuses raw control characters. The line is then the
-        fields joined by tabs, byte for byte what psycopg renders for the same row (tested)."""
+        fields joined by commas, free text in quotes: the same values as the general path's
+        line for the same row (tested)."""
         if self._fast is None or not value or len(value) > self._max_bytes or b"\\" in value:
             return None
         decoded = self._fast(value)
@@ -273,26 +274,30 @@ class Normalizer:
 def _telemetry_line(
     e: FastTelemetryEvent, occurred_at: str, status: str, partition: int, offset: int
 ) -> bytes:
-    """The ``raw.llm_requests`` COPY text line of an escape-free fast-decoded event, in the
-    column order of ``Normalizer._fast_row`` (``occurred_at`` as ISO-8601 text in UTC)."""
+    """The ``raw.llm_requests`` COPY CSV line of an escape-free fast-decoded event, in the
+    column order of ``Normalizer._fast_row`` (``occurred_at`` as ISO-8601 text in UTC).
+
+    Free text is always quoted: it may hold a comma, and an empty string must differ from NULL
+    (an unquoted empty field). It never holds a double quote, which JSON only writes escaped.
+    Literals, numbers, the event id and the time hold neither and go bare."""
     b = e.body
     reasons = b.finish_reasons
-    # text_array's literal; no element holds a backslash or double quote here.
-    array = _NULL if reasons is None else '{"' + '","'.join(reasons) + '"}' if reasons else "{}"
+    # text_array's literal, quoted for CSV; no element holds a backslash or double quote here.
+    array = "" if reasons is None else '"{""' + '"",""'.join(reasons) + '""}"' if reasons else "{}"
     return (
-        f"{e.event_id}\t{occurred_at}\t{e.tenant_id}\t{e.asset_id}\t"
-        f"{e.event_type}\t{e.source_module}\t{e.severity}\t{e.schema_version}\t"
-        f"{b.operation_name}\t{b.provider}\t{b.request_model}\t"
-        f"{_NULL if b.response_model is None else b.response_model}\t"
-        f"{_NULL if b.response_id is None else b.response_id}\t{status}\t"
-        f"{_NULL if b.http_status_code is None else b.http_status_code}\t"
-        f"{_NULL if b.error_type is None else b.error_type}\t"
-        f"{array}\t"
-        f"{b.input_tokens}\t{b.output_tokens}\t{b.cache_read_tokens}\t{b.latency_ms}\t"
-        f"{_NULL if b.time_to_first_token_ms is None else b.time_to_first_token_ms}\t"
-        f"{_NULL if b.cost_usd is None else b.cost_usd}\t"
-        f"{_NULL if b.user_id is None else b.user_id}\t{{}}\t{partition}\t{offset}\n"
+        f'{e.event_id},{occurred_at},"{e.tenant_id}","{e.asset_id}",'
+        f'{e.event_type},"{e.source_module}",{e.severity},{e.schema_version},'
+        f'"{b.operation_name}","{b.provider}","{b.request_model}",'
+        f"{'' if b.response_model is None else _Q + b.response_model + _Q},"
+        f"{'' if b.response_id is None else _Q + b.response_id + _Q},{status},"
+        f"{'' if b.http_status_code is None else b.http_status_code},"
+        f"{'' if b.error_type is None else _Q + b.error_type + _Q},"
+        f"{array},"
+        f"{b.input_tokens},{b.output_tokens},{b.cache_read_tokens},{b.latency_ms},"
+        f"{'' if b.time_to_first_token_ms is None else b.time_to_first_token_ms},"
+        f"{'' if b.cost_usd is None else b.cost_usd},"
+        f"{'' if b.user_id is None else _Q + b.user_id + _Q},{{}},{partition},{offset}\n"
     ).encode()
 
 
-_NULL = "\\N"  # COPY text's NULL
+_Q = '"'  # CSV's quote

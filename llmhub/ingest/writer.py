@@ -89,7 +89,7 @@ class DeadLetter:
 class TableRows:
     """Rows for one raw table with, position for position, the message each came from.
 
-    The rows come either as values (``rows``) or already rendered as COPY text by the decoders
+    The rows come either as values (``rows``) or already rendered as COPY CSV by the decoders
     (``text``, the rows in order); then ``rows`` stays empty until a fallback needs the values,
     which ``rebuild(sources)`` makes again.
     """
@@ -98,7 +98,7 @@ class TableRows:
     sources: list[Source] = field(default_factory=list)
     text: list[bytes | memoryview] = field(default_factory=list)
     rebuild: Callable[[list], list[tuple]] | None = None
-    # COPY text still being assembled (decoders finishing): ``stream`` sends it as it comes and
+    # COPY CSV still being assembled (decoders finishing): ``stream`` sends it as it comes and
     # keeps it in ``text``; ``sources`` is complete only once it is consumed (``finish``).
     pending: Iterator[bytes | memoryview] | None = None
 
@@ -106,7 +106,7 @@ class TableRows:
         return len(self.sources)
 
     def stream(self) -> Iterator[bytes | memoryview]:
-        """The COPY text: what was assembled, then the rest as it is assembled. A stream cut
+        """The COPY CSV: what was assembled, then the rest as it is assembled. A stream cut
         short (the server refused the COPY) resumes where it stopped on the next call."""
         yield from list(self.text)
         while self.pending is not None:
@@ -124,7 +124,7 @@ class TableRows:
             pass
 
     def values(self) -> list[tuple]:
-        """The rows as values, rebuilt from their messages if they came as COPY text."""
+        """The rows as values, rebuilt from their messages if they came as COPY CSV."""
         self.finish()
         if len(self.rows) != len(self.sources) and self.rebuild is not None:
             self.rows = self.rebuild(self.sources)
@@ -139,7 +139,7 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # (topic, partition) -> (offset the batch started from, next offset after the batch)
     offsets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
-    # Seconds spent decoding and rendering the rows as COPY text (by the decoders, if any), and
+    # Seconds spent decoding and rendering the rows as COPY CSV (by the decoders, if any), and
     # waiting for the decoders while writing.
     decode_s: float = 0.0
     format_s: float = 0.0
@@ -214,10 +214,15 @@ class RawWriter:
         return result
 
     def _copy(self, table: str, columns: Sequence[str], rows: TableRows) -> None:
-        # COPY in text format through psycopg's C row formatter: 3.7 us of CPU per row against
-        # 6.2 for csv.writer (measured), and NULL, empty strings and arrays stay distinct.
-        statement = sql.SQL("copy {} ({}) from stdin").format(
-            sql.Identifier(*table.split(".")), sql.SQL(", ").join(map(sql.Identifier, columns))
+        # Rows rendered by the decoders come as CSV, which the server parses for less CPU than
+        # text (measured: 10-20% of the COPY's server time). Rows given as values go in text
+        # format through psycopg's C row formatter: 3.7 us of CPU per row against 6.2 for
+        # csv.writer (measured), and NULL, empty strings and arrays stay distinct.
+        rendered = bool(rows.text) or rows.pending is not None
+        statement = sql.SQL("copy {} ({}) from stdin{}").format(
+            sql.Identifier(*table.split(".")),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(" (format csv)" if rendered else ""),
         )
         # The formatter is called directly (what ``copy.write_row`` does) so that the time spent
         # rendering rows can be told apart from the time spent sending them.
@@ -225,7 +230,7 @@ class RawWriter:
         sending = 0.0
         with self.conn.cursor().copy(statement) as copy:
             send = copy.write
-            if rows.text or rows.pending is not None:  # rendered by the decoders: send it
+            if rendered:  # by the decoders: send it
                 for text in rows.stream():
                     send(text)
                 return

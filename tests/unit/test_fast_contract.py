@@ -5,18 +5,21 @@ equals its outcome without it, for canonical, borderline, mutated and random mes
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from psycopg._copy_base import format_row_text
+from psycopg.adapt import Transformer
 
 from llmhub.config import Settings
 from llmhub.contract.fast import decode_telemetry
 from llmhub.contract.models import TelemetryEvent
 from llmhub.contract.topics import BY_TOPIC
-from llmhub.ingest.decode import decode_chunk
+from llmhub.ingest.decode import decode_chunk, text_line_to_csv
 from llmhub.ingest.normalize import Normalizer, Rejection
 
 EventFactory = Callable[..., dict[str, Any]]
@@ -140,12 +143,32 @@ def telemetry_messages(draw: st.DrawFn, make_event: EventFactory) -> bytes:
     return value
 
 
-def _same_instant_text(text: bytes) -> tuple[list[bytes], datetime | None]:
-    """A COPY line with its ``occurred_at`` as the instant it names: the direct renderer sends a
-    UTC stamp as the producer wrote it ("...Z"), psycopg's row as isoformat ("...+00:00")."""
-    columns = text.split(b"\t")
-    if len(columns) < 2:
-        return columns, None
+# One COPY CSV field and its separator: quoted (quotes doubled, newlines allowed) or bare.
+CSV_FIELD = re.compile(rb'(?:"((?:[^"]|"")*)"|([^,"\n]*))(,|\n)')
+
+
+def csv_fields(line: bytes) -> list[bytes | None]:
+    """The values of one COPY CSV line: a bare empty field is NULL, a quoted one a value."""
+    values: list[bytes | None] = []
+    at = 0
+    while at < len(line):
+        match = CSV_FIELD.match(line, at)
+        assert match is not None and match.end() > at, line[at:]
+        quoted, bare, _ = match.groups()
+        values.append(quoted.replace(b'""', b'"') if quoted is not None else bare or None)
+        at = match.end()
+        if match.group(3) == b"\n":
+            assert at == len(line), "one line per row"
+    return values
+
+
+def _same_instant_text(text: bytes) -> tuple[list[bytes | None], datetime | None]:
+    """A COPY line's values with its ``occurred_at`` as the instant it names: the direct
+    renderer sends a UTC stamp as the producer wrote it ("...Z"), psycopg's row as isoformat
+    ("...+00:00"); it quotes only free text, the general path every value."""
+    if not text:
+        return [], None
+    columns = csv_fields(text)
     return columns[:1] + columns[2:], datetime.fromisoformat(columns[1].decode())
 
 
@@ -180,9 +203,26 @@ def test_the_shortcut_agrees_with_the_pydantic_contract(event: EventFactory, dat
         value = data.draw(telemetry_messages(event))
     fast, slow = _outcome(FAST, value), _outcome(SLOW, value)
     assert fast == slow, value
-    # ... and the COPY text the decoders render from either row is the same bytes.
+    # ... and the COPY CSV the decoders render from either row holds the same values.
     rendered = [decode_chunk(n, [value], 0, [7], NOW) for n in (FAST, SLOW)]
     assert _same_instant_text(rendered[0].text) == _same_instant_text(rendered[1].text), value
     assert rendered[0].rejected == rendered[1].rejected, value
     if decode_telemetry(value) is not None:
         TelemetryEvent.model_validate_json(value)  # the contract accepts what the shortcut does
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.none() | st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00")),
+        max_size=6,
+    )
+)
+def test_text_rows_become_the_same_values_in_csv(values: list[str | None]) -> None:
+    # The general path renders rows with psycopg (COPY text) and sends them as CSV: every
+    # escape undone, every value quoted, NULL still NULL, an empty string still a value.
+    text = bytearray()
+    format_row_text((*values, "end"), Transformer(), text)
+    assert csv_fields(text_line_to_csv(text)) == [
+        None if v is None else v.encode() for v in (*values, "end")
+    ]
