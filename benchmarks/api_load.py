@@ -13,8 +13,9 @@
    six panels per tenant, relative to now, plus one ad-hoc question in ten) through
    ``GET /api/v1/metrics`` for ``--query-seconds`` at 50 and at 200 concurrent clients,
    ``--think`` seconds between a user's requests (``0.5-1.5``: uniform; ``0``: closed loop);
-   p50/p95/p99 from locust, the API's CPU per request, and the share of answers served from
-   the API's results cache (``Cache-Status`` of every response).
+   p50/p95/p99 from locust (also by ``Cache-Status`` and by panel), the API's and the
+   database's CPU per request, locust's own CPU (``locust_cpu_share``; ``--locust-processes``
+   forks several), and the share of answers served from the API's results cache.
 
 The last line printed is one JSON object; it is also written to benchmarks/results/api_load.json
 (api_load_closed_loop.json with ``--think 0``).
