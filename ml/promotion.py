@@ -15,7 +15,13 @@ the ``champion`` alias to it. The rule:
    standard deviation over the bootstrap resamples. A more complex model that is not better
    beyond the noise of the evaluation is not worth its cost, and choosing it would make the
    verdict depend on which series happened to be in the window.
-4. With no finite candidate there is no winner; the caller fails the run (an evaluation that
+4. A gate may judge on more than one evaluation (the detector: injected spikes and injected
+   subtle shifts). Each candidate then carries the other metrics too (``others``, higher is
+   better, same resamples), and a challenger takes the title when it wins beyond the noise
+   on at least one metric and loses beyond the noise on none; with a false-alarm budget it
+   may add at most the budget to the holder's false alarms (a more sensitive model buys its
+   recall with alarms, and the budget says how many it may spend).
+5. With no finite candidate there is no winner; the caller fails the run (an evaluation that
    produced no number must not publish a model).
 
 A fresh install therefore always has a champion (the baseline, at worst), and the verdict is
@@ -25,7 +31,7 @@ deterministic given the data: resamples come from a seeded generator.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,6 +74,8 @@ class GateCandidate:
         value: the gate metric on the whole evaluation.
         replicates: the gate metric on each bootstrap resample (same resamples for all).
         incumbent: the current champion's configuration.
+        others: further gate metrics (higher is better): name -> (value, replicates).
+        false_alarms: false alarms per 1,000 series-hours, judged against a budget.
     """
 
     name: str
@@ -75,11 +83,14 @@ class GateCandidate:
     value: float
     replicates: np.ndarray = field(repr=False)
     incumbent: bool = False
+    others: Mapping[str, tuple[float, np.ndarray]] = field(default_factory=dict, repr=False)
+    false_alarms: float = math.nan
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A challenger against the holder of the title at that step."""
+    """A challenger against the holder of the title at that step (``others``: the same for
+    the further metrics, as (metric, advantage, noise, margin))."""
 
     challenger: str
     holder: str
@@ -87,13 +98,20 @@ class Comparison:
     noise: float
     margin: float
     replaced: bool
+    others: tuple[tuple[str, float, float, float], ...] = ()
+    over_budget: bool = False
 
     def describe(self, metric: str) -> str:
         verdict = "takes over" if self.replaced else "does not"
-        return (
-            f"{self.challenger} vs {self.holder}: {metric} advantage {self.advantage:+.4g}, "
-            f"needed > {self.margin:.4g} (noise sd {self.noise:.4g}); {verdict}"
-        )
+        parts = [
+            f"{name} advantage {advantage:+.4g}, needed > {margin:.4g} (noise sd {noise:.4g})"
+            for name, advantage, noise, margin in (
+                (metric, self.advantage, self.noise, self.margin),
+                *self.others,
+            )
+        ]
+        budget = "; false alarms over budget" if self.over_budget else ""
+        return f"{self.challenger} vs {self.holder}: {', '.join(parts)}{budget}; {verdict}"
 
 
 @dataclass(frozen=True)
@@ -122,8 +140,10 @@ def choose_best(
     *,
     lower_is_better: bool,
     noise_multiple: float = NOISE_MULTIPLE,
+    false_alarm_budget: float | None = None,
 ) -> GateDecision:
-    """The best candidate by the rule in the module docstring."""
+    """The best candidate by the rule in the module docstring (``false_alarm_budget``: false
+    alarms per 1,000 series-hours a challenger may add to its holder's)."""
     values = {c.name: c.value for c in candidates}
     ordered = sorted(
         (c for c in candidates if math.isfinite(c.value)),
@@ -136,15 +156,40 @@ def choose_best(
     holder = ordered[0]
     comparisons = []
     for challenger in ordered[1:]:
-        advantage = sign * (challenger.value - holder.value)
-        diffs = sign * (np.asarray(challenger.replicates) - np.asarray(holder.replicates))
-        diffs = diffs[np.isfinite(diffs)]
-        # One resample or none measures no spread: such a challenger can never prove itself.
-        noise = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.inf
-        margin = noise_multiple * noise
-        replaced = advantage > margin and advantage > 0
+        advantage, noise, margin = _paired(
+            sign * challenger.value,
+            sign * np.asarray(challenger.replicates),
+            sign * holder.value,
+            sign * np.asarray(holder.replicates),
+            noise_multiple,
+        )
+        others = tuple(
+            (name, *_paired(*challenger.others[name], *holder.others[name], noise_multiple))
+            for name in sorted(set(challenger.others) & set(holder.others))
+            # A metric one of them has no number for (no cases) decides nothing.
+            if math.isfinite(challenger.others[name][0]) and math.isfinite(holder.others[name][0])
+        )
+        steps = [(advantage, margin), *((a, m) for _, a, _, m in others)]
+        wins = any(a > m and a > 0 for a, m in steps)
+        losses = any(not a >= -m for a, m in steps)
+        holder_alarms = holder.false_alarms if math.isfinite(holder.false_alarms) else 0.0
+        over_budget = (
+            false_alarm_budget is not None
+            and math.isfinite(challenger.false_alarms)
+            and challenger.false_alarms > holder_alarms + false_alarm_budget
+        )
+        replaced = wins and not losses and not over_budget
         comparisons.append(
-            Comparison(challenger.name, holder.name, advantage, noise, margin, replaced)
+            Comparison(
+                challenger.name,
+                holder.name,
+                advantage,
+                noise,
+                margin,
+                replaced,
+                others,
+                over_budget,
+            )
         )
         if replaced:
             holder = challenger
@@ -155,6 +200,22 @@ def choose_best(
     if unusable:
         reason += f"; without a finite {metric}: {', '.join(unusable)}"
     return GateDecision(holder.name, reason, metric, values, tuple(comparisons))
+
+
+def _paired(
+    value: float,
+    replicates: np.ndarray,
+    holder_value: float,
+    holder_replicates: np.ndarray,
+    noise_multiple: float,
+) -> tuple[float, float, float]:
+    """Advantage (higher is better), its bootstrap sd and the margin it must exceed."""
+    advantage = float(value - holder_value)
+    diffs = np.asarray(replicates, dtype=float) - np.asarray(holder_replicates, dtype=float)
+    diffs = diffs[np.isfinite(diffs)]
+    # One resample or none measures no spread: such a challenger can never prove itself.
+    noise = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.inf
+    return advantage, noise, noise_multiple * noise
 
 
 def replicates_of(statistic: Callable[[np.ndarray], float], weights: np.ndarray) -> np.ndarray:

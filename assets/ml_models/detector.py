@@ -3,7 +3,7 @@ MLflow with its fitted state."""
 
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import dagster as dg
@@ -67,6 +67,16 @@ class DetectorConfig(dg.Config):
     shared_network: bool = Field(
         True, description="One LSTM autoencoder for the whole fleet instead of one per series."
     )
+    shift_tests: bool = Field(
+        True,
+        description="The configured candidate runs the shift tests beside its members "
+        "(ml.anomaly.shift_test); the gate also weighs the robust baseline with them.",
+    )
+    subtle_shifts: bool = Field(
+        True,
+        description="Judge the candidates on injected subtle shifts too (recall beside the "
+        "spikes' AUC; at most 0.5 more false alarms per 1,000 series-hours than the holder).",
+    )
     metrics: list[str] = Field(DETECTOR_METRICS, description="Series metrics fitted and scored.")
     history_hours: int = Field(24 * 21, description="Hours of the mart read, back from its end.")
     eval_hours: int = Field(
@@ -104,6 +114,7 @@ class DetectorConfig(dg.Config):
             cooldown=self.cooldown,
             shared_network=self.shared_network,
             min_train_points=self.min_train_hours,
+            shift_tests=self.shift_tests,
         )
 
     def evaluation(self) -> SpikeEvaluation:
@@ -114,6 +125,7 @@ class DetectorConfig(dg.Config):
             resamples=self.gate_resamples,
             seed=self.gate_seed,
             noise_multiple=self.gate_noise_multiple,
+            subtle_shifts=self.subtle_shifts,
         )
 
 
@@ -153,8 +165,11 @@ def _signature(series: dict[SeriesId, pd.Series], score_hours: int):
             asset=DETECTOR_KEY,
             blocking=True,
             description="The registered version is the best of the evaluated candidates (robust "
-            "baseline, configured ensemble, champion's configuration); a more complex one wins "
-            "only beyond the evaluation's noise. It holds the `champion` alias.",
+            "baseline, robust baseline with the shift tests, configured ensemble, champion's "
+            "configuration), judged on injected spikes (AUC) and injected subtle shifts "
+            "(recall, at most 0.5 more false alarms per 1,000 series-hours); a more complex "
+            "one wins only beyond the evaluation's noise on one and not worse beyond it on the "
+            "other. It holds the `champion` alias.",
         )
     ],
 )
@@ -168,13 +183,16 @@ def anomaly_detector(
 
     Grain: one fitted detector per (tenant, application, model, metric) series of
     ``marts.fct_llm_requests_hourly`` with ``min_train_hours`` of history. The candidates --
-    the ``RobustBaseline`` alone, the configured ensemble and the champion's configuration --
-    are fitted on all but the last ``eval_hours`` hours and scored on them with injected
-    spikes (``ml.anomaly.training``); the gate (``ml.promotion``) keeps the simplest unless a
-    more complex one wins by more than the evaluation's bootstrap noise. The winner is refitted
-    on all but the newest ``score_hours``, registered (fitted state as data files, SHA-256 of
-    each on the version) and made `champion`, so a fresh install always publishes a detector.
-    Series with alerts an analyst marked false positive get a raised threshold.
+    the ``RobustBaseline`` alone, the robust baseline with the shift tests, the configured
+    ensemble and the champion's configuration -- are fitted on all but the last
+    ``eval_hours`` hours and scored on them with injected spikes and, separately, injected
+    subtle shifts (``ml.anomaly.training``, ``ml.anomaly.shift_evaluation``); the gate
+    (``ml.promotion``) keeps the simplest unless a more complex one wins on one evaluation by
+    more than its bootstrap noise, loses on neither beyond it, and adds at most 0.5 false
+    alarms per 1,000 series-hours. The winner is refitted on all but the newest
+    ``score_hours``, registered (fitted state as data files, SHA-256 of each on the version)
+    and made `champion`, so a fresh install always publishes a detector. Series with alerts an
+    analyst marked false positive get a raised threshold.
     """
     started = time.monotonic()
     with hub.connect() as conn:
@@ -196,7 +214,12 @@ def anomaly_detector(
         false_positive_scores.setdefault((series_id, row.metric), []).append(float(row.score))
 
     spec = config.spec()
-    candidates = {"baseline": baseline_spec(spec), "candidate": spec}
+    # Simplest first: the robust baseline alone, with the shift tests, the configured fleet.
+    candidates = {
+        "baseline": baseline_spec(spec),
+        "baseline_tests": replace(baseline_spec(spec), shift_tests=True),
+        "candidate": spec,
+    }
     name = config.registered_model_name
     champion_version = mlflow_tracking.champion_version(name, CHAMPION)
     if champion_version is not None:

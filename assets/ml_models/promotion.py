@@ -48,6 +48,11 @@ def log_gate(decision: GateDecision, noise_multiple: float, resamples: int) -> N
                 {
                     f"gate_{pair}_advantage": comparison.advantage,
                     f"gate_{pair}_noise_sd": comparison.noise,
+                    **{
+                        f"gate_{pair}_{metric}_{part}": value
+                        for metric, advantage, noise, _ in comparison.others
+                        for part, value in (("advantage", advantage), ("noise_sd", noise))
+                    },
                 }
             )
         )

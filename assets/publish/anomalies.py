@@ -61,7 +61,10 @@ TRAFFIC_STOP = "traffic_stop"
 COUNT_TEST = "count_test"
 SHIFT_TEST = "shift_test"
 #: What the shift test's rows name as their model version.
-SHIFT_TEST_VERSION = "volume cusum k=1 h=8, latency+ttft; error count scan 1-8 h alpha=1e-4"
+SHIFT_TEST_VERSION = (
+    "volume cusum k=1, latency+ttft from 10 requests h=6, cost per request h=7; "
+    "error count scan 1-8 h alpha=3e-4"
+)
 #: The shift test's alarms are published under ``<metric>_shift`` (cost: per request).
 SHIFT_SUFFIX = "_shift"
 #: Test rows are written only where a test alarms; the scored hours' older ones are replaced.
@@ -234,9 +237,9 @@ def anomalies(
     low for that hour of the day (a count test against the lowest count of the same hour over
     the previous week, ``ml.anomaly.count_test``) is published as metric ``traffic_stop``,
     detector ``count_test``: a route that stopped is flagged, one quiet at that hour is not.
-    A sustained shift of a route's latency p95, error rate or cost per request (a volume-
-    weighted CUSUM, ``ml.anomaly.shift_test``) is published as ``<metric>_shift``, detector
-    ``shift_test``.
+    When the champion's spec has ``shift_tests``, a sustained shift of a route's latency p95,
+    error rate or cost per request (a volume-weighted CUSUM, ``ml.anomaly.shift_test``) is
+    published as ``<metric>_shift``, detector ``shift_test``.
     Re-running replaces the rows of the hours it scores.
     """
     started = time.monotonic()
@@ -271,7 +274,13 @@ def anomalies(
     scoring_started = time.monotonic()
     scores, stats = model.score_series(series, config.score_hours)
     stops = traffic_stops(counts, config.score_hours, config.stop_alpha)
-    shifts = shift_alarms(hourly, config.score_hours)
+    # The shift tests are part of the published model: a champion without them (the plain
+    # robust baseline, or a version registered before they were) publishes no shift alarms.
+    shifts = (
+        shift_alarms(hourly, config.score_hours)
+        if model.spec().shift_tests
+        else pd.DataFrame(columns=SCORE_COLUMNS)
+    )
     scoring_s = time.monotonic() - scoring_started
     if scores.empty and stops.empty and shifts.empty:
         return dg.MaterializeResult(

@@ -55,6 +55,10 @@ class DetectorSpec:
         shared_network: one LSTM for the whole fleet (else one per series).
         network_epochs: epochs of the shared network.
         min_train_points: series with fewer training hours are not fitted.
+        shift_tests: the scoring also runs ``ml.anomaly.shift_test`` on every route's latency,
+            error rate and cost per request (sustained subtle shifts the members miss); the
+            gate weighs it like a member (``ml.anomaly.shift_evaluation``). Versions
+            registered before it existed read back without.
     """
 
     members: tuple[str, ...] = DEFAULT_MEMBERS
@@ -64,6 +68,7 @@ class DetectorSpec:
     shared_network: bool = True
     network_epochs: int = 10
     min_train_points: int = 72
+    shift_tests: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.members) - set(MEMBERS)

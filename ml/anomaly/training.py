@@ -6,7 +6,11 @@ the held-out hours are scored with synthetic spikes of several heights added, si
 sigmas of each series' day-over-day noise. The gate metric is the rank AUC of spiked vs clean
 hours (threshold-free); recall, precision, false-positive rate and F1 at the thresholds are
 reported too. The same metrics on seeded bootstrap resamples of the series measure the
-evaluation's noise, and ``ml.promotion.choose_best`` picks the winner. ``fit_published`` then
+evaluation's noise, and ``ml.promotion.choose_best`` picks the winner. With ``subtle_shifts``
+the candidates are also judged on subtle shifts injected into the same week
+(``ml.anomaly.shift_evaluation``): a challenger must win beyond the noise on the spikes' AUC or
+on the shifts' recall, lose beyond it on neither, and add at most ``FALSE_ALARM_BUDGET``
+false alarms per 1,000 series-hours on the clean week to its holder's. ``fit_published`` then
 fits the winner on every hour but the newest ``score_hours``: the fleet that is registered.
 """
 
@@ -24,6 +28,7 @@ from ml.anomaly.base import Detector, DetectorResult
 from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import DetectorSpec, Fleet, SeriesId
 from ml.anomaly.seasonal import global_scale
+from ml.anomaly.shift_evaluation import ShiftEvaluation, evaluate_shifts, shift_cases
 from ml.promotion import (
     NOISE_MULTIPLE,
     RESAMPLES,
@@ -40,14 +45,26 @@ MEMBER_COST = {"robust_baseline": 1, "isolation_forest": 2, "lstm_autoencoder": 
 GATE_METRICS = ("auc", "f1", "recall", "precision")
 
 
+#: What the shift tests cost beside the members (a few array passes per route).
+SHIFT_TESTS_COST = 0.5
+#: The subtle-shift evaluation's gate metric (higher is better) and the false alarms per 1,000
+#: series-hours of the clean held-out week a challenger may add to its holder's (issue 13's
+#: target).
+SHIFT_METRIC = "shift_recall"
+FALSE_ALARM_BUDGET = 0.5
+
+
 def complexity(spec: DetectorSpec) -> float:
-    """The sum of the members' costs: the robust baseline alone is the simplest (1)."""
-    return float(sum(MEMBER_COST[name] for name in spec.members))
+    """The sum of the members' costs (the robust baseline alone is the simplest, 1), plus
+    ``SHIFT_TESTS_COST`` with the shift tests."""
+    members = float(sum(MEMBER_COST[name] for name in spec.members))
+    return members + (SHIFT_TESTS_COST if spec.shift_tests else 0.0)
 
 
 def baseline_spec(spec: DetectorSpec) -> DetectorSpec:
-    """``spec`` with the robust baseline as its only member: the floor every model must beat."""
-    return replace(spec, members=("robust_baseline",))
+    """``spec`` with the robust baseline as its only member and no shift tests: the floor
+    every model must beat."""
+    return replace(spec, members=("robust_baseline",), shift_tests=False)
 
 
 @dataclass(frozen=True)
@@ -252,6 +269,9 @@ class SpikeEvaluation:
         resamples: bootstrap resamples of the series measuring the evaluation's noise.
         seed: seed of the resamples.
         noise_multiple: how many noise sds a more complex model must win by.
+        subtle_shifts: also judge on injected subtle shifts (``ml.anomaly.shift_evaluation``):
+            recall of the shifts as a second gate metric, false alarms on the clean week
+            adding at most ``FALSE_ALARM_BUDGET`` to its holder's false alarms on the clean week.
     """
 
     eval_hours: int = 168
@@ -260,6 +280,7 @@ class SpikeEvaluation:
     resamples: int = RESAMPLES
     seed: int = 0
     noise_multiple: float = NOISE_MULTIPLE
+    subtle_shifts: bool = True
 
 
 @dataclass(frozen=True)
@@ -272,6 +293,7 @@ class DetectorTraining:
         evaluations: each candidate's fitted fleet and held-out results.
         metrics: each candidate's metrics over the series all candidates fitted.
         decision: the gate's verdict (``decision.winner`` is a key of ``specs``).
+        shifts: each candidate's results on the injected subtle shifts (none when off).
         tuned: per-series thresholds raised by analyst feedback.
         feedback: the winner's alerts and recall before and after that tuning.
         positions: spike positions in the held-out window.
@@ -283,6 +305,7 @@ class DetectorTraining:
     evaluations: dict[str, FleetEvaluation]
     metrics: dict[str, dict[str, float]]
     decision: GateDecision
+    shifts: dict[str, ShiftEvaluation]
     tuned: dict[SeriesId, float]
     feedback: dict[str, float]
     positions: np.ndarray
@@ -335,6 +358,8 @@ def evaluate_candidates(
     sigmas = {key: noise_scale(values) for key, values in train.items()}
 
     evaluations: dict[str, FleetEvaluation] = {}
+    shifts: dict[str, ShiftEvaluation] = {}
+    cases = shift_cases(series, hours, evaluation.seed) if evaluation.subtle_shifts else {}
     tuned_by_name: dict[str, dict[SeriesId, float]] = {}
     for name, spec in specs.items():
         fleet = Fleet.fit(spec, train)
@@ -355,11 +380,31 @@ def evaluate_candidates(
                 for height in evaluation.spike_sigmas
             },
         )
+        if evaluation.subtle_shifts:
+            shifts[name] = evaluate_shifts(fleet, series, cases, hours, spec.shift_tests)
         logger.info("candidate %s: fitted and scored %d series", name, len(fleet))
 
     units = sorted(set.intersection(*(set(e.fleet.detectors) for e in evaluations.values())))
     weights = bootstrap_weights(len(units), evaluation.resamples, evaluation.seed)
     metrics = {name: e.metrics(units) for name, e in evaluations.items()}
+    # The shifted series resampled on their own (their count differs from the spikes' units);
+    # a separate seed keeps the spike resamples as they were.
+    shift_units = sorted(
+        set.intersection(*(set(e.detected) for e in shifts.values())) if shifts else set()
+    )
+    shift_weights = bootstrap_weights(len(shift_units), evaluation.resamples, evaluation.seed + 1)
+    others: dict[str, dict[str, tuple[float, np.ndarray]]] = {name: {} for name in specs}
+    false_alarms = dict.fromkeys(specs, math.nan)
+    if shift_units:
+        for name, result in shifts.items():
+            metrics[name][SHIFT_METRIC] = result.recall(shift_units)
+            false_alarms[name] = result.false_alarms_per_1000(shift_units)
+            metrics[name]["shift_false_alarms_per_1000_hours"] = false_alarms[name]
+            metrics[name]["shift_cases"] = float(len(shift_units))
+            others[name][SHIFT_METRIC] = (
+                metrics[name][SHIFT_METRIC],
+                result.recall_replicates(shift_units, shift_weights),
+            )
     decision = choose_best(
         [
             GateCandidate(
@@ -368,12 +413,15 @@ def evaluate_candidates(
                 value=metrics[name][evaluation.metric],
                 replicates=evaluations[name].replicates(evaluation.metric, units, weights),
                 incumbent=name == incumbent_name,
+                others=others[name],
+                false_alarms=false_alarms[name],
             )
             for name, spec in specs.items()
         ],
         evaluation.metric,
         lower_is_better=False,
         noise_multiple=evaluation.noise_multiple,
+        false_alarm_budget=FALSE_ALARM_BUDGET if shift_units else None,
     )
     winner = decision.winner or next(iter(specs))
     tuned = tuned_by_name[winner]
@@ -384,6 +432,7 @@ def evaluate_candidates(
         evaluations=evaluations,
         metrics=metrics,
         decision=decision,
+        shifts=shifts,
         tuned=tuned,
         feedback=feedback,
         positions=positions,

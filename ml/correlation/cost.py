@@ -2,12 +2,18 @@
 
 Excess cost of an incident = observed cost of its member series over the incident window minus
 the forecast of that total, when the observed total exceeds the forecast total's upper bound
-(else 0: the window's spend is within normal variation). The forecast is ``analytics.forecasts``
-where it has ``cost_usd`` rows for the series-hour; elsewhere a seasonal baseline from the
-series' own history before the window: per hour of day, the median of the previous
-``HISTORY_DAYS`` days, with an hourly upper bound ``median + Z_UPPER * 1.4826 * MAD`` (80%
-one-sided). The upper bound of the window total combines the hourly bands as independent errors:
-``sum(expected) + sqrt(sum((upper - expected)^2))``.
+(else 0: the window's spend is within normal variation). The incident window for the price is
+the members' hours widened to the hours around them in which those series' cost stays in excess
+(``excess_window``): a detector flags what looks anomalous, not every hour a cause costs money,
+and the detector fleet flags the first hour or two of a spend shift (priced over its flagged
+hours only, the fleet's incidents were priced at about half their cost, 2026-11-30).
+
+The forecast is ``analytics.forecasts`` where it has ``cost_usd`` rows for the series-hour;
+elsewhere a seasonal baseline from the series' own history before the window: per hour of day,
+the median of the previous ``HISTORY_DAYS`` days, with an hourly upper bound
+``median + Z_UPPER * 1.4826 * MAD`` (80% one-sided). The upper bound of the window total
+combines the hourly bands as independent errors: ``sum(expected) + sqrt(sum((upper -
+expected)^2))``.
 
 Why not ``observed - sum of hourly upper bounds`` (the first definition, and the issue's wording):
 it subtracts one band per series-hour, ``n * z * sigma`` for ``n`` series-hours, when the
@@ -37,6 +43,16 @@ from ml.correlation.temporal import naive_ns
 
 HISTORY_DAYS = 7
 Z_UPPER = 1.2816
+#: How far the priced window may widen past the members (``excess_window``).
+MAX_AHEAD = pd.Timedelta(hours=24)
+MAX_BACK = pd.Timedelta(hours=3)
+#: An hour is in excess when the affected series' observed total exceeds the expected total by
+#: ``EXCESS_BANDS`` hourly bands (the band of the total, as for the window), by
+#: ``EXCESS_FLOOR`` of the expected total, and by ``PERSIST`` of the largest hourly residual of
+#: the members' own hours (the same excess persists, not the day's ordinary drift).
+EXCESS_BANDS = 1.0
+EXCESS_FLOOR = 0.02
+PERSIST = 0.5
 
 
 @dataclass
@@ -139,6 +155,65 @@ def window_mask(
     return wanted[baseline.code] & (baseline.hour >= lo) & (baseline.hour < hi)
 
 
+def hourly_residual(
+    baseline: Baseline, codes: np.ndarray, start: pd.Timestamp, end: pd.Timestamp
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per hour of ``[start, end)``: the affected series' observed minus expected cost, summed,
+    and whether it clears their band (``EXCESS_BANDS``, ``EXCESS_FLOOR``; an hour without rows
+    does not)."""
+    lo = np.datetime64(start.tz_convert(None), "ns")
+    n = int((end - start) / pd.Timedelta(hours=1))
+    sel = window_mask(baseline, codes, start, end)
+    idx = ((baseline.hour[sel] - lo) // np.timedelta64(1, "h")).astype(np.int64)
+    expected = baseline.cost_expected[sel]
+    residual = np.bincount(idx, baseline.cost[sel] - expected, minlength=n)
+    variance = np.bincount(idx, (baseline.upper[sel] - expected) ** 2, minlength=n)
+    total = np.bincount(idx, expected, minlength=n)
+    rows = np.bincount(idx, minlength=n)
+    bar = np.maximum(EXCESS_BANDS * np.sqrt(variance), EXCESS_FLOOR * np.abs(total))
+    return residual, (rows > 0) & (residual > bar)
+
+
+def excess_window(
+    baseline: Baseline | None,
+    codes: np.ndarray,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    earliest: pd.Timestamp | None = None,
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The window to price an incident over: its members' hours ``[start, end)``, widened to
+    the hours around them in which the affected series' cost stays in excess.
+
+    A detector flags the hours that look anomalous, not every hour a cause costs money (a
+    detector that adapts to a level shift flags its first hour or two; a retry storm's spend can
+    stay within one series' band while the latency is flagged). From the members' window the
+    priced window grows forward, hour by hour, while the summed residual of the affected series
+    (observed - expected cost) is in excess (``hourly_residual``) and at least ``PERSIST`` of its
+    largest value in the members' hours, at most ``MAX_AHEAD``; and
+    backward likewise, at most ``MAX_BACK`` and never before ``earliest`` (the registry change
+    of a causal incident: nothing before a change is its cost). The first hour that is not in
+    excess ends the growth: the residual's change point back to normal.
+    """
+    if baseline is None or not len(codes) or not len(baseline.code):
+        return start, end
+    codes = np.asarray(codes)
+    floor = start - MAX_BACK if earliest is None else max(earliest.floor("h"), start - MAX_BACK)
+    floor = min(floor, start)
+    residual, hot = hourly_residual(baseline, codes, floor, end + MAX_AHEAD)
+    hour = pd.Timedelta(hours=1)
+    first = int((start - floor) / hour)
+    last = int((end - floor) / hour)
+    level = float(residual[first:last].max(initial=0.0))
+    if level <= 0:
+        return start, end
+    hot &= residual >= PERSIST * level
+    while first > 0 and hot[first - 1]:
+        first -= 1
+    while last < len(hot) and hot[last]:
+        last += 1
+    return floor + first * hour, floor + last * hour
+
+
 def _log_mean(a: float, b: float) -> float:
     if a <= 0 or b <= 0:
         return 0.0
@@ -189,4 +264,6 @@ def excess_cost(
         tokens_per_request_usd=per_request,
         price_mix_usd=price,
         baseline=baseline.source,
+        window_start=start,
+        window_end=end,
     )

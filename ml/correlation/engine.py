@@ -28,7 +28,13 @@ import numpy as np
 import pandas as pd
 
 from ml.correlation import causal, compliance, graph, lifecycle, patterns, security
-from ml.correlation.cost import Baseline, build_baseline, excess_cost, window_mask
+from ml.correlation.cost import (
+    Baseline,
+    build_baseline,
+    excess_cost,
+    excess_window,
+    window_mask,
+)
 from ml.correlation.impact import impact_score
 from ml.correlation.model import (
     ALL_TENANTS,
@@ -36,6 +42,7 @@ from ml.correlation.model import (
     SEVERITIES,
     Candidate,
     Cause,
+    CostImpact,
     Incident,
     Member,
     Scope,
@@ -231,7 +238,7 @@ def _explain(
     events: _Rows,
     chain: tuple[str, ...],
     is_chain: bool,
-    excess: float,
+    cost: CostImpact,
     seen: patterns.PastIncident | None,
 ) -> str:
     parts = [f"{cause.cause_type.replace('_', ' ')} {cause.entity}: {cause.evidence}."]
@@ -250,8 +257,11 @@ def _explain(
         parts.append("Events: " + ", ".join(f"{n} {family}" for family, n in counts) + ".")
     if is_chain:
         parts.append("Degradation chain: " + " -> ".join(chain) + ".")
-    if excess > 0:
-        parts.append(f"Excess cost ${excess:,.2f}.")
+    if cost.excess_usd > 0 and cost.window_start is not None and cost.window_end is not None:
+        parts.append(
+            f"Excess cost ${cost.excess_usd:,.2f} over {cost.window_start:%H:%M}-"
+            f"{cost.window_end:%H:%M}Z."
+        )
     if seen is not None:
         parts.append(f"Seen before: incident {seen.incident_id}.")
     return " ".join(parts)
@@ -445,10 +455,16 @@ def _incident(
     tenant = tenants[0] if len(tenants) == 1 else ALL_TENANTS
     codes = np.unique(group["series_code"]) if len(group) else np.zeros(0, int)
     window_end = last + pd.Timedelta(hours=1)
-    cost = excess_cost(baseline, codes, opened, window_end)
+    # A change cannot cost before it happened; other causes may have begun before their first
+    # flagged hour.
+    earliest = cause.start if cause.rule in ("causal", "compliance") else None
+    cost_start, cost_end = excess_window(baseline, codes, opened, window_end, earliest)
+    cost = excess_cost(baseline, codes, cost_start, cost_end)
     affected = 0.0
     if baseline is not None and len(codes):
-        affected = float(baseline.requests[window_mask(baseline, codes, opened, window_end)].sum())
+        affected = float(
+            baseline.requests[window_mask(baseline, codes, cost_start, cost_end)].sum()
+        )
     elif len(ev):
         affected = float(len(ev))
     chain, is_chain = chain_of(group["family"], group.ns)
@@ -516,7 +532,7 @@ def _incident(
         affected_requests=affected,
         cost=cost,
         impact_score=score,
-        explanation=_explain(cause, group, ev, chain, is_chain, cost.excess_usd, seen),
+        explanation=_explain(cause, group, ev, chain, is_chain, cost, seen),
         rules=rules,
         signature=sig,
         seen_before=seen.incident_id if seen else None,

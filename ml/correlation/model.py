@@ -160,6 +160,10 @@ class CostImpact:
     tokens_per_request_usd: float
     price_mix_usd: float
     baseline: str
+    #: The priced window ``[window_start, window_end)`` (``cost.excess_window``); None when
+    #: nothing was priced.
+    window_start: pd.Timestamp | None = None
+    window_end: pd.Timestamp | None = None
 
     @staticmethod
     def zero(baseline: str = "none") -> CostImpact:

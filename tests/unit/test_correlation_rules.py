@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ml.correlation import causal, compliance, graph, lifecycle, patterns, security
-from ml.correlation.cost import build_baseline, decompose, excess_cost
+from ml.correlation.cost import MAX_BACK, build_baseline, decompose, excess_cost, excess_window
 from ml.correlation.engine import correlate, prepare_events
 from ml.correlation.impact import impact_score
 from ml.correlation.model import SEVERITIES, Scope
@@ -318,6 +318,68 @@ def test_cost_forecast_upper_bound_is_used_when_present() -> None:
     cost = excess_cost(baseline, baseline.codes_for(keys), start, start + pd.Timedelta(hours=2))
     assert cost.baseline == "forecast"
     assert cost.excess_usd == pytest.approx(window["cost_usd"].iloc[:2].sum(), rel=1e-6)
+
+
+def _shifted(factor: float, start: pd.Timestamp, n: int) -> tuple[pd.DataFrame, float]:
+    """One series with tokens and cost x ``factor`` for ``n`` hours from ``start``: the frame
+    and the true extra cost."""
+    series = make_series([("t1", "a1", "gpt-4o")], n_hours=8 * 24)
+    hit = (series["bucket_at"] >= start) & (series["bucket_at"] < start + pd.Timedelta(hours=n))
+    extra = (factor - 1) * series.loc[hit, "cost_usd"].sum()
+    series.loc[hit, ["tokens", "cost_usd"]] *= factor
+    return series, extra
+
+
+def _window_of(series: pd.DataFrame, start, end, earliest=None):
+    baseline = build_baseline(series, T0 + pd.Timedelta(days=7))
+    codes = baseline.codes_for(series[["tenant_id", "asset_id", "request_model"]].iloc[:1])
+    return baseline, codes, excess_window(baseline, codes, start, end, earliest)
+
+
+def test_a_spend_shift_flagged_in_its_first_hour_is_priced_while_it_persists() -> None:
+    # Regression: the detector fleet flags the first hour or two of a level shift, and the
+    # incident was priced over those hours only (prompt changes at 18% of their true cost).
+    start = T0 + pd.Timedelta(days=7, hours=10)
+    series, extra = _shifted(2.0, start, 5)
+    baseline, codes, (lo, hi) = _window_of(series, start, start + pd.Timedelta(hours=1), start)
+    assert (lo, hi) == (start, start + pd.Timedelta(hours=5))
+    cost = excess_cost(baseline, codes, lo, hi)
+    assert cost.excess_usd == pytest.approx(extra, rel=0.1)
+    assert (cost.window_start, cost.window_end) == (lo, hi)
+
+
+def test_the_priced_window_grows_back_to_an_unflagged_first_hour_but_not_past_the_change() -> None:
+    start = T0 + pd.Timedelta(days=7, hours=10)
+    series, _ = _shifted(2.0, start, 5)
+    flagged = start + pd.Timedelta(hours=2)
+    _, _, (lo, hi) = _window_of(series, flagged, flagged + pd.Timedelta(hours=1))
+    assert (lo, hi) == (start, start + pd.Timedelta(hours=5))
+    # A change cannot have cost anything before it happened.
+    change = start + pd.Timedelta(hours=1, minutes=20)
+    _, _, (lo, _) = _window_of(series, flagged, flagged + pd.Timedelta(hours=1), change)
+    assert lo == change.floor("h")
+
+
+def test_the_priced_window_does_not_absorb_a_smaller_drift_or_an_unrelated_later_spike() -> None:
+    # Regression: with the hourly band alone, a busy morning (+12% on a jailbreak's
+    # application) before the attack was priced as the attack's (seed 4: +47% excess).
+    start = T0 + pd.Timedelta(days=7, hours=10)
+    series, _ = _shifted(2.0, start, 2)
+    drift = (series["bucket_at"] >= start - MAX_BACK) & (series["bucket_at"] < start)
+    series.loc[drift, ["tokens", "cost_usd"]] *= 1.2
+    later = start + pd.Timedelta(hours=4)
+    spike = (series["bucket_at"] >= later) & (series["bucket_at"] < later + pd.Timedelta(hours=2))
+    series.loc[spike, ["tokens", "cost_usd"]] *= 3.0
+    _, _, window = _window_of(series, start, start + pd.Timedelta(hours=1))
+    assert window == (start, start + pd.Timedelta(hours=2))
+
+
+def test_a_window_without_excess_is_priced_as_flagged() -> None:
+    series = make_series([("t1", "a1", "gpt-4o")], n_hours=8 * 24)
+    start = T0 + pd.Timedelta(days=7, hours=10)
+    baseline, codes, window = _window_of(series, start, start + pd.Timedelta(hours=2))
+    assert window == (start, start + pd.Timedelta(hours=2))
+    assert excess_cost(baseline, codes, *window).excess_usd == 0.0
 
 
 # -- impact --------------------------------------------------------------------------------------

@@ -112,3 +112,54 @@ def test_weighted_mean_replicates_skip_undefined_units() -> None:
     got = weighted_mean_replicates(values, weights)
     np.testing.assert_allclose(got[:2], [2.0, 1.0])
     assert math.isnan(got[2])
+
+
+def _two_metric(
+    name: str,
+    complexity: float,
+    auc: float,
+    recall: float,
+    seed: int,
+    false_alarms: float = 0.1,
+) -> GateCandidate:
+    rng = np.random.default_rng(seed)
+    return GateCandidate(
+        name,
+        complexity,
+        auc,
+        auc + rng.normal(0, 0.002, 200),
+        others={"shift_recall": (recall, recall + rng.normal(0, 0.02, 200))},
+        false_alarms=false_alarms,
+    )
+
+
+def _judge(*candidates: GateCandidate):
+    return choose_best(candidates, "auc", lower_is_better=False, false_alarm_budget=0.5)
+
+
+def test_a_challenger_equal_on_spikes_wins_on_subtle_shifts_beyond_the_noise() -> None:
+    baseline = _two_metric("baseline", 1, 0.95, 0.30, 1)
+    tests = _two_metric("baseline_tests", 1.5, 0.95, 0.70, 2, false_alarms=0.4)
+    decision = _judge(baseline, tests)
+    assert decision.winner == "baseline_tests"
+    assert "shift_recall advantage +0.4" in decision.reason
+
+
+def test_a_win_on_one_evaluation_does_not_buy_a_loss_beyond_the_noise_on_the_other() -> None:
+    baseline = _two_metric("baseline", 1, 0.95, 0.30, 1)
+    worse_on_spikes = _two_metric("candidate", 6, 0.90, 0.70, 2)
+    assert _judge(baseline, worse_on_spikes).winner == "baseline"
+
+
+def test_a_challenger_within_the_noise_on_both_does_not_take_over() -> None:
+    baseline = _two_metric("baseline", 1, 0.95, 0.30, 1)
+    close = _two_metric("candidate", 6, 0.951, 0.32, 2)
+    assert _judge(baseline, close).winner == "baseline"
+
+
+def test_recall_bought_with_more_false_alarms_than_the_budget_is_refused() -> None:
+    baseline = _two_metric("baseline", 1, 0.95, 0.30, 1, false_alarms=0.2)
+    noisy = _two_metric("baseline_tests", 1.5, 0.95, 0.90, 2, false_alarms=0.8)
+    decision = _judge(baseline, noisy)
+    assert decision.winner == "baseline"
+    assert "false alarms over budget" in decision.reason
