@@ -13,8 +13,9 @@
    six panels per tenant, relative to now, plus one ad-hoc question in ten) through
    ``GET /api/v1/metrics`` for ``--query-seconds`` at 50 and at 200 concurrent clients,
    ``--think`` seconds between a user's requests (``0.5-1.5``: uniform; ``0``: closed loop);
-   p50/p95/p99 from locust, the API's CPU per request, and the share of answers served from
-   the API's results cache (``Cache-Status`` of every response).
+   p50/p95/p99 from locust (also by ``Cache-Status`` and by panel), the API's and the
+   database's CPU per request, locust's own CPU (``locust_cpu_share``; ``--locust-processes``
+   forks several), and the share of answers served from the API's results cache.
 
 The last line printed is one JSON object; it is also written to benchmarks/results/api_load.json
 (api_load_closed_loop.json with ``--think 0``).
@@ -26,6 +27,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -202,10 +204,52 @@ def otlp_payload(spans: int) -> bytes:
     return req.SerializeToString()
 
 
-def locust(user: str, users: int, seconds: int, host: str, env: dict[str, str], out: Path) -> dict:
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def read_cache_stats(stats_path: Path) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """Merge the per-process files of locust_api.py: Cache-Status counts, and latency
+    percentiles by status (a hit's tail against a miss's)."""
+    counts: dict[str, int] = {}
+    latencies: dict[str, list[float]] = {}
+    for path in stats_path.parent.glob(stats_path.name + ".*"):
+        data = json.loads(path.read_text())
+        for status, n in data["counts"].items():
+            counts[status] = counts.get(status, 0) + n
+        for status, values in data["latencies_ms"].items():
+            latencies.setdefault(status, []).extend(values)
+    by_status = {
+        status: {
+            "n": len(values),
+            **{f"p{q}_ms": _percentile(values, q / 100) for q in (50, 90, 95, 99)},
+        }
+        for status, values in latencies.items()
+    }
+    return counts, by_status
+
+
+def locust(
+    user: str,
+    users: int,
+    seconds: int,
+    host: str,
+    env: dict[str, str],
+    out: Path,
+    processes: int = 1,
+) -> dict:
     prefix = out / f"{user}_{users}"
     stats_path = out / f"cache_{user}_{users}.json"
     env = {**env, "LLMHUB_BENCH_CACHE_STATS": str(stats_path)}
+    for old in out.glob(stats_path.name + ".*"):
+        old.unlink()
+    # The load generator's own CPU (all its processes): on two shared cores it competes with
+    # the API and PostgreSQL, and a busy gevent loop adds its own delay to what it measures.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall0 = time.monotonic()
     subprocess.run(
         [
             str(BIN / "locust"),
@@ -230,22 +274,32 @@ def locust(user: str, users: int, seconds: int, host: str, env: dict[str, str], 
             "--only-summary",
             "--loglevel",
             "WARNING",
+            *(["--processes", str(processes)] if processes > 1 else []),
         ],
         env={**os.environ, **env},
         check=False,
         stdout=subprocess.DEVNULL,
         stderr=(out / f"locust_{user}_{users}.log").open("wb"),
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    locust_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     with open(f"{prefix}_stats.csv", newline="") as handle:
         rows = {row["Name"]: row for row in csv.DictReader(handle)}
     agg = rows["Aggregated"]
     if agg["50%"] == "N/A":
         raise RuntimeError(f"locust completed no request; see {out}/locust_{user}_{users}.log")
-    cache = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    cache, by_status = read_cache_stats(stats_path)
     hits, misses = cache.get("hit", 0), cache.get("fwd=miss", 0)
     return {
         "cache_hit_ratio": round(hits / (hits + misses), 3) if hits + misses else None,
         "cache_statuses": cache,
+        "latency_by_cache_status": by_status,
+        "p99_ms_by_panel": {
+            name: float(row["99%"]) for name, row in rows.items() if name != "Aggregated"
+        },
+        "locust_processes": processes,
+        # Whole run (process start, ramp and measured part): CPU seconds per wall second.
+        "locust_cpu_share": round(locust_cpu / (time.monotonic() - wall0), 2),
         "requests": int(agg["Request Count"]),
         "failures": int(agg["Failure Count"]),
         "rps": round(float(agg["Requests/s"]), 1),
@@ -379,6 +433,9 @@ def main() -> None:
     parser.add_argument("--query-seconds", type=int, default=30)
     parser.add_argument("--clients", default="50,200")
     parser.add_argument(
+        "--locust-processes", type=int, default=1, help="locust processes (--processes) per phase"
+    )
+    parser.add_argument(
         "--warmup",
         type=int,
         default=20,
@@ -491,10 +548,26 @@ def main() -> None:
                 # steady state of dashboards that have been open, not the API's first minute.
                 warm = workdir / "warmup"
                 warm.mkdir(exist_ok=True)
-                locust("DashboardUser", clients, args.warmup, host, query_env, warm)
+                locust(
+                    "DashboardUser",
+                    clients,
+                    args.warmup,
+                    host,
+                    query_env,
+                    warm,
+                    args.locust_processes,
+                )
             cpu0 = server_cpu_s(server.pid)
             db0 = database_cpu_s(url)
-            q = locust("DashboardUser", clients, args.query_seconds, host, query_env, workdir)
+            q = locust(
+                "DashboardUser",
+                clients,
+                args.query_seconds,
+                host,
+                query_env,
+                workdir,
+                args.locust_processes,
+            )
             cpu = server_cpu_s(server.pid) - cpu0
             db1 = database_cpu_s(url)
             db_cpu = sum(v - db0.get(pid, 0.0) for pid, v in db1.items())

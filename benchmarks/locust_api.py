@@ -15,8 +15,10 @@ ten are a panel of the user's dashboard; one in ten is an ad-hoc question (a ran
 cache has seen. Between two requests a user waits ``LLMHUB_BENCH_THINK_S`` seconds: ``lo,hi``
 for a uniform wait (locust ``between``), one number for a constant one (0: closed loop).
 
-Every response's ``Cache-Status`` (RFC 9211) is counted; the counts are written to
-``LLMHUB_BENCH_CACHE_STATS`` when locust stops.
+Every response's ``Cache-Status`` (RFC 9211) is counted and its latency kept by status (a hit's
+tail and a miss's are different questions); counts and latencies are written to
+``LLMHUB_BENCH_CACHE_STATS``.<pid> by each locust process when it stops (``--processes N``
+forks several; api_load.py merges the files).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ APPS = int(os.environ.get("LLMHUB_BENCH_APPS", "10"))
 MODELS = int(os.environ.get("LLMHUB_BENCH_MODELS", "5"))
 STATS_PATH = os.environ.get("LLMHUB_BENCH_CACHE_STATS")
 CACHE: dict[str, int] = {}
+LATENCIES: dict[str, list[float]] = {}  # ms by Cache-Status outcome
 _USER_NUMBERS = itertools.count()
 
 SERIES = "application,version,model,provider"
@@ -159,12 +162,25 @@ class DashboardUser(FastHttpUser):
         self._get("ad hoc", ad_hoc(self.rng))
 
 
-@events.reset_stats.add_listener
+@events.request.add_listener
+def _latency_by_status(response_time: float, response: Any = None, **_: Any) -> None:
+    if MODE != "query" or response is None:
+        return
+    status = (getattr(response, "headers", None) or {}).get("Cache-Status", "none")
+    LATENCIES.setdefault(status.partition(";")[2].strip() or "none", []).append(response_time)
+
+
+# Headless ``--reset-stats`` resets locust's stats on spawning_complete; ``reset_stats`` fires
+# only from the web UI (locust 2.47), so the counts kept the arrival ramp until this listener.
+@events.spawning_complete.add_listener
 def _reset_cache_stats(**_: Any) -> None:
     CACHE.clear()
+    LATENCIES.clear()
 
 
 @events.quitting.add_listener
 def _write_cache_stats(**_: Any) -> None:
-    if STATS_PATH:
-        Path(STATS_PATH).write_text(json.dumps(CACHE))
+    if STATS_PATH and CACHE:
+        Path(f"{STATS_PATH}.{os.getpid()}").write_text(
+            json.dumps({"counts": CACHE, "latencies_ms": LATENCIES})
+        )

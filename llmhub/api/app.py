@@ -103,6 +103,9 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
 
     # A plain ASGI middleware: Starlette's @app.middleware("http") wraps every response in a
     # stream and a task, a measurable share of a cached answer's cost.
+    # Cached answers of /api/v1/metrics skip the router (routes_query.MetricsHits); added
+    # first, so the access log (added last: outermost) still records them.
+    app.add_middleware(routes_query.MetricsHits)
     app.add_middleware(AccessLog)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness (no authentication)")

@@ -6,9 +6,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from fastapi import Request
+from psycopg.abc import Query
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from llmhub.api.auth import Authenticator, Principal, check
@@ -69,12 +72,41 @@ async def tenant_transaction(
     # Pipeline mode: BEGIN, the settings and the route's first statement leave in one network
     # round trip (the first fetch syncs), COMMIT in a second, instead of four.
     async with svc.pool.connection() as conn, conn.pipeline(), conn.transaction():
-        await conn.execute(
-            "select set_config('llmhub.tenant_id', %s, true), "
-            "set_config('llmhub.subject', %s, true)",
-            (principal.tenant_id, principal.subject),
-        )
+        await conn.execute(_TENANT_SETTINGS, (principal.tenant_id, principal.subject))
         yield conn
+
+
+_TENANT_SETTINGS = (
+    "select set_config('llmhub.tenant_id', %s, true), set_config('llmhub.subject', %s, true)"
+)
+
+
+async def tenant_read(
+    svc: Services, principal: Principal, statement: Query, params: dict[str, Any]
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """One read-only statement under the caller's row-level security, in ONE network round
+    trip: BEGIN, the settings, the statement and COMMIT leave together and are answered
+    together (``tenant_transaction`` takes two: its COMMIT waits for the fetch). A round trip
+    is two process wake-ups, and on a busy host each waits for a core: what a cache miss's
+    tail is made of. Rows come in PostgreSQL's binary format; returns (rows, column names).
+    """
+    async with svc.pool.connection() as conn:
+        try:
+            async with conn.pipeline() as pipeline:
+                await conn.execute("begin read only")
+                await conn.execute(_TENANT_SETTINGS, (principal.tenant_id, principal.subject))
+                cur = conn.cursor(binary=True)
+                await cur.execute(statement, params)
+                await conn.execute("commit")
+                await pipeline.sync()
+                rows = await cur.fetchall()
+        except BaseException:
+            # A failed statement leaves the rest of the pipeline (its COMMIT) unexecuted and
+            # the transaction open: end it before the connection goes back to the pool.
+            if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
+                await conn.execute("rollback")
+            raise
+        return rows, [c.name for c in cur.description or ()]
 
 
 def utc_iso(value: datetime | None) -> str | None:

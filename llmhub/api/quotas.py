@@ -13,6 +13,8 @@ defaults (``LLMHUB_API_*``); the override is read inside the same call, so it co
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ from llmhub.config import ApiSettings
 # the overshoot (a lease holds at most a tenth of a second of the tenant's rate): it only
 # stops a process from spending tokens taken under limits that have since changed.
 LEASE_S = 10.0
+log = logging.getLogger(__name__)
 
 
 def _seconds_to_next_month(now: datetime) -> float:
@@ -46,6 +49,8 @@ class Quotas:
         self._pool = pool
         # tenant -> (query tokens this process still holds, when they were taken)
         self._leases: dict[str, tuple[int, float]] = {}
+        # Leases being taken ahead of need, off the request path (references kept).
+        self._refills: dict[str, asyncio.Task[None]] = {}
 
     async def admit_ingest(self, tenant: str, events: int, accepted: int) -> None:
         """Spend ``events`` ingest tokens and count ``accepted`` events into the month, in one
@@ -96,23 +101,24 @@ class Quotas:
         ``LEASE_S`` seconds before returning to the bucket. Every token spent was taken from
         the shared bucket, so the processes together never admit more than it grants; in any
         window of t seconds they admit at most ``burst + rate x t`` plus the tokens the
-        processes held when it began (at most ``processes x lease``, each lease at most a
-        tenth of a second of the tenant's rate), and a leased token unused within ``LEASE_S``
-        is forfeited rather than spent late.
+        processes held when it began (at most ``processes x 1.25 leases``: the next lease is
+        taken when a quarter of one is left; each lease at most a tenth of a second of the
+        tenant's rate), and a leased token unused within ``LEASE_S`` is forfeited rather than
+        spent late.
         """
         now = time.monotonic()
         lease = self._leases.get(tenant)
         if lease is not None and lease[0] > 0 and now - lease[1] < LEASE_S:
             self._leases[tenant] = (lease[0] - 1, lease[1])
+            if lease[0] - 1 <= self._s.query_lease // 4 and tenant not in self._refills:
+                # Running low: the next lease is taken now, in the background, so that no
+                # request of a steadily busy tenant waits for the round trip (a sixteenth of
+                # all cached answers did, each a database wake-up on a loaded host).
+                task = asyncio.get_running_loop().create_task(self._refill(tenant))
+                self._refills[tenant] = task
+                task.add_done_callback(lambda _: self._refills.pop(tenant, None))
             return
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "select granted, wait_s, rate, burst from api.admit_query_lease(%s, %s, %s, %s)",
-                (tenant, self._s.query_lease, self._s.query_rate_per_s, self._s.query_burst),
-            )
-            row = await cur.fetchone()
-        assert row is not None
-        granted, wait, rate, burst = row
+        granted, wait, rate, burst = await self._take_lease(tenant)
         if granted < 1:
             self._leases.pop(tenant, None)
             raise Problem(
@@ -122,6 +128,35 @@ class Quotas:
                 retry_after(min(wait, 3600.0)),
             )
         self._leases[tenant] = (granted - 1, now)
+        self._forget_lapsed(now)
+
+    async def _take_lease(self, tenant: str) -> tuple[int, float, float, float]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "select granted, wait_s, rate, burst from api.admit_query_lease(%s, %s, %s, %s)",
+                (tenant, self._s.query_lease, self._s.query_rate_per_s, self._s.query_burst),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return row
+
+    async def _refill(self, tenant: str) -> None:
+        """Take the tenant's next lease ahead of need and add it to what is left. A refusal
+        (bucket empty) changes nothing: the request that finds no token left asks itself and
+        gets the 429. Tokens held stay at most 1.25 leases per process."""
+        try:
+            granted = (await self._take_lease(tenant))[0]
+        except Exception as exc:  # the request path asks again when its tokens run out
+            log.warning("query lease refill failed: %s", type(exc).__name__)
+            return
+        if granted < 1:
+            return
+        now = time.monotonic()
+        lease = self._leases.get(tenant)
+        left = lease[0] if lease is not None and now - lease[1] < LEASE_S else 0
+        self._leases[tenant] = (left + granted, now)
+
+    def _forget_lapsed(self, now: float) -> None:
         if len(self._leases) > 100_000:  # tenants seen long ago: their leases have lapsed
             self._leases = {t: v for t, v in self._leases.items() if now - v[1] < LEASE_S}
 

@@ -547,6 +547,78 @@ def test_revoked_key_is_refused_within_the_version_poll(api: Api) -> None:
 # --- the results cache ----------------------------------------------------------------------
 
 
+def test_cached_answers_skip_the_router_but_not_its_checks(api: Api) -> None:
+    """routes_query.MetricsHits answers hits outside FastAPI's router: the same bytes and
+    headers as the route's answer, and still no answer without a credential that may read."""
+    with api.owner() as conn:
+        ingest_only, _ = create_key(conn, A, "ingest only", ("ingest",), "editor")
+    time.sleep(2)  # the new key moved api.cache_versions: let every process see it first
+    params = _params({"start": "-3d", "group_by": "provider", "metrics": "requests,cost_usd"})
+    params["end"] = datetime.now(UTC).isoformat()  # the answer echoes the window asked for
+    with api.client("a_viewer") as client:
+        miss = client.get("/api/v1/metrics", params=params)
+        hit = client.get("/api/v1/metrics", params=params)
+    assert miss.headers["cache-status"] == "llmhub; fwd=miss"
+    assert hit.headers["cache-status"] == "llmhub; hit"
+    assert hit.content == miss.content and hit.json()["data"]
+    assert hit.headers["content-type"] == miss.headers["content-type"] == "application/json"
+    # The same (cached) question by A's ingest-only key, an expired key, no key, and with an
+    # invalid parameter: the route's problems, never the cached answer.
+    for token, extra, status in (
+        (ingest_only, {}, 403),
+        (api.keys["a_expired"], {}, 401),
+        (None, {}, 401),
+        (api.keys["a_viewer"], {"limit": "0"}, 422),
+    ):
+        with api.client(token=token) as client:
+            _problem(client.get("/api/v1/metrics", params={**params, **extra}), status)
+
+
+def test_tenant_read_sees_one_tenant_and_hands_back_a_clean_connection(api: Api) -> None:
+    """``tenant_read`` pipelines BEGIN, the tenant, the statement and COMMIT in one round trip:
+    row-level security still applies, and a failing statement (whose COMMIT never runs) does
+    not return an open transaction, or its tenant setting, to the pool."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from psycopg.pq import TransactionStatus
+    from psycopg_pool import AsyncConnectionPool
+
+    from llmhub.api.auth import Principal
+    from llmhub.api.deps import tenant_read
+
+    async def run() -> None:
+        pool = AsyncConnectionPool(
+            api.env["LLMHUB_API_DATABASE_URL"],
+            min_size=1,
+            max_size=1,
+            kwargs={"autocommit": True},
+            open=False,
+        )
+        await pool.open(wait=True, timeout=30)
+        try:
+            svc: Any = SimpleNamespace(pool=pool)
+            reader = Principal(A, "viewer", frozenset({"read"}), "test")
+            rows, names = await tenant_read(
+                svc,
+                reader,
+                "select distinct tenant_id from marts.fct_llm_requests_hourly "
+                "where request_hour_at >= %(lo)s",
+                {"lo": datetime(2000, 1, 1, tzinfo=UTC)},
+            )
+            assert (rows, names) == ([(A,)], ["tenant_id"])
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await tenant_read(svc, reader, "select 1 / (count(*) - count(*))", {})
+            async with pool.connection() as conn:
+                assert conn.info.transaction_status == TransactionStatus.IDLE
+                cur = await conn.execute("select current_setting('llmhub.tenant_id', true)")
+                assert (await cur.fetchone())[0] in (None, "")
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+
+
 def test_metrics_cache_is_per_tenant_and_follows_mart_rebuilds(api: Api) -> None:
     # dbt's post-hook bumped each mart's version in the build of the fixture.
     with api.owner() as conn:

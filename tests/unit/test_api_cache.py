@@ -289,6 +289,48 @@ async def test_processes_sharing_a_bucket_never_admit_more_than_it_grants() -> N
     assert bucket.calls < 30  # leases: most admitted queries made no round trip
 
 
+class YieldingBucket(FakeBucket):
+    """A bucket whose round trip takes a turn of the event loop, and which records which task
+    asked: the request's own, or a background refill."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__(tokens)
+        self.askers: list[asyncio.Task[Any] | None] = []
+
+    async def execute(self, statement: str, params: tuple) -> Any:
+        self.askers.append(asyncio.current_task())
+        await asyncio.sleep(0)
+        return await super().execute(statement, params)
+
+
+async def test_next_lease_is_taken_ahead_of_need_off_the_request_path() -> None:
+    bucket = YieldingBucket(tokens=1000)
+    quotas = Quotas(ApiSettings(query_lease=8), bucket)  # type: ignore[arg-type]
+    me = asyncio.current_task()
+    for _ in range(100):
+        await quotas.query("tenant-a")
+        await asyncio.sleep(0)  # requests arrive while the loop runs other tasks
+    # Only the very first query waited for a lease; every later lease came in the background.
+    assert bucket.askers[0] is me and me not in bucket.askers[1:]
+    assert len(bucket.askers) >= 100 // 8
+    # Never more tokens held than 1.25 leases, all of them taken from the bucket.
+    assert 1000 - bucket.tokens - 100 <= 8 + 8 // 4
+
+
+async def test_refilled_leases_never_admit_more_than_the_bucket_grants() -> None:
+    bucket = YieldingBucket(tokens=10)
+    processes = [Quotas(ApiSettings(query_lease=4), bucket) for _ in range(2)]  # type: ignore[arg-type]
+    admitted = 0
+    for i in range(40):
+        try:
+            await processes[i % 2].query("tenant-a")
+            admitted += 1
+        except Problem as exc:
+            assert exc.status == 429
+        await asyncio.sleep(0)
+    assert bucket.tokens == 0 and 10 - 2 * (4 + 1) <= admitted <= 10
+
+
 def test_grain_questions_read_mart_rows_without_aggregating() -> None:
     grain = _query(group_by=["provider,model,version,application"])
     coarse = _query(group_by=["application,model"])
@@ -296,6 +338,28 @@ def test_grain_questions_read_mart_rows_without_aggregating() -> None:
     text = grain.sql()[0].as_string(None)
     assert "group by" not in text and "sum(" not in text and "1 as mart_rows" in text
     assert "group by" in coarse.sql()[0].as_string(None)
+
+
+def test_statement_is_rendered_once_per_shape_with_this_questions_parameters() -> None:
+    a = _query(filters=(["app-1"], None, None))
+    later = _query(
+        lo=NOW - timedelta(days=3),
+        hi=NOW - timedelta(days=1),
+        filters=(["app-2", "app-3"], None, None),
+    )
+    text, params = a.statement()
+    assert text == a.sql()[0].as_bytes(None) and params == a.sql()[1]
+    # Same shape, other window and filter values: the same statement, its own parameters.
+    text_later, params_later = later.statement()
+    assert text_later is text
+    assert params_later["asset_id"] == ["app-2", "app-3"] and params_later["lo"] != params["lo"]
+    # Another shape (a filter more, a page after a cursor, other metrics): another statement.
+    for other in (
+        _query(filters=(["app-1"], ["model-1"], None)),
+        _query(filters=(["app-1"], None, None), cursor=encode_cursor([NOW.isoformat(), "a", "m"])),
+        _query(filters=(["app-1"], None, None), metrics=["requests"]),
+    ):
+        assert other.statement()[0] == other.sql()[0].as_bytes(None) != text
 
 
 def test_metrics_query_string_is_validated_as_fastapi_did() -> None:
