@@ -307,6 +307,9 @@ def main() -> None:
                 "copy_rows_per_s": round(r["copied"] / r["copy_s"], 1),
                 "ratio": round(r["ratio"], 3),
                 "peak_rss_mb": round(r["peak_mb"], 1),
+                "stages_s": {k: round(v, 2) for k, v in r["report"].get("stage_s", {}).items()},
+                "cpu_s": {name: round(value, 2) for name, value in r["cpu_s"].items()},
+                "copy_cpu_s": round(r["copy_cpu_s"], 2),
             }
             for r in rounds
         ],
