@@ -160,6 +160,22 @@ def _openapi_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
+def _question(p: MetricsParams) -> tuple[datetime, datetime, MetricsQuery]:
+    """The window and the query a request's parameters ask (the route and the cache's)."""
+    lo, hi = _window(p.start, p.end)
+    query = metrics_query(
+        lo,
+        hi,
+        p.granularity,
+        p.group_by,
+        p.metrics,
+        (p.application, p.model, p.provider),
+        p.limit,
+        p.cursor,
+    )
+    return lo, hi, query
+
+
 def metrics_params(request: Request) -> MetricsParams:
     """The query string validated in one pydantic call (FastAPI's per-parameter path was most
     of a cached answer's CPU: profiled); errors are the same 422 problem."""
@@ -190,17 +206,7 @@ async def get_metrics(request: Request, principal: Reader) -> Response:
     p = metrics_params(request)
     svc = services(request)
     await svc.quotas.query(principal.tenant_id)
-    lo, hi = _window(p.start, p.end)
-    query = metrics_query(
-        lo,
-        hi,
-        p.granularity,
-        p.group_by,
-        p.metrics,
-        (p.application, p.model, p.provider),
-        p.limit,
-        p.cursor,
-    )
+    lo, hi, query = _question(p)
     if svc.versions.fresh:
         # The tenant from the credential is part of the key: one tenant's answer is never
         # found by another's request; the mart's version: never one from before a rebuild.
@@ -280,17 +286,7 @@ class MetricsHits:
             principal = await svc.auth.authenticate(request)
             check(principal, "read", "viewer")
             p = metrics_params(request)
-            lo, hi = _window(p.start, p.end)
-            query = metrics_query(
-                lo,
-                hi,
-                p.granularity,
-                p.group_by,
-                p.metrics,
-                (p.application, p.model, p.provider),
-                p.limit,
-                p.cursor,
-            )
+            lo, hi, query = _question(p)
             key = metrics_cache_key(
                 principal.tenant_id, svc.versions.get(f"marts.{query.table}"), query
             )
