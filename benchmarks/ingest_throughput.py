@@ -291,8 +291,8 @@ def main() -> None:
         "peak_rss_mb": round(peak_mb, 1),
         "stored_rows": stored,
         # Seconds per stage, summed over the ingester's batches (and workers, which overlap):
-        # fetch, decode (JSON + contract + row tuples), format (rows rendered by psycopg), copy (send + server),
-        # commit.
+        # fetch, decode (JSON + contract + row tuples), format (rows rendered by psycopg),
+        # copy (send + server), commit.
         "stages_s": {stage: round(s, 2) for stage, s in report.get("stage_s", {}).items()},
         # CPU seconds during the ingest run per component (the database counts every
         # backend, so other clients of the same server show up here too).

@@ -215,9 +215,10 @@ class RawWriter:
 
     def _copy(self, table: str, columns: Sequence[str], rows: TableRows) -> None:
         # Rows rendered by the decoders come as CSV, which the server parses for less CPU than
-        # text (measured: 10-20% of the COPY's server time). Rows given as values go in text
-        # format through psycopg's C row formatter: 3.7 us of CPU per row against 6.2 for
-        # csv.writer (measured), and NULL, empty strings and arrays stay distinct.
+        # text (measured: 11-30% less server CPU, four loads of 300,000 rows). Rows given as
+        # values go in text format through psycopg's C row formatter: 3.7 us of CPU per row
+        # against 6.2 for csv.writer (measured), and NULL, empty strings and arrays stay
+        # distinct.
         rendered = bool(rows.text) or rows.pending is not None
         statement = sql.SQL("copy {} ({}) from stdin{}").format(
             sql.Identifier(*table.split(".")),
