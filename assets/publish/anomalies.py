@@ -62,7 +62,7 @@ COUNT_TEST = "count_test"
 SHIFT_TEST = "shift_test"
 #: What the shift test's rows name as their model version.
 SHIFT_TEST_VERSION = (
-    "volume cusum k=1, latency+ttft from 10 requests h=6, cost per request h=7; "
+    "volume cusum k=1, latency+ttft from 10 requests h=7, cost per request h=7; "
     "error count scan 1-8 h alpha=3e-4"
 )
 #: The shift test's alarms are published under ``<metric>_shift`` (cost: per request).

@@ -148,6 +148,13 @@ def eval_incidents(
     train_end: Annotated[
         str, typer.Option(help="End of the training window (ISO-8601 UTC, whole hour).")
     ] = DEFAULT_TRAIN_END,
+    plain_baseline: Annotated[
+        bool,
+        typer.Option(
+            help="Also grade the robust baseline without the count and shift tests on the same "
+            "traffic, and report each detector's difference from it paired by seed."
+        ),
+    ] = False,
     ground_truth_out: Annotated[
         Path | None,
         typer.Option(file_okay=False, help="Write each seed's ground truth JSON into DIR."),
@@ -172,8 +179,10 @@ def eval_incidents(
     from ml.evaluation.incidents.detection import DetectionReport
     from ml.evaluation.incidents.forecast import summarise_forecasts
     from ml.evaluation.incidents.harness import (
+        PLAIN_BASELINE,
         SeedWindows,
         detector_spec,
+        paired_difference,
         parse_seeds,
         seed_spread,
         summary_dict,
@@ -182,9 +191,11 @@ def eval_incidents(
     try:
         chosen = parse_seeds(seeds)
         names = [d.strip() for d in detector.split(",") if d.strip()]
-        specs = {name: detector_spec(name) for name in names}
+        specs = {name: detector_spec(name, shift_test) for name in names}
         if not specs:
             raise ValueError("give at least one detector")
+        if plain_baseline:
+            specs[PLAIN_BASELINE] = detector_spec("robust_baseline")
         if incident_set not in INCIDENT_SETS:
             raise ValueError(f"unknown incident set {incident_set!r}; choose from {INCIDENT_SETS}")
     except ValueError as exc:
@@ -223,6 +234,7 @@ def eval_incidents(
                     ground_truth_out,
                     count_test=count_test,
                     shift_test=shift_test,
+                    plain=(PLAIN_BASELINE,),
                 )
                 for name, (seed_report, seed_feedback, scores, details) in results.items():
                     reports[name].append(seed_report)
@@ -265,6 +277,10 @@ def eval_incidents(
         summaries[name] = summary_dict(name, chosen, total, forecast, per_seed[name], config)
         summaries[name]["feedback"] = feedbacks[name].to_dict() if name in feedbacks else None
         summaries[name]["seed_spread"] = seed_spread(seed_reports)
+        if plain_baseline and name != PLAIN_BASELINE:
+            summaries[name]["paired_minus_plain_baseline"] = paired_difference(
+                seed_reports, reports[PLAIN_BASELINE]
+            )
     if len(summaries) == 1:
         summary = next(iter(summaries.values()))
         if as_json:

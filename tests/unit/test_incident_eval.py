@@ -22,6 +22,7 @@ from ml.evaluation.incidents.ground_truth import IncidentLabel, incidents_from_g
 from ml.evaluation.incidents.harness import (
     detector_spec,
     magnitude_bin,
+    paired_difference,
     spread,
     window_events,
 )
@@ -510,3 +511,30 @@ def test_detectors_joined_by_plus_are_fused_by_their_maximum() -> None:
     assert spec.members == ("robust_baseline", "cusum") and spec.fusion == "max"
     with pytest.raises(ValueError):
         detector_spec("robust_baseline+nope")
+
+
+def test_a_detector_with_the_shift_tests_is_graded_with_the_published_spike_part() -> None:
+    spec = detector_spec("robust_baseline", shift_tests=True)
+    assert spec.shift_tests and spec.spike_threshold > detector_spec("robust_baseline").threshold
+    assert not detector_spec("ensemble").shift_tests
+
+
+def test_paired_difference_is_taken_seed_by_seed() -> None:
+    subtle = _incident("subtle_cost", start=10.5, end=12.5)
+    flag = ("acme", "bot", "gpt-4o", "cost_usd", 11)
+    false_alarm = ("acme", "bot", "gpt-4o", "cost_usd", 40)
+    published = [
+        match_incidents(_scored(flag), [subtle]),
+        match_incidents(_scored(flag, false_alarm), [subtle]),
+    ]
+    plain = [
+        match_incidents(_scored(false_alarm), [subtle]),
+        match_incidents(_scored(flag), [subtle]),
+    ]
+    paired = paired_difference(published, plain)
+    assert paired["recall_subtle"]["per_seed"] == [1.0, 0.0]
+    per_hour = 1000 / 48
+    assert paired["fp_per_1000_series_hours"]["per_seed"] == pytest.approx([-per_hour, per_hour])
+    assert paired["fp_per_1000_series_hours"]["mean"] == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        paired_difference(published, plain[:1])

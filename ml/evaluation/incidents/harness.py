@@ -54,21 +54,51 @@ class Tasks(Protocol):
     def remove_task(self, task_id: Any) -> None: ...
 
 
-def detector_spec(name: str) -> DetectorSpec:
+def detector_spec(name: str, shift_tests: bool = False) -> DetectorSpec:
     """The published detector fleet (``ensemble``), a fleet of one member, or members joined by
     "+" fused by their maximum (``robust_baseline+cusum``: spikes or shifts), at the published
-    threshold (0.5) and cooldown (64 h).
+    threshold (0.5) and cooldown (64 h); with ``shift_tests`` the spec has them, and its spike
+    part is recalibrated with them as the published one is (``DetectorSpec.spike_threshold``).
 
     Raises:
         ValueError: an unknown detector name.
     """
     if name == "ensemble":
-        return DetectorSpec()
+        return DetectorSpec(shift_tests=shift_tests)
     members = tuple(name.split("+"))
     unknown = [m for m in members if m not in DETECTORS and m not in MEMBERS]
     if unknown or not all(members):
         raise ValueError(f"unknown detector {name!r}; choose from {list(DETECTORS)} or a+b")
-    return DetectorSpec(members=members, fusion="max" if len(members) > 1 else "mean")
+    return DetectorSpec(
+        members=members, fusion="max" if len(members) > 1 else "mean", shift_tests=shift_tests
+    )
+
+
+#: The name under which ``--plain-baseline`` grades the robust baseline without any test.
+PLAIN_BASELINE = "robust_baseline (plain)"
+
+
+def paired_difference(
+    reports: list[DetectionReport], baseline: list[DetectionReport]
+) -> dict[str, Any]:
+    """Per seed, a detector's subtle recall, recall and false alarms per 1,000 series-hours
+    minus the baseline's on the same seed's traffic, with their spread (``spread``).
+
+    Raises:
+        ValueError: the two lists differ in length (they must be the same seeds).
+    """
+    if len(reports) != len(baseline):
+        raise ValueError("paired reports must cover the same seeds")
+
+    def diff(figure: Callable[[DetectionReport], float]) -> dict[str, Any]:
+        values = [figure(a) - figure(b) for a, b in zip(reports, baseline, strict=True)]
+        return {**spread(values), "per_seed": [_clean(v) for v in values]}
+
+    return {
+        "recall_subtle": diff(subtle_recall),
+        "recall": diff(lambda r: r.recall),
+        "fp_per_1000_series_hours": diff(lambda r: r.fp_per_1000_series_hours),
+    }
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -300,14 +330,16 @@ def spread(values: list[float]) -> dict[str, Any]:
 SUBTLE_KINDS = ("subtle_latency", "subtle_cost", "subtle_errors")
 
 
+def subtle_recall(report: DetectionReport) -> float:
+    """Recall on the subtle kinds together (``nan`` without any)."""
+    chosen = [o for o in report.outcomes if o.kind in SUBTLE_KINDS]
+    return sum(o.detected for o in chosen) / len(chosen) if chosen else math.nan
+
+
 def seed_spread(reports: list[DetectionReport]) -> dict[str, Any]:
     """Per-seed recall (overall, per kind, on the subtle kinds together) and false alarms per
     1,000 series-hours, with their spread over the seeds."""
     kinds = sorted({o.kind for r in reports for o in r.outcomes})
-
-    def subtle_recall(report: DetectionReport) -> float:
-        chosen = [o for o in report.outcomes if o.kind in SUBTLE_KINDS]
-        return sum(o.detected for o in chosen) / len(chosen) if chosen else math.nan
 
     def kind_delay(report: DetectionReport, kind: str) -> float:
         delay = report.by_kind().get(kind)
