@@ -72,8 +72,9 @@ def test_the_shift_tests_win_on_subtle_shifts_beyond_the_noise(trained) -> None:
     first, _ = trained
     metrics = first.metrics
     assert metrics["baseline_tests"]["shift_recall"] > metrics["baseline"]["shift_recall"] + 0.3
-    # Same members, same spikes: the tests change nothing on the spike evaluation.
-    assert metrics["baseline_tests"]["auc"] == metrics["baseline"]["auc"]
+    # Same members, same spikes: only the range rule, widened beside the tests
+    # (``ml.anomaly.fleet.TESTED_RANGE_TOLERANCE``), moves the spike evaluation, and little.
+    assert metrics["baseline_tests"]["auc"] == pytest.approx(metrics["baseline"]["auc"], abs=0.01)
     assert (
         metrics["baseline_tests"]["shift_false_alarms_per_1000_hours"]
         <= metrics["baseline"]["shift_false_alarms_per_1000_hours"] + 0.5
