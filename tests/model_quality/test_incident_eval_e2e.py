@@ -11,6 +11,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from llmhub.cli import app
@@ -77,6 +78,21 @@ def test_cli_detects_the_cost_spike_and_the_error_storm(tmp_path: Path) -> None:
     assert summary["targets"]["tenant_mape<12%"]["met"] is None
     truth = json.loads((tmp_path / "seed-0.json").read_text())
     assert len(truth["incidents"]) == 4
+
+
+def test_the_plain_baseline_is_graded_beside_on_the_same_traffic_and_paired() -> None:
+    args = ["ml", "eval-incidents", "--seeds", "0", "--train-days", "5", "--test-days", "3"]
+    args += ["--events-per-day", "30000", "--detector", "robust_baseline", "--forecast-seeds"]
+    result = CliRunner().invoke(app, [*args, "0", "--plain-baseline", "--json"])
+    assert result.exit_code == 0, result.output
+    summaries = json.loads(result.stdout)["detectors"]
+    published, plain = summaries["robust_baseline"], summaries["robust_baseline (plain)"]
+    # The same traffic: the same series and incidents, graded with and without the tests.
+    assert published["incidents"] == plain["incidents"] == 4
+    assert "paired_minus_plain_baseline" not in plain
+    paired = published["paired_minus_plain_baseline"]["fp_per_1000_series_hours"]
+    difference = published["fp_per_1000_series_hours"] - plain["fp_per_1000_series_hours"]
+    assert paired["per_seed"] == [pytest.approx(difference)]
 
 
 def test_a_failed_evaluation_exits_non_zero() -> None:
