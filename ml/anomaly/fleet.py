@@ -43,16 +43,19 @@ DEFAULT_MEMBERS: tuple[str, ...] = ("robust_baseline", "isolation_forest", "lstm
 #: robust baseline's only if the spike part gives some up). Measured on incident-evaluation
 #: seeds 0-9 (robust baseline + tests, 7 + 7 days): 45 of the plain baseline's 65 false alarms
 #: were hours scored 1 by the range rule (a value 5% of the range beyond the range of the
-#: training week, which a week of a small route's token and cost totals leaves often) and 10
-#: were hourly error-rate scores of small routes. A gross incident is far beyond both rules
-#: (x3 latency, x5 cost, 30-50% errors, x20 alerts); sustained subtle shifts are the tests'.
-#: So: a threshold of 0.9 (p <= 1e-9 per hour instead of 1e-5), a range widened by 50% instead
-#: of 5%, and error rates judged by the count test (``ml.anomaly.shift_test.rate_scan``, exact
-#: where an hourly rate of 20-40 requests is not) instead of their hourly score. Seeds 0-9:
-#: false alarms 102 -> 35 (0.422 -> 0.145 per 1,000 series-hours; the plain baseline 65,
-#: 0.269), every gross incident, drift, level shift and stop still found, subtle 24/30 as before.
+#: training week, which a week of a small route's token and cost totals leaves often) and 17
+#: were hourly error-rate scores of small routes. So: a threshold of 0.9 (p <= 1e-9 per hour
+#: instead of 1e-5), a range widened by 25% instead of 5%, and error rates judged by the count
+#: test (``ml.anomaly.shift_test.rate_scan``, exact where an hourly rate of 20-40 requests is
+#: not) instead of their hourly score. The range rule is also what finds a gross incident on a
+#: sparse series (a security burst of 15 alerts at night where the week's maximum was 11, 36%
+#: of the range beyond it; a x5 cost at night 25-76% beyond): a range widened by 50% (tuned on
+#: seeds 0-9: 35 false alarms instead of 44) lost those two on seeds 10-19, so it is 25%.
+#: Seeds 0-9: false alarms 102 -> 44 (0.422 -> 0.182 per 1,000 series-hours; the plain
+#: baseline 65, 0.269), every gross incident, drift, level shift and stop still found, subtle
+#: recall 24/30 as before.
 TESTED_THRESHOLD = 0.9
-TESTED_RANGE_TOLERANCE = 0.5
+TESTED_RANGE_TOLERANCE = 0.25
 TESTED_METRICS: tuple[str, ...] = ("error_rate",)
 #: The threshold of a series left to the tests: above every score (scores are in [0, 1]).
 UNFLAGGED = 2.0
