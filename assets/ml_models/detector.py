@@ -250,10 +250,12 @@ def anomaly_detector(
     subtle shifts (``ml.anomaly.training``, ``ml.anomaly.shift_evaluation``); the gate
     (``ml.promotion``) keeps the simplest unless a more complex one wins on one evaluation by
     more than its bootstrap noise, loses on neither beyond it, and adds at most 0.5 false
-    alarms per 1,000 series-hours. The winner is refitted on all but the newest
-    ``score_hours``, registered (fitted state as data files, SHA-256 of each on the version)
-    and made `champion`, so a fresh install always publishes a detector. Series with alerts an
-    analyst marked false positive get a raised threshold.
+    alarms per 1,000 series-hours: its published flags on the real held-out week, outside the
+    windows the hub knows are not clean (``analytics.incidents``, registry changes in
+    ``raw.registry_events``, anomalies marked ``true_positive``). The winner is refitted on all
+    but the newest ``score_hours``, registered (fitted state as data files, SHA-256 of each on
+    the version) and made `champion`, so a fresh install always publishes a detector. Series
+    with alerts an analyst marked false positive get a raised threshold.
     """
     started = time.monotonic()
     with hub.connect() as conn:
