@@ -62,11 +62,24 @@ from raw.registry_events
 where event_type = 'asset_updated' and asset_kind in ('model', 'application')
     and occurred_at >= %s and occurred_at < %s
 """
+# An incident counts when something beside the detector's own anomalies supports it (an event
+# member, or an analyst confirming its root cause): otherwise a champion's false alarms would
+# open incidents that hide them from the next evaluation.
 KNOWN_INCIDENTS = """
-select tenant_ids, asset_ids, opened_at,
-    coalesce(resolved_at, last_seen_at) + interval '1 hour' as ended_at
-from analytics.incidents
-where opened_at < %s and coalesce(resolved_at, last_seen_at) + interval '1 hour' > %s
+select i.tenant_ids, i.asset_ids, i.opened_at,
+    coalesce(i.resolved_at, i.last_seen_at) + interval '1 hour' as ended_at
+from analytics.incidents i
+where i.opened_at < %s and coalesce(i.resolved_at, i.last_seen_at) + interval '1 hour' > %s
+    and (
+        exists (
+            select 1 from analytics.incident_members m
+            where m.incident_id = i.incident_id and m.member_kind = 'event'
+        )
+        or exists (
+            select 1 from analytics.incident_feedback f
+            where f.incident_id = i.incident_id and f.verdict = 'root_cause_right'
+        )
+    )
 """
 TRUE_POSITIVES = """
 select tenant_id, asset_id, request_model, bucket_at

@@ -19,7 +19,8 @@ on the real held-out week without the injected shift, the same way for every can
   asset publishes it whatever the hour's volume). The series-hours are the judged hours and
   the hours a shift test flagged.
 * Hours the hub knows are not clean are left out, flags and hours alike (``KnownWindow``): an
-  incident it opened (``analytics.incidents``), a registry change of the route's model or
+  incident it opened (``analytics.incidents``, when more than the detector's own anomalies
+  support it), a registry change of the route's model or
   application and the ``CHANGE_HOURS`` after it, an anomaly an analyst marked a true positive;
   each with the ``GRACE_HOURS`` after it, as in the recall. The held-out week is real traffic,
   and a flag on a model rollout the registry announced is a detection, not a false alarm.
