@@ -222,7 +222,7 @@ def evaluate_shifts(
         judged: per series, the hours whose detector flags the scoring asset publishes
             (``llmhub.ml_data.DetectorInput.active``); a series without one: every hour.
         known: windows the hub knows are not clean (series ids are then encoded
-            ``ml.keys.RouteKey``\ s); their hours count neither as alarms nor as hours.
+            ``ml.keys.RouteKey`` values); their hours count neither as alarms nor as hours.
     """
     detected: dict[SeriesId, bool] = {}
     false_alarms: dict[SeriesId, int] = {}
