@@ -100,6 +100,8 @@ class Comparison:
     replaced: bool
     others: tuple[tuple[str, float, float, float], ...] = ()
     over_budget: bool = False
+    #: (challenger's, holder's, budget) false alarms per 1,000 series-hours, when judged.
+    false_alarms: tuple[float, float, float] | None = None
 
     def describe(self, metric: str) -> str:
         verdict = "takes over" if self.replaced else "does not"
@@ -110,7 +112,14 @@ class Comparison:
                 *self.others,
             )
         ]
-        budget = "; false alarms over budget" if self.over_budget else ""
+        budget = ""
+        if self.false_alarms is not None:
+            mine, theirs, allowed = self.false_alarms
+            within = "over" if self.over_budget else "within"
+            budget = (
+                f"; false alarms {mine:.3g} against {theirs:.3g} + {allowed:g} per 1,000 "
+                f"series-hours ({within} budget)"
+            )
         return f"{self.challenger} vs {self.holder}: {', '.join(parts)}{budget}; {verdict}"
 
 
@@ -173,11 +182,12 @@ def choose_best(
         wins = any(a > m and a > 0 for a, m in steps)
         losses = any(not a >= -m for a, m in steps)
         holder_alarms = holder.false_alarms if math.isfinite(holder.false_alarms) else 0.0
-        over_budget = (
-            false_alarm_budget is not None
-            and math.isfinite(challenger.false_alarms)
-            and challenger.false_alarms > holder_alarms + false_alarm_budget
+        budget = (
+            (challenger.false_alarms, holder_alarms, false_alarm_budget)
+            if false_alarm_budget is not None and math.isfinite(challenger.false_alarms)
+            else None
         )
+        over_budget = budget is not None and budget[0] > budget[1] + budget[2]
         replaced = wins and not losses and not over_budget
         comparisons.append(
             Comparison(
@@ -189,6 +199,7 @@ def choose_best(
                 replaced,
                 others,
                 over_budget,
+                budget,
             )
         )
         if replaced:

@@ -29,6 +29,7 @@ from assets.resources.mlflow import MlflowResource
 from llmhub.ml_data import HOURLY_MART, detector_series, read_frame, read_hourly_mart
 from ml.anomaly.fleet import DEFAULT_MEMBERS, MEMBERS, DetectorSpec, SeriesId
 from ml.anomaly.plots import anomaly_timeline, score_distribution
+from ml.anomaly.shift_evaluation import CHANGE_HOURS, KnownWindow
 from ml.anomaly.training import (
     GATE_METRICS,
     SpikeEvaluation,
@@ -50,6 +51,40 @@ select f.tenant_id, f.asset_id, f.request_model, f.metric, a.score
 from analytics.anomaly_feedback f
 join analytics.anomalies a using (bucket_at, tenant_id, asset_id, request_model, metric)
 where f.verdict = 'false_positive' and f.bucket_at >= %s
+"""
+
+# What the hub knows about the held-out week (``ml.anomaly.shift_evaluation.KnownWindow``): the
+# shift evaluation counts no false alarm there. A model's change touches the tenant's routes on
+# that model, an application's its routes; prompts and policies name no route.
+REGISTRY_CHANGES = """
+select occurred_at, tenant_id, asset_id, asset_kind, coalesce(model, name) as model
+from raw.registry_events
+where event_type = 'asset_updated' and asset_kind in ('model', 'application')
+    and occurred_at >= %s and occurred_at < %s
+"""
+# An incident counts when something beside the detector's own anomalies supports it (an event
+# member, or an analyst confirming its root cause): otherwise a champion's false alarms would
+# open incidents that hide them from the next evaluation.
+KNOWN_INCIDENTS = """
+select i.tenant_ids, i.asset_ids, i.opened_at,
+    coalesce(i.resolved_at, i.last_seen_at) + interval '1 hour' as ended_at
+from analytics.incidents i
+where i.opened_at < %s and coalesce(i.resolved_at, i.last_seen_at) + interval '1 hour' > %s
+    and (
+        exists (
+            select 1 from analytics.incident_members m
+            where m.incident_id = i.incident_id and m.member_kind = 'event'
+        )
+        or exists (
+            select 1 from analytics.incident_feedback f
+            where f.incident_id = i.incident_id and f.verdict = 'root_cause_right'
+        )
+    )
+"""
+TRUE_POSITIVES = """
+select tenant_id, asset_id, request_model, bucket_at
+from analytics.anomaly_feedback
+where verdict = 'true_positive' and bucket_at >= %s and bucket_at < %s
 """
 
 
@@ -129,6 +164,45 @@ class DetectorConfig(dg.Config):
         )
 
 
+def known_windows(
+    changes: pd.DataFrame, incidents: pd.DataFrame, true_positives: pd.DataFrame
+) -> list[KnownWindow]:
+    """The windows the hub knows are not clean, from the rows of ``REGISTRY_CHANGES``,
+    ``KNOWN_INCIDENTS`` and ``TRUE_POSITIVES``: a registry change and the ``CHANGE_HOURS``
+    after it, an incident's span on each of its (tenant, application) pairs, an hour an
+    analyst confirmed."""
+    hour, change = pd.Timedelta(hours=1), pd.Timedelta(hours=CHANGE_HOURS)
+    windows = [
+        KnownWindow(
+            row.tenant_id,
+            row.asset_id if row.asset_kind == "application" else None,
+            row.model if row.asset_kind == "model" else None,
+            pd.Timestamp(row.occurred_at),
+            pd.Timestamp(row.occurred_at) + change,
+            "registry_change",
+        )
+        for row in changes.itertuples(index=False)
+    ]
+    windows += [
+        KnownWindow(tenant, asset, None, row.opened_at, row.ended_at, "incident")
+        for row in incidents.itertuples(index=False)
+        for tenant in row.tenant_ids
+        for asset in row.asset_ids
+    ]
+    windows += [
+        KnownWindow(
+            row.tenant_id,
+            row.asset_id,
+            row.request_model,
+            pd.Timestamp(row.bucket_at),
+            pd.Timestamp(row.bucket_at) + hour,
+            "true_positive",
+        )
+        for row in true_positives.itertuples(index=False)
+    ]
+    return windows
+
+
 def _signature(series: dict[SeriesId, pd.Series], score_hours: int):
     (example_id, example_metric), example = next(iter(series.items()))
     model_input = pd.DataFrame(
@@ -189,25 +263,35 @@ def anomaly_detector(
     subtle shifts (``ml.anomaly.training``, ``ml.anomaly.shift_evaluation``); the gate
     (``ml.promotion``) keeps the simplest unless a more complex one wins on one evaluation by
     more than its bootstrap noise, loses on neither beyond it, and adds at most 0.5 false
-    alarms per 1,000 series-hours. The winner is refitted on all but the newest
-    ``score_hours``, registered (fitted state as data files, SHA-256 of each on the version)
-    and made `champion`, so a fresh install always publishes a detector. Series with alerts an
-    analyst marked false positive get a raised threshold.
+    alarms per 1,000 series-hours: its published flags on the real held-out week, outside the
+    windows the hub knows are not clean (``analytics.incidents``, registry changes in
+    ``raw.registry_events``, anomalies marked ``true_positive``). The winner is refitted on all
+    but the newest ``score_hours``, registered (fitted state as data files, SHA-256 of each on
+    the version) and made `champion`, so a fresh install always publishes a detector. Series
+    with alerts an analyst marked false positive get a raised threshold.
     """
     started = time.monotonic()
     with hub.connect() as conn:
         hourly = read_hourly_mart(conn, config.history_hours)
-    series = detector_series(
-        hourly, config.metrics, config.min_train_hours + config.eval_hours
-    ).series
+    inputs = detector_series(hourly, config.metrics, config.min_train_hours + config.eval_hours)
+    series = inputs.series
     if not series:
         raise dg.Failure(
             f"no series with {config.min_train_hours + config.eval_hours} hours to train on"
         )
     window_start = min(values.index[0] for values in series.values())
     window_end = max(values.index[-1] for values in series.values())
+    held_out = (window_end - pd.Timedelta(hours=config.eval_hours - 1)).to_pydatetime()
+    # A change shortly before the week still moves the week's levels.
+    since_change = held_out - pd.Timedelta(hours=CHANGE_HOURS).to_pytimedelta()
+    until = (window_end + pd.Timedelta(hours=1)).to_pydatetime()
     with hub.connect() as conn:
         marked = read_frame(conn, FALSE_POSITIVE_SCORES, (window_start.to_pydatetime(),))
+        known = known_windows(
+            read_frame(conn, REGISTRY_CHANGES, (since_change, until)),
+            read_frame(conn, KNOWN_INCIDENTS, (until, held_out)),
+            read_frame(conn, TRUE_POSITIVES, (held_out, until)),
+        )
     false_positive_scores: dict[SeriesId, list[float]] = {}
     for row in marked.itertuples(index=False):
         series_id = RouteKey(row.tenant_id, row.asset_id, row.request_model).encode()
@@ -234,6 +318,8 @@ def anomaly_detector(
         evaluation=config.evaluation(),
         false_positive_scores=false_positive_scores,
         feedback_ceiling=config.feedback_ceiling,
+        judged=inputs.active,
+        known=known,
     )
     decision = training.decision
     context.log.info(decision.reason)
@@ -271,6 +357,10 @@ def anomaly_detector(
                 "series": len(published),
                 "series_too_short": len(published.skipped),
                 "thresholds_tuned_by_feedback": len(training.tuned),
+                **{
+                    f"known_windows_{reason}": sum(w.reason == reason for w in known)
+                    for reason in ("registry_change", "incident", "true_positive")
+                },
                 "window_start": window_start.isoformat(),
                 "window_end": window_end.isoformat(),
                 "dagster_run_id": context.run_id,

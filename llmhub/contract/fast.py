@@ -73,17 +73,12 @@ class FastTelemetryEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True
 
 
 _decode = msgspec.json.Decoder(FastTelemetryEvent).decode
-_HEX = "0123456789abcdefABCDEF"
-
-
-def _plain_uuid(text: str) -> bool:
-    """The hyphenated 36-character form of a UUID (a subset of the contract's pattern, which
-    also allows missing hyphens: those take the pydantic path)."""
-    if text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
-        return False
-    digits = text.replace("-", "")
-    # strip() removes hex digits from both ends: anything else stops it and stays.
-    return len(digits) == 32 and not digits.strip(_HEX)
+# The hyphenated 36-character form of a UUID: a subset of the contract's pattern, which also
+# allows missing hyphens (those take the pydantic path). One compiled match costs less than
+# slicing and stripping (measured).
+_plain_uuid = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII
+).fullmatch
 
 
 def decode_telemetry(value: bytes) -> tuple[FastTelemetryEvent, datetime, str] | None:

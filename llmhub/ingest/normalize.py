@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import orjson
 from pydantic import ValidationError
 
@@ -201,7 +202,10 @@ class Normalizer:
         # isoformat saved per message); any other offset is sent converted, as psycopg would.
         sent = event.occurred_at
         stamp = sent if sent[-1] == "Z" or sent.endswith("+00:00") else checked.isoformat()
-        return _telemetry_line(event, stamp, status, partition, offset), checked.toordinal()
+        line = None if b"null" in value else _encoded_line(event, stamp, status, partition, offset)
+        if line is None:
+            line = _telemetry_line(event, stamp, status, partition, offset)
+        return line, checked.toordinal()
 
     def _in_range(
         self, occurred_at: datetime, sent: datetime, now: datetime
@@ -301,3 +305,82 @@ def _telemetry_line(
 
 
 _Q = '"'  # CSV's quote
+
+_encode = msgspec.json.Encoder().encode
+# Array elements PostgreSQL reads the same without quotes (and not one of them "NULL", in any
+# case): a finish reason is a word such as "stop" or "max_tokens"; anything else takes the
+# f-string renderer above.
+_BARE_ELEMENT = re.compile(r"[A-Za-z0-9_.:+=/-]+", re.ASCII).fullmatch
+
+
+def _bare_array(elements: list[str]) -> str | None:
+    """The array literal of ``elements`` without quotes, if PostgreSQL reads it the same."""
+    if all(_BARE_ELEMENT(e) and e.lower() != "null" for e in elements):
+        return "{" + ",".join(elements) + "}"
+    return None
+
+
+# Finish reasons are a handful of words: their literals are kept, not checked per message.
+_ARRAYS: dict[tuple[str, ...], str | None] = {}
+_MAX_ARRAYS = 4096
+
+
+def _encoded_line(
+    e: FastTelemetryEvent, occurred_at: str, status: str, partition: int, offset: int
+) -> bytes | None:
+    """The same line as :func:`_telemetry_line`, written by msgspec's JSON encoder from a tuple
+    of the values; ``None`` where it would not be the same.
+
+    The encoded tuple is a JSON array: every string in double quotes, which CSV reads as a
+    quoted value (none of them holds a double quote, see ``fast_copy_line``), numbers bare
+    (floats in their shortest round-trip form, the same double or numeric to the server) and
+    ``None`` as ``null``, which becomes an empty bare field, CSV's NULL. So the line is the
+    array without its brackets and with every ``null`` removed, provided the message did not
+    contain the text ``null`` (checked by the caller: every string here comes from it) and the
+    encoder escaped nothing (no backslash in its output)."""
+    b = e.body
+    reasons = b.finish_reasons
+    array = None
+    if reasons is not None:
+        key = tuple(reasons)
+        array = _ARRAYS.get(key, "")
+        if array == "":
+            array = _bare_array(reasons)
+            if len(_ARRAYS) < _MAX_ARRAYS:
+                _ARRAYS[key] = array
+        if array is None:
+            return None
+    encoded = _encode(
+        (
+            e.event_id,
+            occurred_at,
+            e.tenant_id,
+            e.asset_id,
+            e.event_type,
+            e.source_module,
+            e.severity,
+            e.schema_version,
+            b.operation_name,
+            b.provider,
+            b.request_model,
+            b.response_model,
+            b.response_id,
+            status,
+            b.http_status_code,
+            b.error_type,
+            array,
+            b.input_tokens,
+            b.output_tokens,
+            b.cache_read_tokens,
+            b.latency_ms,
+            b.time_to_first_token_ms,
+            b.cost_usd,
+            b.user_id,
+            "{}",
+            partition,
+            offset,
+        )
+    )
+    if b"\\" in encoded:
+        return None
+    return encoded[1:-1].replace(b"null", b"") + b"\n"

@@ -6,23 +6,41 @@ price change (cost per request x1.3) or an error rate three points up on one rou
 of its hours by about their noise, and is invisible there. Here every route gets one such
 shift per metric, in the held-out week at a seeded position where the route has traffic; a
 candidate detects it when it flags that series within the shift or the ``GRACE_HOURS`` after.
-Its false alarms are its flags on the same series in the clean held-out week, per 1,000
-series-hours. A candidate whose spec has ``shift_tests`` adds the alarms of
-``ml.anomaly.shift_test`` (latency without its time to first token: the detector's series do
-not carry it), on the same history the scoring asset gives them.
+A candidate whose spec has ``shift_tests`` adds the alarms of ``ml.anomaly.shift_test``
+(latency without its time to first token: the detector's series do not carry it), on the same
+history the scoring asset gives them.
+
+False alarms are counted as the incident evaluation (``ml.evaluation.incidents``) counts them,
+on the real held-out week without the injected shift, the same way for every candidate:
+
+* Only what would be published counts. A detector flag counts on the hours the scoring asset
+  judges (``judged``: the series had traffic, and a rate or percentile at least
+  ``MIN_RATE_REQUESTS`` requests); a shift-test alarm counts wherever it is raised (the scoring
+  asset publishes it whatever the hour's volume). The series-hours are the judged hours and
+  the hours a shift test flagged.
+* Hours the hub knows are not clean are left out, flags and hours alike (``KnownWindow``): an
+  incident it opened (``analytics.incidents``, when more than the detector's own anomalies
+  support it), a registry change of the route's model or
+  application and the ``CHANGE_HOURS`` after it, an anomaly an analyst marked a true positive;
+  each with the ``GRACE_HOURS`` after it, as in the recall. The held-out week is real traffic,
+  and a flag on a model rollout the registry announced is a detection, not a false alarm.
+
+Incidents the hub does not know of (on a fresh install: every incident before its first
+scoring run) still count as false alarms, for every candidate alike.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ml.anomaly.fleet import Fleet, SeriesId
 from ml.anomaly.shift_test import route_shifts
+from ml.keys import RouteKey
 from ml.promotion import weighted_mean_replicates
 
 #: Metric -> the injected shift: a factor, or for the error rate the points added.
@@ -32,6 +50,60 @@ GRACE_HOURS = 2
 #: A shift is placed where the route serves at least this many requests over its hours (a shift
 #: of a route without traffic is no incident).
 MIN_SPAN_REQUESTS = 120
+#: A registry change moves the level of its routes. Until every reference has taken in the new
+#: level -- the longest, the error-rate test's, spans a week -- the routes' flags are the
+#: change's, not false alarms.
+CHANGE_HOURS = 168
+
+
+@dataclass(frozen=True)
+class KnownWindow:
+    """Hours the hub knows a route was not clean: ``[start, end)`` UTC.
+
+    Attributes:
+        tenant_id: the tenant.
+        application_id: the application; None: every application of the tenant.
+        model: the model; None: every model the application calls.
+        start, end: the window (timezone-aware, or naive UTC).
+        reason: what the hub knows (``incident``, ``registry_change``, ``true_positive``).
+    """
+
+    tenant_id: str
+    application_id: str | None
+    model: str | None
+    start: pd.Timestamp
+    end: pd.Timestamp
+    reason: str
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            at = pd.Timestamp(getattr(self, name))
+            object.__setattr__(
+                self, name, at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
+            )
+
+    def covers(self, route: RouteKey) -> bool:
+        """Whether the window is about ``route``."""
+        return (
+            route.tenant_id == self.tenant_id
+            and self.application_id in (None, route.application_id)
+            and self.model in (None, route.model)
+        )
+
+
+def known_hours(
+    index: pd.DatetimeIndex, route: RouteKey, windows: Sequence[KnownWindow]
+) -> np.ndarray:
+    """Which hours of ``index`` (hour starts, UTC) overlap a window about ``route`` or the
+    ``GRACE_HOURS`` after it."""
+    index = pd.DatetimeIndex(index)
+    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    mask = np.zeros(len(index), dtype=bool)
+    hour, grace = pd.Timedelta(hours=1), pd.Timedelta(hours=GRACE_HOURS)
+    for window in windows:
+        if window.covers(route):
+            mask |= np.asarray((index < window.end + grace) & (index + hour > window.start))
+    return mask
 
 
 @dataclass(frozen=True)
@@ -83,11 +155,17 @@ def shift_cases(
 
 @dataclass(frozen=True)
 class ShiftEvaluation:
-    """Per shifted series: detected or not, false alarms and hours of the clean week."""
+    """Per shifted series: detected or not; on the week without the shift, the false alarms
+    and the series-hours they are counted on (published flags, outside known windows), and
+    what was left out: the hours in known windows and the flags there, the detector's flags on
+    hours that are not judged."""
 
     detected: dict[SeriesId, bool]
     false_alarms: dict[SeriesId, int]
     hours: dict[SeriesId, int]
+    known_hours: dict[SeriesId, int] = field(default_factory=dict)
+    known_flags: dict[SeriesId, int] = field(default_factory=dict)
+    unjudged_flags: dict[SeriesId, int] = field(default_factory=dict)
 
     def recall_replicates(self, units: Sequence[SeriesId], weights: np.ndarray) -> np.ndarray:
         """Recall of the shifts on each row of ``weights`` (multiplicities over ``units``)."""
@@ -98,10 +176,21 @@ class ShiftEvaluation:
         return float(self.recall_replicates(units, np.ones((1, len(units))))[0])
 
     def false_alarms_per_1000(self, units: Sequence[SeriesId]) -> float:
-        """False alarms per 1,000 series-hours of the clean held-out week."""
+        """False alarms per 1,000 counted series-hours of the held-out week."""
         alarms = sum(self.false_alarms.get(u, 0) for u in units)
         hours = sum(self.hours.get(u, 0) for u in units)
         return 1000.0 * alarms / hours if hours else math.nan
+
+    def accounting(self, units: Sequence[SeriesId]) -> dict[str, float]:
+        """The false alarms' accounting over ``units``: counted alarms and series-hours, and
+        what was left out."""
+        return {
+            "false_alarms": float(sum(self.false_alarms.get(u, 0) for u in units)),
+            "series_hours": float(sum(self.hours.get(u, 0) for u in units)),
+            "known_window_hours": float(sum(self.known_hours.get(u, 0) for u in units)),
+            "known_window_flags": float(sum(self.known_flags.get(u, 0) for u in units)),
+            "unjudged_flags": float(sum(self.unjudged_flags.get(u, 0) for u in units)),
+        }
 
 
 def _test_flags(
@@ -122,25 +211,59 @@ def evaluate_shifts(
     cases: Mapping[SeriesId, ShiftCase],
     eval_hours: int,
     shift_tests: bool,
+    *,
+    judged: Mapping[SeriesId, pd.Series] | None = None,
+    known: Sequence[KnownWindow] = (),
 ) -> ShiftEvaluation:
-    """Score every case's shifted and clean held-out week with ``fleet`` (fitted on the hours
-    before them), plus the shift test when ``shift_tests``."""
+    """Score every case's shifted and real held-out week with ``fleet`` (fitted on the hours
+    before them), plus the shift test when ``shift_tests``.
+
+    Args:
+        judged: per series, the hours whose detector flags the scoring asset publishes
+            (``llmhub.ml_data.DetectorInput.active``); a series without one: every hour.
+        known: windows the hub knows are not clean (series ids are then encoded
+            ``ml.keys.RouteKey`` values); their hours count neither as alarms nor as hours.
+    """
     detected: dict[SeriesId, bool] = {}
     false_alarms: dict[SeriesId, int] = {}
     hours: dict[SeriesId, int] = {}
+    known_hours_: dict[SeriesId, int] = {}
+    known_flags: dict[SeriesId, int] = {}
+    unjudged_flags: dict[SeriesId, int] = {}
     for key, case in cases.items():
         detector = fleet.detectors.get(key)
         if detector is None:
             continue
         clean = series[key].iloc[-eval_hours:]
+        mask = judged.get(key) if judged is not None else None
+        published = (
+            np.ones(len(clean), dtype=bool)
+            if mask is None
+            else mask.reindex(clean.index, fill_value=False).to_numpy(dtype=bool)
+        )
         threshold = fleet.threshold(key)
         flags = np.asarray(detector.score(case.shifted).scores, dtype=float) >= threshold
         clean_flags = np.asarray(detector.score(clean).scores, dtype=float) >= threshold
+        unjudged = clean_flags & ~published
+        flags &= published
+        clean_flags &= published
+        counted = published.copy()
         if shift_tests:
             flags |= _test_flags(key, series, case.shifted, eval_hours)
-            clean_flags |= _test_flags(key, series, clean, eval_hours)
+            tested = _test_flags(key, series, clean, eval_hours)
+            unjudged &= ~tested
+            clean_flags |= tested
+            counted |= tested
+        outside = (
+            ~known_hours(clean.index, RouteKey.decode(key[0]), known)
+            if known
+            else np.ones(len(clean), dtype=bool)
+        )
         window = slice(case.start, case.start + SHIFT_HOURS + GRACE_HOURS)
         detected[key] = bool(flags[window].any())
-        false_alarms[key] = int(clean_flags.sum())
-        hours[key] = len(clean)
-    return ShiftEvaluation(detected, false_alarms, hours)
+        false_alarms[key] = int((clean_flags & outside).sum())
+        hours[key] = int((counted & outside).sum())
+        known_hours_[key] = int((~outside).sum())
+        known_flags[key] = int((clean_flags & ~outside).sum())
+        unjudged_flags[key] = int((unjudged & outside).sum())
+    return ShiftEvaluation(detected, false_alarms, hours, known_hours_, known_flags, unjudged_flags)

@@ -8,8 +8,10 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from psycopg._copy_base import format_row_text
@@ -20,7 +22,8 @@ from llmhub.contract.fast import decode_telemetry
 from llmhub.contract.models import TelemetryEvent
 from llmhub.contract.topics import BY_TOPIC
 from llmhub.ingest.decode import decode_chunk, text_line_to_csv
-from llmhub.ingest.normalize import Normalizer, Rejection
+from llmhub.ingest.normalize import Normalizer, Rejection, _encoded_line, _telemetry_line
+from llmhub.ingest.tables import ARRAY_COLUMNS, TABLES
 
 EventFactory = Callable[..., dict[str, Any]]
 TELEMETRY = BY_TOPIC["llm.telemetry"]
@@ -162,14 +165,46 @@ def csv_fields(line: bytes) -> list[bytes | None]:
     return values
 
 
-def _same_instant_text(text: bytes) -> tuple[list[bytes | None], datetime | None]:
-    """A COPY line's values with its ``occurred_at`` as the instant it names: the direct
-    renderer sends a UTC stamp as the producer wrote it ("...Z"), psycopg's row as isoformat
-    ("...+00:00"); it quotes only free text, the general path every value."""
+# The columns whose text may differ between the two renderers for the same stored value.
+_COLUMNS = TABLES["llm_requests"].columns
+_NUMBERS = {"latency_ms", "time_to_first_token_ms", "cost_usd"}
+_ARRAY_ELEMENT = re.compile(r'"((?:[^"\\]|\\.)*)"|([^,{}"]+)')
+
+
+def _array_values(literal: bytes) -> list[str | None]:
+    """The elements of a PostgreSQL array literal, quoted (backslash escapes) or bare."""
+    text = literal.decode()
+    assert text[0] == "{" and text[-1] == "}", text
+    elements: list[str | None] = []
+    for quoted, bare in _ARRAY_ELEMENT.findall(text[1:-1]):
+        if bare:
+            assert bare.strip() == bare and bare.lower() != "null", text  # read as written
+            elements.append(bare)
+        else:
+            elements.append(re.sub(r"\\(.)", r"\1", quoted))
+    return elements
+
+
+def _stored_values(text: bytes) -> tuple[list[Any], datetime | None]:
+    """A COPY line's values as the server stores them, ``occurred_at`` as the instant it
+    names. The direct renderers send a UTC stamp as the producer wrote it ("...Z"), psycopg's
+    row as isoformat ("...+00:00"); they quote different values (the general path every value,
+    the encoder every string); floats may be written in another form of the same number
+    ("1e-05", "0.00001"), and array elements with or without quotes."""
     if not text:
         return [], None
-    columns = csv_fields(text)
-    return columns[:1] + columns[2:], datetime.fromisoformat(columns[1].decode())
+    values: list[Any] = []
+    for column, field in zip(_COLUMNS, csv_fields(text), strict=True):
+        if field is None or column == "occurred_at":
+            values.append(field)
+        elif column in _NUMBERS:
+            values.append(Decimal(field.decode()))
+        elif column in ARRAY_COLUMNS:
+            values.append(_array_values(field))
+        else:
+            values.append(field)
+    stamp = values.pop(_COLUMNS.index("occurred_at"))
+    return values, datetime.fromisoformat(stamp.decode())
 
 
 def _outcome(normalizer: Normalizer, value: bytes) -> Any:
@@ -205,7 +240,7 @@ def test_the_shortcut_agrees_with_the_pydantic_contract(event: EventFactory, dat
     assert fast == slow, value
     # ... and the COPY CSV the decoders render from either row holds the same values.
     rendered = [decode_chunk(n, [value], 0, [7], NOW) for n in (FAST, SLOW)]
-    assert _same_instant_text(rendered[0].text) == _same_instant_text(rendered[1].text), value
+    assert _stored_values(rendered[0].text) == _stored_values(rendered[1].text), value
     assert rendered[0].rejected == rendered[1].rejected, value
     if decode_telemetry(value) is not None:
         TelemetryEvent.model_validate_json(value)  # the contract accepts what the shortcut does
@@ -226,3 +261,37 @@ def test_text_rows_become_the_same_values_in_csv(values: list[str | None]) -> No
     assert csv_fields(text_line_to_csv(text)) == [
         None if v is None else v.encode() for v in (*values, "end")
     ]
+
+
+@pytest.mark.parametrize(
+    ("reasons", "encoded"),
+    [
+        (None, True),
+        ([], True),
+        (["stop"], True),
+        (["max_tokens", "content_filter"], True),
+        (["NULL"], False),  # a bare NULL element would be read as NULL
+        (["a b"], False),
+        ([""], False),
+        (["x,y"], False),
+        (["{x}"], False),
+    ],
+)
+@pytest.mark.parametrize("cost", [0.00001, 1e-07, 5e-10, 999_999.5, 123.456, None])
+def test_the_encoded_line_holds_the_f_string_lines_values(
+    event: EventFactory, reasons: list[str] | None, cost: float | None, encoded: bool
+) -> None:
+    # The msgspec-encoded line replaces the f-string one for messages without "null": the
+    # server must store the same row from either (numbers and array literals are written
+    # differently), and where it would not, the encoder must decline.
+    # (a None body value removes the key)
+    message = event("telemetry", body={"gen_ai.response.finish_reasons": reasons, "cost_usd": cost})
+    decoded = decode_telemetry(json.dumps(message).encode())
+    assert decoded is not None
+    fast, _, status = decoded
+    assert (fast.body.finish_reasons, fast.body.cost_usd) == (reasons, cost)
+    line = _encoded_line(fast, fast.occurred_at, status, 3, 7)
+    assert (line is not None) == encoded
+    if line is not None:
+        reference = _telemetry_line(fast, fast.occurred_at, status, 3, 7)
+        assert _stored_values(line) == _stored_values(reference)

@@ -162,4 +162,15 @@ def test_recall_bought_with_more_false_alarms_than_the_budget_is_refused() -> No
     noisy = _two_metric("baseline_tests", 1.5, 0.95, 0.90, 2, false_alarms=0.8)
     decision = _judge(baseline, noisy)
     assert decision.winner == "baseline"
-    assert "false alarms over budget" in decision.reason
+    assert "false alarms 0.8 against 0.2 + 0.5 per 1,000 series-hours (over budget)" in (
+        decision.reason
+    )
+    assert decision.comparisons[0].false_alarms == (0.8, 0.2, 0.5)
+
+
+def test_a_challenger_within_the_false_alarm_budget_says_so() -> None:
+    baseline = _two_metric("baseline", 1, 0.95, 0.30, 1, false_alarms=0.2)
+    tests = _two_metric("baseline_tests", 1.5, 0.95, 0.90, 2, false_alarms=0.6)
+    decision = _judge(baseline, tests)
+    assert decision.winner == "baseline_tests"
+    assert "(within budget); takes over" in decision.reason
