@@ -47,6 +47,10 @@ DRAIN_POLL_TIMEOUT_MS = 200
 MAX_DRAIN_POLLS = 100
 ACCUMULATE_S = 0.5
 ACCUMULATE_POLL_MS = 50
+# The first batch of a run: small, so that the first COPY starts as soon as the first fetch
+# response arrives (8,000 messages in 0.13 s against 50,000 in 0.64 s from the dev broker,
+# measured) and the rest of the pipeline fills behind it.
+FIRST_BATCH_RECORDS = 8_000
 # Days (1-day chunks of a raw hypertable) one transaction may write per table. Each chunk takes
 # a few locks (the chunk and its indexes) until commit: events spread over years in one batch
 # would exhaust max_locks_per_transaction and refuse the whole transaction. A batch stops at
@@ -332,18 +336,22 @@ class Ingestor:
                 on_batch(report)
 
         # A pipeline: while this thread writes batch N (the server parses COPY rows as they
-        # stream in), a fetch thread polls batch N+1 and hands it to the decoders. Offsets stay
-        # in order: batches are written one after the other, each with the offsets it read, in
-        # one transaction. Nothing is fetched ahead past the targets (the drain polls below)
-        # or past ``max_batches``.
+        # stream in, as the decoders finish them), a fetch thread polls batch N+1 and hands it
+        # to the decoders. Batch N is written as soon as it is fetched, not after N+1: the
+        # decoders outpace the server several times over, and waiting for a second fetch
+        # before the first COPY left both cores idle at the start of a run (about 0.8 s per
+        # 50,000 messages, measured). Offsets stay in order: batches are written one after
+        # the other, each with the offsets it read, in one transaction. Nothing is fetched
+        # ahead past the targets (the drain polls below) or past ``max_batches``.
         fetched = dict(positions)
         polls = 0
         drain_polls = 0
-        inflight: tuple[Polled, Decoded, datetime] | None = None
 
-        def fetch(reached: bool) -> tuple[Polled, tuple[Polled, Decoded, datetime] | None]:
+        def fetch(
+            reached: bool, limit: int | None = None
+        ) -> tuple[Polled, tuple[Polled, Decoded, datetime] | None]:
             polled = self._poll_batch(
-                consumer, DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS
+                consumer, DRAIN_POLL_TIMEOUT_MS if reached else POLL_TIMEOUT_MS, limit
             )
             if not polled:
                 return polled, None
@@ -363,7 +371,10 @@ class Ingestor:
                         break
                     drain_polls += 1
                 fetch_started = time.perf_counter()
-                polled, submitted = (ahead or fetcher.submit(fetch, reached)).result()
+                first = min(self.batch_max_records, FIRST_BATCH_RECORDS)
+                polled, submitted = (
+                    ahead or fetcher.submit(fetch, reached, first if polls == 0 else None)
+                ).result()
                 ahead = None
                 report.add_stage("fetch", time.perf_counter() - fetch_started)
                 if polled:
@@ -375,13 +386,10 @@ class Ingestor:
                         max_batches is None or polls < max_batches
                     ):
                         ahead = fetcher.submit(fetch, not more)
-                if inflight is not None:
-                    self._write_all(writer, inflight, positions, report, account)
-                inflight = submitted
+                if submitted is not None:
+                    self._write_all(writer, submitted, positions, report, account)
                 if not polled and (not until_caught_up or reached):
                     break
-        if inflight is not None:
-            self._write_all(writer, inflight, positions, report, account)
 
     def _decode(self, polled: Polled, now: datetime) -> Decoded:
         """Start decoding ``polled`` (in the decoder pool) or decode it here."""
@@ -534,16 +542,18 @@ class Ingestor:
         )
         return retrying(writer.write, batch)
 
-    def _poll_batch(self, consumer: PartitionReader, timeout_ms: int) -> dict:
-        """Poll until ``batch_max_records`` or a short time budget: one fetch response holds a
-        few thousand messages, and fewer, larger transactions cost less per message."""
-        polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_max_records)
+    def _poll_batch(
+        self, consumer: PartitionReader, timeout_ms: int, limit: int | None = None
+    ) -> dict:
+        """Poll until ``limit`` (default ``batch_max_records``) or a short time budget: one
+        fetch response holds a few thousand messages, and fewer, larger transactions cost less
+        per message."""
+        limit = limit or self.batch_max_records
+        polled = consumer.poll(timeout_ms=timeout_ms, max_records=limit)
         count = sum(len(records) for records in polled.values())
         deadline = time.monotonic() + ACCUMULATE_S
-        while polled and count < self.batch_max_records and time.monotonic() < deadline:
-            more = consumer.poll(
-                timeout_ms=ACCUMULATE_POLL_MS, max_records=self.batch_max_records - count
-            )
+        while polled and count < limit and time.monotonic() < deadline:
+            more = consumer.poll(timeout_ms=ACCUMULATE_POLL_MS, max_records=limit - count)
             if not more:
                 break
             for tp, records in more.items():

@@ -243,36 +243,51 @@ class Normalizer:
     ) -> tuple[Any, ...]:
         """The ``raw.llm_requests`` row of a fast-decoded event, in ``TABLES`` column order
         (equal to ``RawTable.row`` of the pydantic event: tested)."""
-        b = e.body
-        return (
-            e.event_id,
-            occurred_at,
-            e.tenant_id,
-            e.asset_id,
-            e.event_type,
-            e.source_module,
-            e.severity,  # a validated literal: the same text as the enum's value
-            e.schema_version,
-            b.operation_name,
-            b.provider,
-            b.request_model,
-            b.response_model,
-            b.response_id,
-            status,
-            b.http_status_code,
-            b.error_type,
-            text_array(b.finish_reasons),
-            b.input_tokens,
-            b.output_tokens,
-            b.cache_read_tokens,
-            b.latency_ms,
-            b.time_to_first_token_ms,
-            b.cost_usd,
-            b.user_id,
-            "{}",
-            partition,
-            offset,
+        return _fast_values(
+            e, occurred_at, status, text_array(e.body.finish_reasons), partition, offset
         )
+
+
+def _fast_values(
+    e: FastTelemetryEvent,
+    occurred_at: datetime | str,
+    status: str,
+    finish_reasons: Any,
+    partition: int,
+    offset: int,
+) -> tuple[Any, ...]:
+    """The values of a fast-decoded event's row in ``TABLES`` column order, with its time and
+    finish reasons as the caller renders them."""
+    b = e.body
+    return (
+        e.event_id,
+        occurred_at,
+        e.tenant_id,
+        e.asset_id,
+        e.event_type,
+        e.source_module,
+        e.severity,  # a validated literal: the same text as the enum's value
+        e.schema_version,
+        b.operation_name,
+        b.provider,
+        b.request_model,
+        b.response_model,
+        b.response_id,
+        status,
+        b.http_status_code,
+        b.error_type,
+        finish_reasons,
+        b.input_tokens,
+        b.output_tokens,
+        b.cache_read_tokens,
+        b.latency_ms,
+        b.time_to_first_token_ms,
+        b.cost_usd,
+        b.user_id,
+        "{}",
+        partition,
+        offset,
+    )
 
 
 def _telemetry_line(
@@ -350,37 +365,7 @@ def _encoded_line(
                 _ARRAYS[key] = array
         if array is None:
             return None
-    encoded = _encode(
-        (
-            e.event_id,
-            occurred_at,
-            e.tenant_id,
-            e.asset_id,
-            e.event_type,
-            e.source_module,
-            e.severity,
-            e.schema_version,
-            b.operation_name,
-            b.provider,
-            b.request_model,
-            b.response_model,
-            b.response_id,
-            status,
-            b.http_status_code,
-            b.error_type,
-            array,
-            b.input_tokens,
-            b.output_tokens,
-            b.cache_read_tokens,
-            b.latency_ms,
-            b.time_to_first_token_ms,
-            b.cost_usd,
-            b.user_id,
-            "{}",
-            partition,
-            offset,
-        )
-    )
+    encoded = _encode(_fast_values(e, occurred_at, status, array, partition, offset))
     if b"\\" in encoded:
         return None
     return encoded[1:-1].replace(b"null", b"") + b"\n"
