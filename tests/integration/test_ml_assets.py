@@ -282,8 +282,9 @@ def test_train_gate_and_publish(ml_stack: MlStack) -> None:
     assert meta["winner"] in {"baseline", "baseline_tests", "candidate"}
     run = ml_stack.client.get_run(meta["mlflow_run_id"])
     assert run.data.tags["gate.winner"] == meta["winner"]
-    # Same members: the shift tests change nothing on the spikes, only on the subtle shifts.
-    assert meta["baseline_tests_auc"] == meta["baseline_auc"]
+    # Same members; beside the shift tests the spike part is only recalibrated (a stricter
+    # threshold, a wider range rule), which moves the spike AUC by little, not by a model's worth.
+    assert meta["baseline_tests_auc"] == pytest.approx(meta["baseline_auc"], abs=0.01)
     pair = "gate_baseline_tests_vs_baseline_shift_recall"
     advantage = run.data.metrics.get(f"{pair}_advantage")
     noise = run.data.metrics.get(f"{pair}_noise_sd")
