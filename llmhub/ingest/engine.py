@@ -346,6 +346,7 @@ class Ingestor:
         fetched = dict(positions)
         polls = 0
         drain_polls = 0
+        first = min(self.batch_max_records, FIRST_BATCH_RECORDS)
 
         def fetch(
             reached: bool, limit: int | None = None
@@ -371,7 +372,6 @@ class Ingestor:
                         break
                     drain_polls += 1
                 fetch_started = time.perf_counter()
-                first = min(self.batch_max_records, FIRST_BATCH_RECORDS)
                 polled, submitted = (
                     ahead or fetcher.submit(fetch, reached, first if polls == 0 else None)
                 ).result()

@@ -188,7 +188,9 @@ class Normalizer:
         tab, newline, carriage return, backslash or double quote inside a string except as a
         backslash escape, and the parser refuses raw control characters. The line is then the
         fields joined by commas, free text in quotes: the same values as the general path's
-        line for the same row (tested)."""
+        line for the same row (tested). Without the text ``null`` either, msgspec's encoder
+        writes it (:func:`_encoded_line`): about half the instructions of the f-string of
+        :func:`_telemetry_line` (15,700 against 28,000 per line, cachegrind)."""
         if self._fast is None or not value or len(value) > self._max_bytes or b"\\" in value:
             return None
         decoded = self._fast(value)

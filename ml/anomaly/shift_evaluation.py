@@ -177,9 +177,9 @@ class ShiftEvaluation:
 
     def false_alarms_per_1000(self, units: Sequence[SeriesId]) -> float:
         """False alarms per 1,000 counted series-hours of the held-out week."""
-        alarms = sum(self.false_alarms.get(u, 0) for u in units)
-        hours = sum(self.hours.get(u, 0) for u in units)
-        return 1000.0 * alarms / hours if hours else math.nan
+        counted = self.accounting(units)
+        hours = counted["series_hours"]
+        return 1000.0 * counted["false_alarms"] / hours if hours else math.nan
 
     def accounting(self, units: Sequence[SeriesId]) -> dict[str, float]:
         """The false alarms' accounting over ``units``: counted alarms and series-hours, and
