@@ -13,12 +13,13 @@ database, not in Kafka, and group joins cost seconds per micro-batch.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -65,6 +66,12 @@ MAX_DAYS_PER_BATCH = 32
 WRITE_ATTEMPTS = 3
 RETRY_WAIT_S = (0.2, 5.0)
 STAGES = ("fetch", "decode", "format", "wait", "copy", "commit")
+# The garbage collector's first threshold during a run. A run holds up to two batches of the
+# client's message objects, and with the default (700 allocations) the collector spent 1.1 of
+# the reading process's 4.2 CPU-seconds per 500,000 messages scanning them (measured with
+# gc.callbacks); with this threshold, and the objects alive at the start frozen, 0.3 of 3.3.
+# The messages form no reference cycles: reference counting frees them either way.
+GC_THRESHOLD = (50_000, 20, 100)
 
 Polled = dict[TopicPartition, list]
 # Per polled partition, its run decoded in order (chunks, or futures of a decoder pool).
@@ -215,6 +222,15 @@ class Ingestor:
         on_batch: Callable[[IngestReport], None] | None = None,
     ) -> IngestReport:
         """Ingest until caught up with the end offsets seen at start, or ``max_batches``."""
+        with _fewer_collections():
+            return self._run(until_caught_up, max_batches, on_batch)
+
+    def _run(
+        self,
+        until_caught_up: bool,
+        max_batches: int | None,
+        on_batch: Callable[[IngestReport], None] | None,
+    ) -> IngestReport:
         started = time.monotonic()
         report = IngestReport()
         # The pool first: it forks while no client thread runs yet.
@@ -795,6 +811,33 @@ class Ingestor:
                 for later in tps[n + 1 :]:
                     rest[later] = polled[later]
                 return
+
+
+_gc_lock = threading.Lock()
+_gc_runs = 0
+_gc_saved: tuple[int, ...] = ()
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """``GC_THRESHOLD`` and the objects alive at the start frozen (out of the collector's
+    scans), for as long as any run of this process lasts; the settings before come back after
+    the last."""
+    global _gc_runs, _gc_saved
+    with _gc_lock:
+        if _gc_runs == 0:
+            _gc_saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLD)
+        _gc_runs += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_runs -= 1
+            if _gc_runs == 0:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
 
 
 def balance_lanes(backlog: dict[TopicPartition, int], count: int) -> list[list[TopicPartition]]:
