@@ -20,7 +20,7 @@ from ml.anomaly.base import (
     last_index,
 )
 from ml.anomaly.baseline import RobustBaseline
-from ml.anomaly.calibration import range_novelty
+from ml.anomaly.calibration import cooldown, range_novelty
 from ml.anomaly.isolation_forest import IsolationForestDetector
 from ml.anomaly.lstm_autoencoder import LstmAutoencoderDetector
 
@@ -132,5 +132,6 @@ class EnsembleDetector:
             components=results,
         )
         if self.range_only:
-            result = replace(result, is_anomaly=result.is_anomaly & (novel > 0))
+            # The range rule's own cooldown: an unflagged calibrated score must not mute it.
+            result = replace(result, is_anomaly=cooldown(novel, self.cooldown) >= self.threshold)
         return result
