@@ -124,7 +124,7 @@ def cpu_by_component() -> dict[str, float]:
     return totals
 
 
-def run_ingest(settings, workers: int, batch: int) -> tuple[float, float, dict]:  # type: ignore[no-untyped-def]
+def run_ingest(settings, workers: int, batch: int, lanes: int | None) -> tuple[float, float, dict]:  # type: ignore[no-untyped-def]
     env = {
         **os.environ,
         "LLMHUB_DATABASE_URL": settings.database_url,
@@ -141,6 +141,7 @@ def run_ingest(settings, workers: int, batch: int) -> tuple[float, float, dict]:
         "--topic",
         "llm.telemetry",
         "--json",
+        *(["--lanes", str(lanes)] if lanes is not None else []),
     ]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -186,7 +187,7 @@ def measure_round(settings, database_url: str, args, sent: int, index: int) -> d
             conn.execute("delete from raw.dead_letter")
     cpu_before = cpu_by_component()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    e2e_s, peak_mb, report = run_ingest(settings, args.workers, args.batch)
+    e2e_s, peak_mb, report = run_ingest(settings, args.workers, args.batch, args.lanes)
     cpu_after = cpu_by_component()
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # The ingester and its workers have exited and been waited for: their CPU is in this
@@ -235,6 +236,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--lanes", type=int, default=None, help="Ingest lanes (default: the CLI's, one per worker)."
+    )
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
@@ -278,6 +282,7 @@ def main() -> None:
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "events": sent,
         "workers": args.workers,
+        "lanes": report.get("lanes", 1),
         "batch_max_records": args.batch,
         "cpus": os.cpu_count(),
         "produce_events_per_s": round(sent / produce_s, 1),

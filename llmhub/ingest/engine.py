@@ -14,9 +14,11 @@ database, not in Kafka, and group joins cost seconds per micro-batch.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -49,7 +51,9 @@ ACCUMULATE_S = 0.5
 ACCUMULATE_POLL_MS = 50
 # The first batch of a run: small, so that the first COPY starts as soon as the first fetch
 # response arrives (8,000 messages in 0.13 s against 50,000 in 0.64 s from the dev broker,
-# measured) and the rest of the pipeline fills behind it.
+# measured) and the rest of the pipeline fills behind it; the next ones double up to
+# ``batch_max_records`` (a 50,000-message fetch after an 8,000-message write left the server
+# idle for 0.35 s, measured).
 FIRST_BATCH_RECORDS = 8_000
 # Days (1-day chunks of a raw hypertable) one transaction may write per table. Each chunk takes
 # a few locks (the chunk and its indexes) until commit: events spread over years in one batch
@@ -99,9 +103,28 @@ class IngestReport:
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     # Batches the database refused as a whole, retried or split to isolate a message.
     batches_split: int = 0
+    # Partition groups written in parallel, each over its own connection.
+    lanes: int = 1
 
     def add_stage(self, stage: str, seconds: float) -> None:
         self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
+
+    def absorb(self, other: IngestReport) -> None:
+        """Add what ``other`` (a lane of the same run) counted; partitions and duration are
+        the run's own."""
+        for mine, theirs in (
+            (self.rows_written, other.rows_written),
+            (self.duplicates_skipped, other.duplicates_skipped),
+            (self.dead_lettered, other.dead_lettered),
+            (self.dead_letter_classes, other.dead_letter_classes),
+            (self.stage_s, other.stage_s),
+        ):
+            for key, value in theirs.items():
+                mine[key] = mine.get(key, 0) + value  # type: ignore[index, call-overload]
+        self.lag.update(other.lag)
+        self.messages += other.messages
+        self.batches += other.batches
+        self.batches_split += other.batches_split
 
     @property
     def events_per_s(self) -> float:
@@ -140,6 +163,13 @@ class Ingestor:
             over the cores whatever the partitions' balance.
         pool: a decoder pool owned by the caller (kept open after the run), instead of
             ``decoders``: a long-running ingester starts its processes once.
+        lanes: the claimed partitions are split into this many lanes, balanced by backlog, each
+            with its own consumer, database connection and transactions (a partition's
+            messages and its offsets stay in one lane, so every commit is still atomic for the
+            partitions it covers). The server parses COPY in one backend process per
+            connection: with one lane, that process bounds the run on a machine with cores to
+            spare. Each lane's batches hold ``batch_max_records / lanes`` messages, so memory
+            stays within the same bound. A run limited by ``max_batches`` uses one lane.
     """
 
     def __init__(
@@ -151,6 +181,7 @@ class Ingestor:
         batch_max_records: int | None = None,
         decoders: int = 0,
         pool: DecoderPool | None = None,
+        lanes: int = 1,
     ) -> None:
         if not 0 <= worker_index < worker_count:
             raise ValueError(f"worker_index {worker_index} is not in [0, {worker_count})")
@@ -166,6 +197,7 @@ class Ingestor:
         self.decoders = max(0, decoders)
         self._own_pool = pool is None
         self._pool: DecoderPool | None = pool
+        self.lanes = max(1, lanes)
 
     @staticmethod
     def topic_names(topics: Sequence[str] | None) -> list[str]:
@@ -198,24 +230,16 @@ class Ingestor:
                 claimed, skipped = self._claim(conn, consumer)
                 report.partitions = [_tp_name(tp) for tp in claimed]
                 report.skipped_partitions = [_tp_name(tp) for tp in skipped]
-                if claimed:
+                lanes = self._lanes(conn, consumer, claimed) if max_batches is None else []
+                if len(lanes) > 1:
+                    report.lanes = len(lanes)
+                    self._run_lanes(conn, consumer, lanes, report, until_caught_up, on_batch)
+                elif claimed:
                     self._consume(
                         conn, consumer, claimed, report, until_caught_up, max_batches, on_batch
                     )
-                    marks = consumer.watermarks(claimed, cached=True)
-                    unknown = [tp for tp, (_, high) in marks.items() if high < 0]
-                    if unknown:  # never fetched in this run: ask the broker
-                        marks.update(consumer.watermarks(unknown))
-                    end = {tp: high for tp, (_, high) in marks.items()}
-                    positions = stored_offsets(
-                        conn,
-                        self.settings.consumer_group,
-                        [(tp.topic, tp.partition) for tp in claimed],
-                    )
-                    report.lag = {
-                        _tp_name(tp): max(0, end[tp] - positions.get((tp.topic, tp.partition), 0))
-                        for tp in claimed
-                    }
+                    report.lag = self._lag(conn, consumer, claimed)
+                if claimed:
                     # Releasing explicitly keeps the lock scope obvious; closing would too.
                     conn.execute("select pg_advisory_unlock_all()")
         finally:
@@ -223,6 +247,102 @@ class Ingestor:
             self._close_pool()
         report.duration_s = time.monotonic() - started
         return report
+
+    def _lag(
+        self, conn: psycopg.Connection, consumer: PartitionReader, tps: list[TopicPartition]
+    ) -> dict[str, int]:
+        """Messages left per partition after a run (end offsets as last fetched)."""
+        marks = consumer.watermarks(tps, cached=True)
+        unknown = [tp for tp, (_, high) in marks.items() if high < 0]
+        if unknown:  # never fetched in this run: ask the broker
+            marks.update(consumer.watermarks(unknown))
+        end = {tp: high for tp, (_, high) in marks.items()}
+        positions = stored_offsets(
+            conn, self.settings.consumer_group, [(tp.topic, tp.partition) for tp in tps]
+        )
+        return {
+            _tp_name(tp): max(0, end[tp] - positions.get((tp.topic, tp.partition), 0)) for tp in tps
+        }
+
+    def _lanes(
+        self, conn: psycopg.Connection, consumer: PartitionReader, claimed: list[TopicPartition]
+    ) -> list[list[TopicPartition]]:
+        """The claimed partitions in at most ``lanes`` groups of about equal backlog (largest
+        backlog first, each to the lightest lane): a keyed topic is rarely balanced. A backlog
+        of one batch or less stays in one lane."""
+        count = min(self.lanes, len(claimed))
+        if count <= 1:
+            return [claimed]
+        marks = consumer.watermarks(claimed)
+        stored = stored_offsets(
+            conn, self.settings.consumer_group, [(tp.topic, tp.partition) for tp in claimed]
+        )
+        backlog = {
+            tp: max(0, high - stored.get((tp.topic, tp.partition), low))
+            for tp, (low, high) in marks.items()
+        }
+        if sum(backlog.values()) <= self.batch_max_records:  # one batch: nothing to share
+            return [claimed]
+        return balance_lanes(backlog, count)
+
+    def _run_lanes(
+        self,
+        conn: psycopg.Connection,
+        consumer: PartitionReader,
+        lanes: list[list[TopicPartition]],
+        report: IngestReport,
+        until_caught_up: bool,
+        on_batch: Callable[[IngestReport], None] | None,
+    ) -> None:
+        """Ingest each lane in its own thread (the first in this one), with its own consumer
+        and connection; ``on_batch`` sees the run's totals. A lane that fails stops the others
+        after their current batch, and its exception is raised once they have."""
+        reports = [IngestReport() for _ in lanes]
+        lane_batch = -(-self.batch_max_records // len(lanes))
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def progress(_: IngestReport) -> None:  # called with ``lock`` held
+            if on_batch is not None:
+                totals = IngestReport(partitions=report.partitions)
+                for lane_report in reports:
+                    totals.absorb(lane_report)
+                on_batch(totals)
+
+        def lane(k: int) -> None:
+            try:
+                if k == 0:
+                    self._consume(
+                        conn, consumer, lanes[0], reports[0], until_caught_up, None,
+                        progress, lock, stop, lane_batch,
+                    )  # fmt: skip
+                    reports[0].lag = self._lag(conn, consumer, lanes[0])
+                    return
+                reader = make_reader(self.settings)
+                try:
+                    with connect(self.settings, autocommit=True) as lane_conn:
+                        self._consume(
+                            lane_conn, reader, lanes[k], reports[k], until_caught_up, None,
+                            progress, lock, stop, lane_batch,
+                        )  # fmt: skip
+                        reports[k].lag = self._lag(lane_conn, reader, lanes[k])
+                finally:
+                    reader.close()
+            except BaseException:
+                stop.set()
+                raise
+
+        with ThreadPoolExecutor(len(lanes) - 1, thread_name_prefix="llmhub-lane") as threads:
+            others = [threads.submit(lane, k) for k in range(1, len(lanes))]
+            try:
+                lane(0)
+            finally:
+                errors = [f.exception() for f in others]  # waits for every lane
+        for lane_report in reports:
+            report.absorb(lane_report)
+        for error in errors:
+            if error is not None:
+                raise error
 
     def _close_pool(self) -> None:
         if self._pool is not None and self._own_pool:
@@ -311,11 +431,19 @@ class Ingestor:
         until_caught_up: bool,
         max_batches: int | None,
         on_batch: Callable[[IngestReport], None] | None,
+        lock: AbstractContextManager | None = None,
+        stop: threading.Event | None = None,
+        batch_records: int | None = None,
     ) -> None:
         positions, targets = self._seek(conn, consumer, claimed)
         writer = RawWriter(conn, self.settings.consumer_group, as_message)
+        guard = lock or nullcontext()
 
         def account(batch: Batch, result: WriteResult) -> None:
+            with guard:
+                count(batch, result)
+
+        def count(batch: Batch, result: WriteResult) -> None:
             report.batches += 1
             report.messages += batch.message_count
             report.add_stage("decode", batch.decode_s)
@@ -341,12 +469,18 @@ class Ingestor:
         # decoders outpace the server several times over, and waiting for a second fetch
         # before the first COPY left both cores idle at the start of a run (about 0.8 s per
         # 50,000 messages, measured). Offsets stay in order: batches are written one after
-        # the other, each with the offsets it read, in one transaction. Nothing is fetched
-        # ahead past the targets (the drain polls below) or past ``max_batches``.
+        # the other, each with the offsets it read, in one transaction. Batches grow from
+        # FIRST_BATCH_RECORDS, doubling, so that each fetch is ready before the write before
+        # it ends. Past the targets, a drain poll (below) is fetched during the last write;
+        # nothing is fetched past ``max_batches``.
         fetched = dict(positions)
         polls = 0
         drain_polls = 0
-        first = min(self.batch_max_records, FIRST_BATCH_RECORDS)
+
+        cap = batch_records or self.batch_max_records
+
+        def limit(polls: int) -> int:
+            return min(cap, FIRST_BATCH_RECORDS << min(polls, 16))
 
         def fetch(
             reached: bool, limit: int | None = None
@@ -362,7 +496,7 @@ class Ingestor:
         # Leaving the block waits for a fetch in flight: the consumer outlives every poll.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmhub-fetch") as fetcher:
             ahead: Future | None = None
-            while max_batches is None or polls < max_batches:
+            while (max_batches is None or polls < max_batches) and not (stop and stop.is_set()):
                 reached = all(fetched[tp] >= targets[tp] for tp in claimed)
                 if until_caught_up and reached and ahead is None:
                     # Past the targets, short drain polls pick up a tail the listed end offsets
@@ -372,9 +506,7 @@ class Ingestor:
                         break
                     drain_polls += 1
                 fetch_started = time.perf_counter()
-                polled, submitted = (
-                    ahead or fetcher.submit(fetch, reached, first if polls == 0 else None)
-                ).result()
+                polled, submitted = (ahead or fetcher.submit(fetch, reached, limit(polls))).result()
                 ahead = None
                 report.add_stage("fetch", time.perf_counter() - fetch_started)
                 if polled:
@@ -382,10 +514,12 @@ class Ingestor:
                     for tp, records in polled.items():
                         fetched[tp] = records[-1].offset() + 1
                     more = not all(fetched[tp] >= targets[tp] for tp in claimed)
-                    if (more or not until_caught_up) and (
-                        max_batches is None or polls < max_batches
+                    draining = until_caught_up and not more
+                    if (max_batches is None or polls < max_batches) and not (
+                        draining and drain_polls >= MAX_DRAIN_POLLS
                     ):
-                        ahead = fetcher.submit(fetch, not more)
+                        drain_polls += draining
+                        ahead = fetcher.submit(fetch, not more, limit(polls))
                 if submitted is not None:
                     self._write_all(writer, submitted, positions, report, account)
                 if not polled and (not until_caught_up or reached):
@@ -661,6 +795,19 @@ class Ingestor:
                 for later in tps[n + 1 :]:
                     rest[later] = polled[later]
                 return
+
+
+def balance_lanes(backlog: dict[TopicPartition, int], count: int) -> list[list[TopicPartition]]:
+    """Partitions in at most ``count`` groups of about equal backlog: largest backlog first,
+    each to the lightest group (ties to the lowest partition), groups sorted, empty ones
+    dropped."""
+    groups: list[list[TopicPartition]] = [[] for _ in range(max(1, count))]
+    loads = [0] * len(groups)
+    for tp in sorted(backlog, key=lambda tp: (-backlog[tp], tp)):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(tp)
+        loads[lightest] += backlog[tp]
+    return [sorted(group) for group in groups if group]
 
 
 def _rows_within_days(days: Sequence[int], seen: set[int]) -> int:
