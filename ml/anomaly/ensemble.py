@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -19,7 +20,7 @@ from ml.anomaly.base import (
     last_index,
 )
 from ml.anomaly.baseline import RobustBaseline
-from ml.anomaly.calibration import range_novelty
+from ml.anomaly.calibration import cooldown, range_novelty
 from ml.anomaly.isolation_forest import IsolationForestDetector
 from ml.anomaly.lstm_autoencoder import LstmAutoencoderDetector
 
@@ -57,6 +58,10 @@ class EnsembleDetector:
     """
 
     name = "ensemble"
+    #: Alarm only where the range rule fires (the fused score is still computed and published):
+    #: set per series by ``ml.anomaly.fleet.Fleet`` where the shift tests cover the metric's
+    #: sustained changes. A class default, so states stored before it read back without.
+    range_only: bool = False
 
     def __init__(
         self,
@@ -110,11 +115,12 @@ class EnsembleDetector:
             m.name: m.score(series, series_id=series_id, metric=metric) for m in self.members
         }
         fused = _FUSE[self.fusion](np.vstack([r.likelihood for r in results.values()]))
+        novel = np.zeros(len(fused))
         if self.range_tolerance is not None:
             novel = range_novelty(as_values(series, "series"), *self._range, self.range_tolerance)
             fused = np.maximum(fused, novel)
         expected = np.median(np.vstack([r.expected for r in results.values()]), axis=0)
-        return build_result(
+        result = build_result(
             detector=self.name,
             series=series,
             series_id=series_id,
@@ -125,3 +131,7 @@ class EnsembleDetector:
             cooldown_points=self.cooldown,
             components=results,
         )
+        if self.range_only:
+            # The range rule's own cooldown: an unflagged calibrated score must not mute it.
+            result = replace(result, is_anomaly=cooldown(novel, self.cooldown) >= self.threshold)
+        return result

@@ -93,6 +93,9 @@ def test_the_plain_baseline_is_graded_beside_on_the_same_traffic_and_paired() ->
     paired = published["paired_minus_plain_baseline"]["fp_per_1000_series_hours"]
     difference = published["fp_per_1000_series_hours"] - plain["fp_per_1000_series_hours"]
     assert paired["per_seed"] == [pytest.approx(difference)]
+    # One seed has no spread: the 2-standard-error verdict cannot be reached, and says so.
+    assert paired["standard_error"] is None and paired["beyond_noise"] is False
+    assert published["paired_minus_plain_baseline"]["ahead_on_both"] is False
 
 
 def test_a_failed_evaluation_exits_non_zero() -> None:

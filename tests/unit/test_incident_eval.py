@@ -20,6 +20,7 @@ from ml.evaluation.incidents.detection import (
 from ml.evaluation.incidents.forecast import ForecastScore, poisson_floor_mape, summarise_forecasts
 from ml.evaluation.incidents.ground_truth import IncidentLabel, incidents_from_ground_truth
 from ml.evaluation.incidents.harness import (
+    beyond_noise,
     detector_spec,
     magnitude_bin,
     paired_difference,
@@ -538,3 +539,37 @@ def test_paired_difference_is_taken_seed_by_seed() -> None:
     assert paired["fp_per_1000_series_hours"]["mean"] == pytest.approx(0.0)
     with pytest.raises(ValueError):
         paired_difference(published, plain[:1])
+
+
+def test_beyond_noise_needs_the_mean_past_two_standard_errors_in_the_favoured_direction() -> None:
+    # Issue 13: "ahead beyond the noise" was judged by hand from mean and sd; the rule is fixed.
+    steady = [0.5, 0.6, 0.7, 0.6, 0.6]
+    assert beyond_noise(steady, +1.0)["beyond_noise"]
+    assert not beyond_noise(steady, -1.0)["beyond_noise"]
+    # Fewer false alarms on average, but far inside the spread between seeds (the 20-29 case).
+    noisy = [-0.3, 0.2, -0.1, 0.25, -0.2, 0.1, -0.15, 0.05, -0.2, 0.06]
+    verdict = beyond_noise(noisy, -1.0)
+    se = float(np.std(noisy, ddof=1)) / np.sqrt(len(noisy))
+    assert verdict["standard_error"] == pytest.approx(se)
+    assert not verdict["beyond_noise"]
+    assert not beyond_noise([0.4], +1.0)["beyond_noise"]
+
+
+def test_paired_difference_says_whether_the_detector_is_ahead_on_both() -> None:
+    subtle = _incident("subtle_cost", start=10.5, end=12.5)
+    flag = ("acme", "bot", "gpt-4o", "cost_usd", 11)
+    false_alarm = ("acme", "bot", "gpt-4o", "cost_usd", 40)
+    late_alarm = ("acme", "bot", "gpt-4o", "cost_usd", 30)
+    published = [match_incidents(_scored(flag), [subtle]) for _ in range(3)]
+    plain = [
+        match_incidents(_scored(false_alarm), [subtle]),
+        match_incidents(_scored(false_alarm, late_alarm), [subtle]),
+        match_incidents(_scored(false_alarm), [subtle]),
+    ]
+    paired = paired_difference(published, plain)
+    assert paired["recall_subtle"]["beyond_noise"]
+    assert paired["fp_per_1000_series_hours"]["beyond_noise"]
+    assert paired["ahead_on_both"]
+    # Same recall, same false alarms: neither half is ahead.
+    even = paired_difference(published, published)
+    assert not even["recall_subtle"]["beyond_noise"] and not even["ahead_on_both"]

@@ -197,3 +197,56 @@ def test_a_companion_identical_to_the_metric_adds_no_evidence() -> None:
     z = rng.normal(size=400)
     active = np.ones(400, dtype=bool)
     np.testing.assert_allclose(combine_scores(z, active, z, active, 200), z)
+
+
+def test_a_confirmed_alarm_waits_for_a_second_hour_past_the_level() -> None:
+    # Regression: a CUSUM alarm on one run of noisy hours that falls back made most of the cost
+    # test's false alarms; confirmed, one outlying hour past the level no longer alarms there.
+    requests = _requests(6)
+    values = _latency(requests, 6)
+    burst = 24 * 10 + 10
+    values[burst] *= 3.0
+    start = 24 * 7
+    once = volume_cusum(values, requests, start, alarm=3.0)
+    twice = volume_cusum(values, requests, start, alarm=3.0, confirm=2)
+    assert once.is_shift[burst - start]
+    assert not twice.is_shift[burst - start]
+    # Where the confirmed test alarms, the statistic was past the level the hour before too.
+    for at in np.flatnonzero(twice.is_shift):
+        assert twice.statistic[at - 1] >= 3.0
+    with pytest.raises(ValueError):
+        volume_cusum(values, requests, start, confirm=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_thirty_percent_cost_level_shift_is_still_flagged_when_confirmed(seed: int) -> None:
+    requests = _requests(seed)
+    rng = np.random.default_rng(seed + 7)
+    cost = requests * 0.002 * rng.lognormal(0, 0.05, HOURS)
+    onset = 24 * 10 + 9
+    cost[onset : onset + 6] *= 1.3
+    alarms = np.flatnonzero(route_shifts("cost_usd", cost, requests, 24 * 7).is_shift) + 24 * 7
+    assert len(alarms) and onset < alarms[0] < onset + 6
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_heavy_tailed_clean_cost_per_request_raises_no_confirmed_alarm(seed: int) -> None:
+    requests = _requests(seed, 40.0)
+    rng = np.random.default_rng(seed + 11)
+    # Per-request costs with a heavy tail (long completions): Student-t (3) around the price.
+    per_request = 0.002 * np.exp(0.05 * rng.standard_t(3, HOURS))
+    tested = route_shifts("cost_usd", requests * per_request, requests, 24 * 7)
+    assert not tested.is_shift.any()
+
+
+def test_rate_scan_confirm_needs_two_hours_in_a_row() -> None:
+    rng = np.random.default_rng(8)
+    requests = _requests(8, 50.0)
+    errors = rng.binomial(requests.astype(int), 0.01).astype(float)
+    spike = 24 * 10 + 5
+    errors[spike] = 25.0
+    start = 24 * 7
+    assert rate_scan(errors, requests, start).is_shift[spike - start]
+    confirmed = rate_scan(errors, requests, start, confirm=2)
+    assert not confirmed.is_shift[spike - start]
+    assert confirmed.is_shift[spike - start + 1]

@@ -78,11 +78,45 @@ def detector_spec(name: str, shift_tests: bool = False) -> DetectorSpec:
 PLAIN_BASELINE = "robust_baseline (plain)"
 
 
+#: "Beyond the noise": a paired mean difference over seeds larger than this many standard
+#: errors of that mean (``sd / sqrt(n)``), in the direction that favours the detector; the same
+#: factor as the model gate's (``ml.promotion``: an advantage over 2 bootstrap sds).
+NOISE_STANDARD_ERRORS = 2.0
+
+#: Measure of ``paired_difference`` -> the sign of a difference that favours the detector.
+FAVOURED_DIRECTION: dict[str, float] = {"recall_subtle": 1.0, "fp_per_1000_series_hours": -1.0}
+
+
+def beyond_noise(values: list[float], direction: float) -> dict[str, Any]:
+    """Whether the mean of per-seed paired differences is beyond the noise
+    (``NOISE_STANDARD_ERRORS`` standard errors, in ``direction``: +1 higher is better, -1 lower).
+
+    Returns:
+        ``standard_error`` (None with fewer than two finite values), ``margin`` (the mean in the
+        favoured direction over the standard error, None likewise) and ``beyond_noise`` (False
+        whenever it cannot be judged).
+    """
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if len(finite) < 2:
+        return {"standard_error": None, "margin_in_se": None, "beyond_noise": False}
+    mean = float(np.mean(finite))
+    se = float(np.std(finite, ddof=1)) / math.sqrt(len(finite))
+    favoured = direction * mean
+    margin = favoured / se if se > 0 else (math.inf if favoured > 0 else 0.0)
+    return {
+        "standard_error": se,
+        "margin_in_se": margin if math.isfinite(margin) else None,
+        "beyond_noise": bool(favoured > NOISE_STANDARD_ERRORS * se),
+    }
+
+
 def paired_difference(
     reports: list[DetectionReport], baseline: list[DetectionReport]
 ) -> dict[str, Any]:
     """Per seed, a detector's subtle recall, recall and false alarms per 1,000 series-hours
-    minus the baseline's on the same seed's traffic, with their spread (``spread``).
+    minus the baseline's on the same seed's traffic, with their spread (``spread``); for subtle
+    recall and false alarms also the verdict of ``beyond_noise`` (higher recall, fewer false
+    alarms), and ``ahead_on_both`` when both are beyond it.
 
     Raises:
         ValueError: the two lists differ in length (they must be the same seeds).
@@ -90,15 +124,26 @@ def paired_difference(
     if len(reports) != len(baseline):
         raise ValueError("paired reports must cover the same seeds")
 
-    def diff(figure: Callable[[DetectionReport], float]) -> dict[str, Any]:
+    def diff(name: str, figure: Callable[[DetectionReport], float]) -> dict[str, Any]:
         values = [figure(a) - figure(b) for a, b in zip(reports, baseline, strict=True)]
-        return {**spread(values), "per_seed": [_clean(v) for v in values]}
+        out = {**spread(values), "per_seed": [_clean(v) for v in values]}
+        if name in FAVOURED_DIRECTION:
+            out.update(beyond_noise(values, FAVOURED_DIRECTION[name]))
+        return out
 
-    return {
-        "recall_subtle": diff(subtle_recall),
-        "recall": diff(lambda r: r.recall),
-        "fp_per_1000_series_hours": diff(lambda r: r.fp_per_1000_series_hours),
+    paired = {
+        "recall_subtle": diff("recall_subtle", subtle_recall),
+        "recall": diff("recall", lambda r: r.recall),
+        "fp_per_1000_series_hours": diff(
+            "fp_per_1000_series_hours", lambda r: r.fp_per_1000_series_hours
+        ),
     }
+    paired["ahead_on_both"] = all(paired[name]["beyond_noise"] for name in FAVOURED_DIRECTION)
+    paired["rule"] = (
+        f"paired mean difference beyond {NOISE_STANDARD_ERRORS:g} standard errors "
+        "(sd / sqrt(seeds)): subtle recall higher, false alarms lower"
+    )
+    return paired
 
 
 def parse_seeds(text: str) -> list[int]:
