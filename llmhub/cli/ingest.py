@@ -28,14 +28,14 @@ def ingest(
         ),
     ] = None,
     lanes: Annotated[
-        int | None,
+        int,
         typer.Option(
             help="Partition groups written in parallel, each over its own database connection "
             "(default 1). A partition and its offsets stay in one lane, so each transaction is "
             "still atomic for the partitions it writes. Worth it when the cores outnumber what "
             "one server process parsing COPY can keep busy."
         ),
-    ] = None,
+    ] = 1,
     worker_index: Annotated[int, typer.Option(help="This machine's share (0-based).")] = 0,
     worker_count: Annotated[int, typer.Option(help="Machines splitting the partitions.")] = 1,
     topic: Annotated[list[str] | None, typer.Option(help="Topics (default: all).")] = None,
@@ -62,9 +62,8 @@ def ingest(
     decoders = (os.cpu_count() or 1) if workers is None else workers
     if decoders < 0:
         raise typer.BadParameter("--workers must be 0 or more")
-    if lanes is not None and lanes < 1:
+    if lanes < 1:
         raise typer.BadParameter("--lanes must be 1 or more")
-    lane_count = 1 if lanes is None else lanes
     topics = topic or None
     # Started before the metrics server's thread, so that it can fork; shared by every run.
     pool = DecoderPool(settings, Ingestor.topic_names(topics), decoders) if decoders else None
@@ -75,9 +74,7 @@ def ingest(
 
     def one_run() -> IngestReport:
         observe = metrics.start_run()
-        ingestor = Ingestor(
-            settings, topics, worker_index, worker_count, pool=pool, lanes=lane_count
-        )
+        ingestor = Ingestor(settings, topics, worker_index, worker_count, pool=pool, lanes=lanes)
 
         def progress(r: IngestReport) -> None:
             observe(r)

@@ -325,23 +325,23 @@ class Ingestor:
                     totals.absorb(lane_report)
                 on_batch(totals)
 
+        def ingest(k: int, lane_conn: psycopg.Connection, reader: PartitionReader) -> None:
+            self._consume(
+                lane_conn, reader, lanes[k], reports[k], until_caught_up, None,
+                progress, lock, stop, lane_batch,
+            )  # fmt: skip
+            reports[k].lag = self._lag(lane_conn, reader, lanes[k])
+
         def lane(k: int) -> None:
+            """Lane 0 uses the run's consumer and connection, the others their own."""
             try:
                 if k == 0:
-                    self._consume(
-                        conn, consumer, lanes[0], reports[0], until_caught_up, None,
-                        progress, lock, stop, lane_batch,
-                    )  # fmt: skip
-                    reports[0].lag = self._lag(conn, consumer, lanes[0])
+                    ingest(0, conn, consumer)
                     return
                 reader = make_reader(self.settings)
                 try:
                     with connect(self.settings, autocommit=True) as lane_conn:
-                        self._consume(
-                            lane_conn, reader, lanes[k], reports[k], until_caught_up, None,
-                            progress, lock, stop, lane_batch,
-                        )  # fmt: skip
-                        reports[k].lag = self._lag(lane_conn, reader, lanes[k])
+                        ingest(k, lane_conn, reader)
                 finally:
                     reader.close()
             except BaseException:
