@@ -73,9 +73,7 @@ DELETE_TEST_ROWS = (
 )
 
 
-def shift_alarms(
-    hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULES
-) -> pd.DataFrame:
+def shift_alarms(hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULES) -> pd.DataFrame:
     """The shift test's alarms among the newest ``score_hours`` of every route: a sustained
     rise or fall of latency p95, error rate or cost per request that hour-by-hour scores miss
     (``ml.anomaly.shift_test``; latency with its time to first token, error rates as counts),
