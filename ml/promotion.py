@@ -20,7 +20,17 @@ the ``champion`` alias to it. The rule:
    better, same resamples), and a challenger takes the title when it wins beyond the noise
    on at least one metric and loses beyond the noise on none; with a false-alarm budget it
    may add at most the budget to the holder's false alarms (a more sensitive model buys its
-   recall with alarms, and the budget says how many it may spend).
+   recall with alarms, and the budget says how many it may spend). False alarms are counts,
+   and a week holds few of them: the budget is judged like the other losses, so a challenger
+   is over it only when its excess (its false alarms minus the holder's and the budget)
+   exceeds ``noise_multiple`` times the bootstrap sd of the paired difference, where both
+   carry resampled false alarms (same resamples as the other metrics). Without that, two
+   alarms more or fewer in a week of a few thousand series-hours flipped the verdict. In the
+   same way a gate may give a metric a tolerance (``tolerances``: a non-inferiority margin,
+   like the false-alarm budget): a loss counts only past the noise margin plus the
+   tolerance, so a difference too small to matter (an AUC 0.001 lower, resolved beyond its
+   noise because paired resamples of the same series are tight) refuses nothing. Tolerances
+   never help a challenger win.
 5. With no finite candidate there is no winner; the caller fails the run (an evaluation that
    produced no number must not publish a model).
 
@@ -76,6 +86,8 @@ class GateCandidate:
         incumbent: the current champion's configuration.
         others: further gate metrics (higher is better): name -> (value, replicates).
         false_alarms: false alarms per 1,000 series-hours, judged against a budget.
+        false_alarm_replicates: the same on each bootstrap resample (``None``: not resampled;
+            the budget is then judged on the values alone).
     """
 
     name: str
@@ -85,6 +97,7 @@ class GateCandidate:
     incumbent: bool = False
     others: Mapping[str, tuple[float, np.ndarray]] = field(default_factory=dict, repr=False)
     false_alarms: float = math.nan
+    false_alarm_replicates: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -99,14 +112,23 @@ class Comparison:
     margin: float
     replaced: bool
     others: tuple[tuple[str, float, float, float], ...] = ()
+    #: Per metric, the loss it may show beyond the noise margin (``choose_best``'s tolerances).
+    tolerances: tuple[tuple[str, float], ...] = ()
     over_budget: bool = False
     #: (challenger's, holder's, budget) false alarms per 1,000 series-hours, when judged.
     false_alarms: tuple[float, float, float] | None = None
+    #: The margin the excess over the budget must pass to refuse the challenger (0 when the
+    #: false alarms were not resampled) and its noise sd.
+    false_alarm_margin: float = 0.0
+    false_alarm_noise: float = 0.0
 
     def describe(self, metric: str) -> str:
         verdict = "takes over" if self.replaced else "does not"
+        tolerated = dict(self.tolerances)
         parts = [
-            f"{name} advantage {advantage:+.4g}, needed > {margin:.4g} (noise sd {noise:.4g})"
+            f"{name} advantage {advantage:+.4g}, needed > {margin:.4g} (noise sd {noise:.4g}"
+            + (f", a loss past {-(margin + tolerated[name]):.4g}" if name in tolerated else "")
+            + ")"
             for name, advantage, noise, margin in (
                 (metric, self.advantage, self.noise, self.margin),
                 *self.others,
@@ -116,9 +138,15 @@ class Comparison:
         if self.false_alarms is not None:
             mine, theirs, allowed = self.false_alarms
             within = "over" if self.over_budget else "within"
+            noise = (
+                f", excess {mine - theirs - allowed:+.3g}, refused past "
+                f"{self.false_alarm_margin:.3g} (noise sd {self.false_alarm_noise:.3g})"
+                if self.false_alarm_margin
+                else ""
+            )
             budget = (
                 f"; false alarms {mine:.3g} against {theirs:.3g} + {allowed:g} per 1,000 "
-                f"series-hours ({within} budget)"
+                f"series-hours{noise} ({within} budget)"
             )
         return f"{self.challenger} vs {self.holder}: {', '.join(parts)}{budget}; {verdict}"
 
@@ -150,9 +178,12 @@ def choose_best(
     lower_is_better: bool,
     noise_multiple: float = NOISE_MULTIPLE,
     false_alarm_budget: float | None = None,
+    tolerances: Mapping[str, float] | None = None,
 ) -> GateDecision:
     """The best candidate by the rule in the module docstring (``false_alarm_budget``: false
-    alarms per 1,000 series-hours a challenger may add to its holder's)."""
+    alarms per 1,000 series-hours a challenger may add to its holder's; ``tolerances``: per
+    metric, how much worse than the holder beyond the noise margin still is no loss)."""
+    tolerated = {name: float(t) for name, t in (tolerances or {}).items() if t}
     values = {c.name: c.value for c in candidates}
     ordered = sorted(
         (c for c in candidates if math.isfinite(c.value)),
@@ -178,16 +209,17 @@ def choose_best(
             # A metric one of them has no number for (no cases) decides nothing.
             if math.isfinite(challenger.others[name][0]) and math.isfinite(holder.others[name][0])
         )
-        steps = [(advantage, margin), *((a, m) for _, a, _, m in others)]
-        wins = any(a > m and a > 0 for a, m in steps)
-        losses = any(not a >= -m for a, m in steps)
+        steps = [(metric, advantage, margin), *((n, a, m) for n, a, _, m in others)]
+        wins = any(a > m and a > 0 for _, a, m in steps)
+        losses = any(not a >= -(m + tolerated.get(n, 0.0)) for n, a, m in steps)
         holder_alarms = holder.false_alarms if math.isfinite(holder.false_alarms) else 0.0
         budget = (
             (challenger.false_alarms, holder_alarms, false_alarm_budget)
             if false_alarm_budget is not None and math.isfinite(challenger.false_alarms)
             else None
         )
-        over_budget = budget is not None and budget[0] > budget[1] + budget[2]
+        alarm_noise, alarm_margin = _alarm_noise(challenger, holder, noise_multiple)
+        over_budget = budget is not None and budget[0] - budget[1] - budget[2] > alarm_margin
         replaced = wins and not losses and not over_budget
         comparisons.append(
             Comparison(
@@ -198,8 +230,11 @@ def choose_best(
                 margin,
                 replaced,
                 others,
+                tuple((n, tolerated[n]) for n, _, _ in steps if n in tolerated),
                 over_budget,
                 budget,
+                alarm_margin,
+                alarm_noise,
             )
         )
         if replaced:
@@ -227,6 +262,26 @@ def _paired(
     # One resample or none measures no spread: such a challenger can never prove itself.
     noise = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.inf
     return advantage, noise, noise_multiple * noise
+
+
+def _alarm_noise(
+    challenger: GateCandidate, holder: GateCandidate, noise_multiple: float
+) -> tuple[float, float]:
+    """The bootstrap sd of the challenger's false alarms minus the holder's and the margin
+    their excess over the budget must pass; (0, 0) when the challenger's were not resampled.
+    A holder without resampled false alarms counts as none on every resample."""
+    if challenger.false_alarm_replicates is None:
+        return 0.0, 0.0
+    mine = np.asarray(challenger.false_alarm_replicates, dtype=float)
+    theirs = (
+        np.asarray(holder.false_alarm_replicates, dtype=float)
+        if holder.false_alarm_replicates is not None
+        else np.zeros_like(mine)
+    )
+    diffs = mine - theirs
+    diffs = diffs[np.isfinite(diffs)]
+    noise = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
+    return noise, noise_multiple * noise
 
 
 def replicates_of(statistic: Callable[[np.ndarray], float], weights: np.ndarray) -> np.ndarray:

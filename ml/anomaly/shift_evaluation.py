@@ -181,6 +181,18 @@ class ShiftEvaluation:
         hours = counted["series_hours"]
         return 1000.0 * counted["false_alarms"] / hours if hours else math.nan
 
+    def false_alarm_replicates(self, units: Sequence[SeriesId], weights: np.ndarray) -> np.ndarray:
+        """False alarms per 1,000 counted series-hours on each row of ``weights``
+        (multiplicities over ``units``): alarms and hours are both summed over the resample."""
+        alarms = np.array([self.false_alarms.get(u, 0) for u in units], dtype=float)
+        hours = np.array([self.hours.get(u, 0) for u in units], dtype=float)
+        w = np.asarray(weights, dtype=float)
+        total = w @ hours
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(
+                total > 0, 1000.0 * (w @ alarms) / np.where(total > 0, total, 1), np.nan
+            )
+
     def accounting(self, units: Sequence[SeriesId]) -> dict[str, float]:
         """The false alarms' accounting over ``units``: counted alarms and series-hours, and
         what was left out."""

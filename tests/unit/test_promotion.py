@@ -174,3 +174,83 @@ def test_a_challenger_within_the_false_alarm_budget_says_so() -> None:
     decision = _judge(baseline, tests)
     assert decision.winner == "baseline_tests"
     assert "(within budget); takes over" in decision.reason
+
+
+def _with_alarm_replicates(candidate: GateCandidate, sd: float, seed: int) -> GateCandidate:
+    rng = np.random.default_rng(seed)
+    spread = candidate.false_alarms + rng.normal(0, sd, 200)
+    return GateCandidate(
+        candidate.name,
+        candidate.complexity,
+        candidate.value,
+        candidate.replicates,
+        others=candidate.others,
+        false_alarms=candidate.false_alarms,
+        false_alarm_replicates=spread,
+    )
+
+
+def test_an_excess_over_the_budget_within_its_noise_does_not_refuse_the_challenger() -> None:
+    # A fresh demo's week: 8 false alarms against 4 in 3,900 series-hours (2.06 against 1.03
+    # per 1,000, sd of the difference 0.75) refused the shift tests, and the next week's draw
+    # chose them: the verdict depended on a few alarms.
+    baseline = _with_alarm_replicates(_two_metric("baseline", 1, 0.95, 0.18, 1, 1.03), 0.5, 3)
+    tests = _with_alarm_replicates(_two_metric("baseline_tests", 1.5, 0.95, 0.53, 2, 2.06), 0.5, 4)
+    decision = _judge(baseline, tests)
+    assert decision.winner == "baseline_tests"
+    comparison = decision.comparisons[0]
+    assert not comparison.over_budget
+    assert comparison.false_alarm_margin == pytest.approx(2 * comparison.false_alarm_noise)
+    assert 0.527 < comparison.false_alarm_margin
+    assert "excess +0.53, refused past" in decision.reason
+
+
+def test_an_excess_over_the_budget_beyond_its_noise_refuses_the_challenger() -> None:
+    baseline = _with_alarm_replicates(_two_metric("baseline", 1, 0.95, 0.18, 1, 1.0), 0.1, 3)
+    noisy = _with_alarm_replicates(_two_metric("baseline_tests", 1.5, 0.95, 0.53, 2, 3.0), 0.1, 4)
+    decision = _judge(baseline, noisy)
+    assert decision.winner == "baseline"
+    assert decision.comparisons[0].over_budget
+    assert "(over budget); does not" in decision.reason
+
+
+def test_a_holder_without_resampled_alarms_counts_as_none_on_every_resample() -> None:
+    baseline = _two_metric("baseline", 1, 0.95, 0.18, 1, math.nan)
+    tests = _with_alarm_replicates(_two_metric("baseline_tests", 1.5, 0.95, 0.53, 2, 0.9), 0.1, 4)
+    decision = _judge(baseline, tests)
+    # 0.9 is 0.4 over the 0.5 budget against no alarms, and the noise is 0.1: refused.
+    assert decision.winner == "baseline"
+    assert decision.comparisons[0].false_alarms == (0.9, 0.0, 0.5)
+
+
+def test_a_loss_within_the_tolerance_is_no_loss_and_the_tolerance_wins_nothing() -> None:
+    # Paired resamples of the same series: an AUC 0.001 lower is beyond 2 sds of 0.0002.
+    shared = np.random.default_rng(5).normal(0, 0.003, 200)
+    own = np.random.default_rng(6).normal(0, 0.0002, 200)
+    baseline = GateCandidate(
+        "baseline", 1, 0.951, 0.951 + shared, others={"shift_recall": (0.2, 0.2 + own)}
+    )
+    tests = GateCandidate(
+        "baseline_tests",
+        1.5,
+        0.950,
+        0.950 + shared + own,
+        others={"shift_recall": (0.6, 0.6 + own + np.random.default_rng(7).normal(0, 0.02, 200))},
+    )
+    strict = choose_best([baseline, tests], "auc", lower_is_better=False)
+    assert strict.winner == "baseline"
+    tolerant = choose_best(
+        [baseline, tests], "auc", lower_is_better=False, tolerances={"auc": 0.005}
+    )
+    assert tolerant.winner == "baseline_tests"
+    assert "a loss past -0.005" in tolerant.reason
+    # Past the tolerance it is a loss again.
+    worse = GateCandidate("baseline_tests", 1.5, 0.94, 0.94 + shared + own, others=tests.others)
+    assert (
+        choose_best([baseline, worse], "auc", lower_is_better=False, tolerances={"auc": 0.005})
+    ).winner == "baseline"
+    # A tolerance is no advantage: equal on both metrics, nothing changes hands.
+    equal = GateCandidate("baseline_tests", 1.5, 0.951, 0.951 + shared, others=baseline.others)
+    assert (
+        choose_best([baseline, equal], "auc", lower_is_better=False, tolerances={"auc": 0.005})
+    ).winner == "baseline"

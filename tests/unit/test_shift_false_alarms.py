@@ -12,6 +12,7 @@ from ml.anomaly.shift_evaluation import (
     CHANGE_HOURS,
     GRACE_HOURS,
     KnownWindow,
+    ShiftEvaluation,
     evaluate_shifts,
     known_hours,
     shift_cases,
@@ -184,3 +185,19 @@ def test_the_hub_knowledge_becomes_windows() -> None:
         KnownWindow("u", "app-2", None, at, at + pd.Timedelta(hours=3), "incident"),
         KnownWindow("t", "app-3", "m", at, at + pd.Timedelta(hours=1), "true_positive"),
     ]
+
+
+def test_resampled_false_alarms_sum_alarms_and_hours_over_the_drawn_series() -> None:
+    evaluation = ShiftEvaluation(
+        detected={"a": True, "b": False, "c": True},
+        false_alarms={"a": 2, "b": 0, "c": 1},
+        hours={"a": 1000, "b": 3000, "c": 0},
+    )
+    units = ["a", "b", "c"]
+    weights = np.array([[1, 1, 1], [3, 0, 0], [0, 2, 1], [0, 0, 3]])
+    got = evaluation.false_alarm_replicates(units, weights)
+    # Unit weights give the whole evaluation's rate; an hour-less draw has no rate.
+    assert got[0] == pytest.approx(evaluation.false_alarms_per_1000(units)) == 0.75
+    assert got[1] == pytest.approx(2.0)
+    assert got[2] == pytest.approx(1000 * 1 / 6000)
+    assert np.isnan(got[3])
