@@ -13,8 +13,13 @@ Two things make those shifts visible:
   so a drift shows) and ``sigma`` the robust spread of ``(x - m) * sqrt(n)`` on the history.
 * Two metrics at once where a change moves both: a slower model multiplies latency and time to
   first token alike, so latency is tested on the combined z-score of both (``combine_scores``).
-* Counts for rates. An error rate is tested as counts (``rate_scan``): the errors of the last
-  1-8 hours against the route's own reference rate, an exact conditional binomial test.
+* Counts for rates. An error rate is tested as counts: the errors of the last 1-8 hours
+  against the route's own reference rate, an exact conditional binomial test (``rate_scan``,
+  rules 1), or a binomial CUSUM tuned to a rise of 2.5 points with the hour's requests as its
+  exposure (``rate_cusum``, rules 2: ``SHIFT_RULES``).
+* The log scale for percentiles (rules 2). A slowdown multiplies a p95, and a p95 of few
+  requests lies below one of many: latency and cost per request are tested as logs with the
+  route's own slope on ``log n`` taken out (``volume_adjusted``).
 * Accumulation. Page's two-sided CUSUM, ``S_t = max(0, S_{t-1} + z_t - k)`` (and the mirror for
   a fall), adds the evidence of consecutive hours; ``z`` is clipped at ``c`` so one outlier never
   makes a shift. An alarm when ``S >= h`` restarts the sum, so a shift that persists alarms
