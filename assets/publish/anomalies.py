@@ -23,7 +23,7 @@ from llmhub.ml_data import (
 )
 from ml.anomaly.count_test import DEFAULT_ALPHA, LOOKBACK_DAYS, stopped_hours
 from ml.anomaly.fleet import SCORE_COLUMNS
-from ml.anomaly.shift_test import COMPANIONS, SHIFT_METRICS, route_shifts
+from ml.anomaly.shift_test import COMPANIONS, SHIFT_METRICS, SHIFT_RULES, route_shifts
 from ml.features import SERIES_COLUMNS, SeriesKey, hourly_metrics, regular_series
 from ml.keys import RouteKey
 from ml.pyfunc import DetectorModel
@@ -73,7 +73,7 @@ DELETE_TEST_ROWS = (
 )
 
 
-def shift_alarms(hourly: pd.DataFrame, score_hours: int) -> pd.DataFrame:
+def shift_alarms(hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULES) -> pd.DataFrame:
     """The shift test's alarms among the newest ``score_hours`` of every route: a sustained
     rise or fall of latency p95, error rate or cost per request that hour-by-hour scores miss
     (``ml.anomaly.shift_test``; latency with its time to first token, error rates as counts),
@@ -81,6 +81,7 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int) -> pd.DataFrame:
 
     Args:
         hourly: ``fct_llm_requests_hourly`` rows (``read_hourly_mart``).
+        rules: the champion spec's ``shift_rules`` (the tests it was evaluated with).
     """
     if hourly.empty:
         return pd.DataFrame(columns=SCORE_COLUMNS)
@@ -106,6 +107,7 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int) -> pd.DataFrame:
             requests.to_numpy(),
             start,
             None if other is None else other.to_numpy(),
+            rules,
         )
         if not tested.is_shift.any():
             continue
@@ -277,7 +279,7 @@ def anomalies(
     # The shift tests are part of the published model: a champion without them (the plain
     # robust baseline, or a version registered before they were) publishes no shift alarms.
     shifts = (
-        shift_alarms(hourly, config.score_hours)
+        shift_alarms(hourly, config.score_hours, model.spec().shift_rules)
         if model.spec().shift_tests
         else pd.DataFrame(columns=SCORE_COLUMNS)
     )

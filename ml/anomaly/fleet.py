@@ -30,6 +30,7 @@ from ml.anomaly.lstm_autoencoder import (
     LstmAutoencoderDetector,
     train_shared_network,
 )
+from ml.anomaly.shift_test import SHIFT_RULES
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,11 @@ class DetectorSpec:
             pass's (threshold, range, error rates left to the tests), 2 also tokens left to
             the cost tests (``COVERED_METRICS``) and range-only alarms on
             ``RANGE_ONLY_METRICS``. A spec stored without it reads back as 1 (``from_dict``).
+        shift_rules: which revision of the shift tests' rules (``ml.anomaly.shift_test.
+            SHIFT_RULES``): 1 latency and cost per request on their own scale, error rates by
+            the rate scan; 2 latency and cost per request on the log scale without the effect
+            of the hour's volume, error rates by the binomial CUSUM. A spec stored without it
+            reads back as 1 (``from_dict``), the tests it was evaluated with.
     """
 
     members: tuple[str, ...] = DEFAULT_MEMBERS
@@ -124,6 +130,7 @@ class DetectorSpec:
     min_train_points: int = 72
     shift_tests: bool = False
     spike_rules: int = SPIKE_RULES
+    shift_rules: int = SHIFT_RULES
 
     def __post_init__(self) -> None:
         unknown = set(self.members) - set(MEMBERS)
@@ -131,6 +138,8 @@ class DetectorSpec:
             raise ValueError(f"members must be a non-empty subset of {MEMBERS}, got {self.members}")
         if self.spike_rules not in (1, 2):
             raise ValueError(f"spike_rules must be 1 or 2, got {self.spike_rules}")
+        if self.shift_rules not in (1, 2):
+            raise ValueError(f"shift_rules must be 1 or 2, got {self.shift_rules}")
 
     @property
     def spike_threshold(self) -> float:
@@ -166,6 +175,7 @@ class DetectorSpec:
         """A spec from logged params (unknown keys are ignored)."""
         known = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
         known.setdefault("spike_rules", 1)
+        known.setdefault("shift_rules", 1)
         if "members" in known:
             known["members"] = tuple(known["members"])
         return cls(**known)

@@ -206,7 +206,11 @@ class ShiftEvaluation:
 
 
 def _test_flags(
-    key: SeriesId, series: Mapping[SeriesId, pd.Series], held_out: pd.Series, eval_hours: int
+    key: SeriesId,
+    series: Mapping[SeriesId, pd.Series],
+    held_out: pd.Series,
+    eval_hours: int,
+    rules: int,
 ) -> np.ndarray:
     """The shift test's alarms on ``held_out`` with the series' earlier hours as history."""
     route, metric = key
@@ -214,7 +218,7 @@ def _test_flags(
     counts = series[(route, "request_count")]
     values = np.concatenate([history.to_numpy(dtype=float), held_out.to_numpy(dtype=float)])
     requests = counts.reindex(series[key].index).to_numpy(dtype=float)
-    return route_shifts(metric, values, requests, len(history)).is_shift
+    return route_shifts(metric, values, requests, len(history), rules=rules).is_shift
 
 
 def evaluate_shifts(
@@ -261,8 +265,9 @@ def evaluate_shifts(
         clean_flags &= published
         counted = published.copy()
         if shift_tests:
-            flags |= _test_flags(key, series, case.shifted, eval_hours)
-            tested = _test_flags(key, series, clean, eval_hours)
+            rules = fleet.spec.shift_rules
+            flags |= _test_flags(key, series, case.shifted, eval_hours, rules)
+            tested = _test_flags(key, series, clean, eval_hours, rules)
             unjudged &= ~tested
             clean_flags |= tested
             counted |= tested

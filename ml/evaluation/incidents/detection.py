@@ -14,7 +14,7 @@ from ml.anomaly.base import DetectorResult
 from ml.anomaly.count_test import stopped_hours
 from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import DetectorSpec, Fleet
-from ml.anomaly.shift_test import COMPANIONS, SHIFT_METRICS, route_shifts
+from ml.anomaly.shift_test import COMPANIONS, SHIFT_METRICS, SHIFT_RULES, route_shifts
 from ml.evaluation.incidents.base import (
     GRACE_HOURS,
     HOUR,
@@ -356,6 +356,7 @@ def evaluate_detection(
     count_test: bool = False,
     shift_test: bool = False,
     companions: tuple[SeriesMap, SeriesMap] | None = None,
+    shift_rules: int = SHIFT_RULES,
 ) -> DetectionReport | tuple[DetectionReport, FeedbackEffect]:
     """Fit on the clean window, score the incident window, match the flags to the ground truth.
 
@@ -374,6 +375,7 @@ def evaluate_detection(
             count (``with_stop_flags``), as the scoring asset does beside the detector.
         shift_test: also run the shift test on every route's latency, error rate and cost per
             request (``with_shift_flags``).
+        shift_rules: the shift tests' rules (the spec's ``DetectorSpec.shift_rules``).
 
     Raises:
         IncidentEvaluationError: the keys differ or the detection step left a series out.
@@ -401,7 +403,7 @@ def evaluate_detection(
     if count_test:
         scored = with_stop_flags(scored, filled_train, filled_test)
     if shift_test:
-        scored = with_shift_flags(scored, train, test, companions)
+        scored = with_shift_flags(scored, train, test, companions, shift_rules)
     report = match_incidents(scored, incidents, bursts, grace_hours)
     if feedback_split is None:
         return report
@@ -444,11 +446,12 @@ def with_shift_flags(
     train: SeriesMap,
     test: SeriesMap,
     companions: tuple[SeriesMap, SeriesMap] | None = None,
+    rules: int = SHIFT_RULES,
 ) -> pd.DataFrame:
     """``scored`` with the shift test's alarms (``ml.anomaly.shift_test.route_shifts``) on each
     route's latency p95 (with its time to first token from ``companions``), error rate and cost
     (per request), from the raw series (NaN where idle); the training window is the test's
-    history."""
+    history; ``rules`` are the spec's ``shift_rules``."""
     flags = []
     for key, values in test.items():
         if key.metric not in SHIFT_METRICS:
@@ -474,7 +477,9 @@ def with_shift_flags(
                 ).to_numpy()
                 if len(companion) != len(history):
                     companion = None
-        tested = route_shifts(key.metric, history.to_numpy(), counts.to_numpy(), start, companion)
+        tested = route_shifts(
+            key.metric, history.to_numpy(), counts.to_numpy(), start, companion, rules
+        )
         if tested.is_shift.any():
             flags.append(
                 _flag_frame(key, values.index[tested.is_shift], tested.score[tested.is_shift])

@@ -268,6 +268,7 @@ def evaluate_windows(
         count_test=count_test,
         shift_test=shift_test,
         companions=companions,
+        shift_rules=spec.shift_rules,
     )
     tasks.remove_task(detect)
     detected = time.perf_counter()
