@@ -428,6 +428,7 @@ def evaluate_candidates(
             alarm_replicates[name] = result.false_alarm_replicates(shift_units, shift_weights)
             metrics[name]["shift_false_alarms_per_1000_hours"] = false_alarms[name]
             metrics[name]["shift_cases"] = float(len(shift_units))
+            metrics[name]["shift_positions"] = float(sum(len(cases[u]) for u in shift_units))
             metrics[name].update(
                 {f"shift_{k}": v for k, v in result.accounting(shift_units).items()}
             )

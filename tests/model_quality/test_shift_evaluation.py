@@ -9,7 +9,12 @@ import pytest
 
 from ml.anomaly.fleet import DetectorSpec, Fleet
 from ml.anomaly.fleet_state import load_fleet, save_fleet
-from ml.anomaly.shift_evaluation import SHIFT_HOURS, SUBTLE_SHIFTS, shift_cases
+from ml.anomaly.shift_evaluation import (
+    CASES_PER_SERIES,
+    SHIFT_HOURS,
+    SUBTLE_SHIFTS,
+    shift_cases,
+)
 from ml.anomaly.training import SpikeEvaluation, baseline_spec, evaluate_candidates
 
 HOURS = 24 * 14
@@ -40,20 +45,25 @@ def _routes(n: int = 8) -> dict[tuple[str, str], pd.Series]:
     return out
 
 
-def test_each_route_metric_gets_one_seeded_shift_of_its_size() -> None:
+def test_each_route_metric_gets_seeded_shifts_of_its_size_at_distinct_positions() -> None:
     series = _routes(3)
     cases = shift_cases(series, EVAL_HOURS, seed=0)
     assert {metric for _, metric in cases} == set(SUBTLE_SHIFTS)
+    assert all(len(c) == CASES_PER_SERIES for c in cases.values())
+    assert all(len({case.start for case in c}) == len(c) for c in cases.values())
     again = shift_cases(series, EVAL_HOURS, seed=0)
-    assert {k: c.start for k, c in cases.items()} == {k: c.start for k, c in again.items()}
+    starts = {k: [case.start for case in c] for k, c in cases.items()}
+    assert starts == {k: [case.start for case in c] for k, c in again.items()}
     key = ("t/app-1/m", "latency_p95_ms")
-    case = cases[key]
     clean = series[key].iloc[-EVAL_HOURS:].to_numpy()
-    span = slice(case.start, case.start + SHIFT_HOURS)
-    np.testing.assert_allclose(case.shifted.to_numpy()[span], 1.4 * clean[span])
-    outside = np.ones(EVAL_HOURS, dtype=bool)
-    outside[span] = False
-    np.testing.assert_array_equal(case.shifted.to_numpy()[outside], clean[outside])
+    for case in cases[key]:
+        # One shift per case: the other cases' positions are untouched in this one.
+        span = slice(case.start, case.start + SHIFT_HOURS)
+        np.testing.assert_allclose(case.shifted.to_numpy()[span], 1.4 * clean[span])
+        outside = np.ones(EVAL_HOURS, dtype=bool)
+        outside[span] = False
+        np.testing.assert_array_equal(case.shifted.to_numpy()[outside], clean[outside])
+    assert all(len(c) == 1 for c in shift_cases(series, EVAL_HOURS, per_series=1).values())
 
 
 @pytest.fixture(scope="module")

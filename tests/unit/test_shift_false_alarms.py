@@ -12,6 +12,7 @@ from ml.anomaly.shift_evaluation import (
     CHANGE_HOURS,
     GRACE_HOURS,
     KnownWindow,
+    ShiftCase,
     ShiftEvaluation,
     evaluate_shifts,
     known_hours,
@@ -201,3 +202,21 @@ def test_resampled_false_alarms_sum_alarms_and_hours_over_the_drawn_series() -> 
     assert got[1] == pytest.approx(2.0)
     assert got[2] == pytest.approx(1000 * 1 / 6000)
     assert np.isnan(got[3])
+
+
+def test_a_series_recall_is_the_share_of_its_cases_found(fitted) -> None:
+    # One position per series left the gate's recall a hit or miss per series: its noise margin
+    # was wide and one demo week of 24 flipped the verdict.
+    series, fleet, _ = fitted
+    key = (_route(1), "latency_p95_ms")
+    clean = series[key].iloc[-EVAL_HOURS:]
+
+    def share(*cases: ShiftCase) -> float:
+        return evaluate_shifts(fleet, series, {key: cases}, EVAL_HOURS, True).detected[key]
+
+    quiet = next(s for s in range(24, 120, 6) if share(ShiftCase(key, s, clean)) == 0.0)
+    loud = clean.copy()
+    loud.iloc[quiet + 24 : quiet + 30] *= 20
+    found = ShiftCase(key, quiet + 24, loud)
+    assert share(found) == 1.0
+    assert share(found, ShiftCase(key, quiet, clean)) == 0.5
