@@ -31,10 +31,10 @@ from rich.console import Console
 from rich.progress import Progress
 
 from assets.ml_models.detector import DetectorConfig, known_windows
-from llmhub.demo import DEMO_DAYS, DEMO_EVENTS, DEMO_ROLLOUT_HOURS, DEMO_SEED
+from llmhub.demo import DEMO_SEED, demo_traffic
 from llmhub.incident_eval import window_frames
 from llmhub.ml_data import detector_series
-from llmhub.producers.synthetic import SyntheticTraffic, generate
+from llmhub.producers.synthetic import SyntheticTraffic
 from ml.anomaly.training import baseline_spec, evaluate_candidates
 from ml.evaluation.incidents.harness import parse_seeds
 from ml.promotion import Comparison
@@ -84,14 +84,7 @@ def earlier_rule(comparison: Comparison) -> bool:
 
 def verdict(seed: int, end: datetime, config: DetectorConfig) -> dict:
     started = time.perf_counter()
-    traffic = generate(
-        events=DEMO_EVENTS,
-        days=DEMO_DAYS,
-        seed=seed,
-        end=end,
-        incidents=True,
-        rollout_hours=DEMO_ROLLOUT_HOURS,
-    )
+    traffic = demo_traffic(seed, end)
     hourly, _ = window_frames(traffic, end + timedelta(minutes=5))
     # read_hourly_mart: complete hours only, the newest history_hours of them.
     hourly = hourly[hourly["request_hour_at"] < pd.Timestamp(end).floor("h")]

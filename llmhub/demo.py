@@ -34,7 +34,7 @@ from llmhub.config import Settings, load_settings, mlflow_tracking_uri
 from llmhub.db import connect
 from llmhub.incidents.report import print_incidents
 from llmhub.producers.sink import make_producer, send_all
-from llmhub.producers.synthetic import generate
+from llmhub.producers.synthetic import SyntheticTraffic, generate
 from llmhub.status import collect_status
 
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
@@ -197,6 +197,19 @@ def demo_seed(instance: dg.DagsterInstance) -> int:
     return DEMO_SEED + instance.get_runs_count(dg.RunsFilter(tags=DEMO_TAGS))
 
 
+def demo_traffic(seed: int, end: datetime | None = None) -> SyntheticTraffic:
+    """The demo's traffic: ``DEMO_DAYS`` ending at ``end`` (default now), its incidents and
+    the model rollout."""
+    return generate(
+        events=DEMO_EVENTS,
+        days=DEMO_DAYS,
+        seed=seed,
+        end=end,
+        incidents=True,
+        rollout_hours=DEMO_ROLLOUT_HOURS,
+    )
+
+
 def run(
     settings: Settings, instance: dg.DagsterInstance, console: Console, started_at: datetime
 ) -> None:
@@ -216,13 +229,7 @@ def run(
             raise SystemExit(f"{name} run {result.run_id} failed; see Dagit and the log file")
 
     console.rule("1. Produce synthetic traffic to Kafka")
-    traffic = generate(
-        events=DEMO_EVENTS,
-        days=DEMO_DAYS,
-        seed=seed,
-        incidents=True,
-        rollout_hours=DEMO_ROLLOUT_HOURS,
-    )
+    traffic = demo_traffic(seed)
 
     def produce() -> int:
         producer = make_producer(settings.kafka_bootstrap)

@@ -246,6 +246,20 @@ RATE_MAX_SPAN = 8
 RATE_ALPHA = 3e-4
 
 
+def _reference_counts(
+    errors: np.ndarray, requests: np.ndarray, window: int, gap: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative errors and requests (a leading 0), and per hour ``t`` the errors and
+    requests of the reference span, the ``window`` hours ending ``gap`` hours before ``t``."""
+    size = len(errors)
+    ce = np.concatenate([[0.0], np.cumsum(errors)])
+    cn = np.concatenate([[0.0], np.cumsum(requests)])
+    t = np.arange(size)
+    hi = np.clip(t - gap, 0, size)
+    lo = np.clip(t - gap - window, 0, size)
+    return ce, cn, ce[hi] - ce[lo], cn[hi] - cn[lo]
+
+
 def rate_scan(
     errors: np.ndarray,
     requests: np.ndarray,
@@ -294,13 +308,8 @@ def rate_scan(
             "need 0 < alpha < 1, max_span >= 1, window >= 1, gap >= max_span - 1, confirm >= 1"
         )
     size = len(e)
-    ce = np.concatenate([[0.0], np.cumsum(e)])
-    cn = np.concatenate([[0.0], np.cumsum(n)])
+    ce, cn, e_ref, n_ref = _reference_counts(e, n, window, gap)
     t = np.arange(size)
-    ref_hi = np.clip(t - gap, 0, size)
-    ref_lo = np.clip(t - gap - window, 0, size)
-    e_ref = ce[ref_hi] - ce[ref_lo]
-    n_ref = cn[ref_hi] - cn[ref_lo]
     # p[t, L - 1]: the span of L hours ending at t.
     p = np.ones((size, max_span))
     for span in range(1, max_span + 1):
@@ -394,13 +403,7 @@ def rate_cusum(
         raise ValueError("need 0 < shift < 0.5, alarm > 0, window >= 1, gap >= 0")
     e = np.minimum(e, n)
     size = len(e)
-    ce = np.concatenate([[0.0], np.cumsum(e)])
-    cn = np.concatenate([[0.0], np.cumsum(n)])
-    t = np.arange(size)
-    ref_hi = np.clip(t - gap, 0, size)
-    ref_lo = np.clip(t - gap - window, 0, size)
-    e_ref = ce[ref_hi] - ce[ref_lo]
-    n_ref = cn[ref_hi] - cn[ref_lo]
+    _, _, e_ref, n_ref = _reference_counts(e, n, window, gap)
     p0 = np.clip((e_ref + 0.5) / (n_ref + 1.0), 1e-4, 0.5)
     p1 = p0 + shift
     llr = e * np.log(p1 / p0) + (n - e) * np.log((1.0 - p1) / (1.0 - p0))
