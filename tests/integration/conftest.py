@@ -18,6 +18,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -230,6 +231,37 @@ class IsolatedStack:
 
     def count(self, table: str) -> int:
         return int(self.scalar(sql.SQL("select count(*) from {}").format(_raw(table))))
+
+    @contextmanager
+    def insert_trigger(
+        self, name: str, table: str, body: str, clause: str, *, constraint: bool = False
+    ) -> Iterator[None]:
+        """While open: plpgsql function ``raw.<name>`` (``body``, between ``begin`` and
+        ``end``) run by trigger ``name`` after each insert into ``raw.<table>`` (``clause``:
+        what follows ``on <table>``, e.g. ``for each row when (...)``); both dropped on exit."""
+        function = sql.Identifier("raw", name)
+        self.conn.execute(
+            sql.SQL(
+                "create or replace function {}() returns trigger language plpgsql as $$ "
+                "begin {} end $$"
+            ).format(function, sql.SQL(body))  # type: ignore[arg-type]
+        )
+        self.conn.execute(
+            sql.SQL("create {} trigger {} after insert on {} {} execute function {}()").format(
+                sql.SQL("constraint" if constraint else ""),
+                sql.Identifier(name),
+                _raw(table),
+                sql.SQL(clause),  # type: ignore[arg-type]
+                function,
+            )
+        )
+        try:
+            yield
+        finally:
+            self.conn.execute(
+                sql.SQL("drop trigger if exists {} on {}").format(sql.Identifier(name), _raw(table))
+            )
+            self.conn.execute(sql.SQL("drop function if exists {}()").format(function))
 
     def counts(self) -> dict[str, int]:
         return {table: self.count(table) for table in RAW_TABLES}

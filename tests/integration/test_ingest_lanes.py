@@ -64,24 +64,13 @@ def test_lanes_share_the_decoders_and_store_every_message_once(
 def kill_session_on(stack: IsolatedStack) -> Iterator[str]:
     """A trigger that terminates the inserting session when a row of tenant ``kill-lane`` is
     written: the connection of the lane writing it is lost mid-batch."""
-    stack.conn.execute(
-        """
-        create or replace function raw.kill_lane() returns trigger language plpgsql as $$
-        begin
-            perform pg_terminate_backend(pg_backend_pid());
-            return null;
-        end $$
-        """
-    )
-    stack.conn.execute(
-        "create trigger kill_lane after insert on raw.llm_requests for each row "
-        "when (new.tenant_id = 'kill-lane') execute function raw.kill_lane()"
-    )
-    try:
+    with stack.insert_trigger(
+        "kill_lane",
+        "llm_requests",
+        "perform pg_terminate_backend(pg_backend_pid()); return null;",
+        "for each row when (new.tenant_id = 'kill-lane')",
+    ):
         yield "kill-lane"
-    finally:
-        stack.conn.execute("drop trigger if exists kill_lane on raw.llm_requests")
-        stack.conn.execute("drop function if exists raw.kill_lane()")
 
 
 def test_a_lane_losing_its_connection_stops_the_run_and_the_rerun_loses_nothing(

@@ -46,26 +46,16 @@ def test_a_400_digit_timestamp_is_dead_lettered_and_the_cli_exits_0(
 def refuse_tenant(stack: IsolatedStack) -> Iterator[str]:
     """A deferred constraint trigger refusing, at commit, any transaction that stored a row of
     tenant ``poison``: the database refuses the whole transaction, no single statement fails."""
-    stack.conn.execute(
-        """
-        create or replace function raw.refuse_poison() returns trigger language plpgsql as $$
-        begin
-            if new.tenant_id = 'poison' then
-                raise exception 'tenant poison refused at commit' using errcode = 'P0001';
-            end if;
-            return null;
-        end $$
-        """
-    )
-    stack.conn.execute(
-        "create constraint trigger refuse_poison after insert on raw.security_alerts "
-        "deferrable initially deferred for each row execute function raw.refuse_poison()"
-    )
-    try:
+    with stack.insert_trigger(
+        "refuse_poison",
+        "security_alerts",
+        "if new.tenant_id = 'poison' then "
+        "raise exception 'tenant poison refused at commit' using errcode = 'P0001'; "
+        "end if; return null;",
+        "deferrable initially deferred for each row",
+        constraint=True,
+    ):
         yield "poison"
-    finally:
-        stack.conn.execute("drop trigger if exists refuse_poison on raw.security_alerts")
-        stack.conn.execute("drop function if exists raw.refuse_poison()")
 
 
 def test_a_transaction_refused_at_commit_is_split_until_the_message_is_isolated(

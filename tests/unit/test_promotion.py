@@ -1,6 +1,7 @@
 """The gate: the best evaluated candidate, a more complex one only beyond the noise."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -177,17 +178,8 @@ def test_a_challenger_within_the_false_alarm_budget_says_so() -> None:
 
 
 def _with_alarm_replicates(candidate: GateCandidate, sd: float, seed: int) -> GateCandidate:
-    rng = np.random.default_rng(seed)
-    spread = candidate.false_alarms + rng.normal(0, sd, 200)
-    return GateCandidate(
-        candidate.name,
-        candidate.complexity,
-        candidate.value,
-        candidate.replicates,
-        others=candidate.others,
-        false_alarms=candidate.false_alarms,
-        false_alarm_replicates=spread,
-    )
+    spread = candidate.false_alarms + np.random.default_rng(seed).normal(0, sd, 200)
+    return replace(candidate, false_alarm_replicates=spread)
 
 
 def test_an_excess_over_the_budget_within_its_noise_does_not_refuse_the_challenger() -> None:
