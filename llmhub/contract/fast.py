@@ -22,9 +22,8 @@ import msgspec
 from msgspec import Meta
 
 # Only the plain ISO-8601 form with an explicit offset; everything else takes the slow path.
-_ISO = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})", re.ASCII
-).fullmatch
+ISO_LOCAL = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?"
+_ISO = re.compile(ISO_LOCAL + r"(?:Z|[+-]\d{2}:\d{2})", re.ASCII).fullmatch
 
 ShortText = Annotated[str, Meta(min_length=1, max_length=256)]
 Tokens = Annotated[int, Meta(ge=0, le=100_000_000)]
@@ -72,20 +71,19 @@ class FastTelemetryEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     schema_version: str = "1.0"
 
 
-_decode = msgspec.json.Decoder(FastTelemetryEvent).decode
+decode_event = msgspec.json.Decoder(FastTelemetryEvent).decode
 # The hyphenated 36-character form of a UUID: a subset of the contract's pattern, which also
 # allows missing hyphens (those take the pydantic path). One compiled match costs less than
 # slicing and stripping (measured).
-_plain_uuid = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII
-).fullmatch
+PLAIN_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_plain_uuid = re.compile(PLAIN_UUID, re.ASCII).fullmatch
 
 
 def decode_telemetry(value: bytes) -> tuple[FastTelemetryEvent, datetime, str] | None:
     """(event, occurred_at with its offset, status) when ``value`` is a telemetry event in the
     canonical shape that the contract accepts; ``None`` means: ask the pydantic model."""
     try:
-        event = _decode(value)
+        event = decode_event(value)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     body = event.body
@@ -100,12 +98,13 @@ def decode_telemetry(value: bytes) -> tuple[FastTelemetryEvent, datetime, str] |
         occurred_at = datetime.fromisoformat(event.occurred_at)
     except ValueError:
         return None
-    status = body.status
-    if status is None:  # the contract's derivation (TelemetryBody._derive)
-        if body.http_status_code == 429 or body.error_type == "429":
-            status = "rate_limited"
-        elif body.error_type is not None or (body.http_status_code or 200) >= 400:
-            status = "error"
-        else:
-            status = "ok"
-    return event, occurred_at, status
+    return event, occurred_at, body.status or derived_status(body)
+
+
+def derived_status(body: FastTelemetryBody) -> str:
+    """The status of a body that states none: the contract's derivation (TelemetryBody._derive)."""
+    if body.http_status_code == 429 or body.error_type == "429":
+        return "rate_limited"
+    if body.error_type is not None or (body.http_status_code or 200) >= 400:
+        return "error"
+    return "ok"

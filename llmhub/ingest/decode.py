@@ -26,6 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 from psycopg._copy_base import format_row_text  # the C row renderer behind COPY ... write_row
 from psycopg.adapt import Transformer
 
@@ -45,8 +46,8 @@ class DecodedChunk:
     """Messages ``[0, n)`` of a run of one partition, decoded.
 
     ``index[k]`` is the message (position in the run) of accepted row ``k``; its COPY CSV is
-    ``text[ends[k - 1]:ends[k]]`` (``ends[-1]`` before the first row being 0) and its event day
-    ``days[k]``. ``rejected`` holds ``(message position, error class, reason)``.
+    ``text[ends[k - 1]:ends[k]]`` (``ends[-1]`` before the first row being 0; see ``end``) and
+    its event day ``days[k]``. ``rejected`` holds ``(message position, error class, reason)``.
     """
 
     text: bytes = b""
@@ -56,6 +57,17 @@ class DecodedChunk:
     rejected: list[tuple[int, str, str]] = field(default_factory=list)
     decode_s: float = 0.0
     format_s: float = 0.0
+
+    def end(self, rows: int) -> int:
+        """Where the text of the first ``rows`` accepted rows ends. (A chunk rendered a run at
+        a time leaves ``ends`` empty: they are found here, the rare time a batch is cut.)"""
+        if rows == 0:
+            return 0
+        if rows == len(self.index):
+            return len(self.text)
+        if not self.ends:
+            self.ends.frombytes(_line_ends(self.text).tobytes())
+        return self.ends[rows - 1]
 
 
 def decode_chunk(
@@ -71,14 +83,36 @@ def decode_chunk(
     render is rejected as ``internal``, like any unforeseen per-message exception."""
     tx = transformer or Transformer()
     out = DecodedChunk()
+    clock = time.perf_counter
+    started = clock()
+    # Most chunks: every message canonical, rendered a chunk at a time.
+    fast = normalizer.fast_copy_lines(values, partition, offsets, now)
+    if fast is not None and len(fast.positions) == len(values):
+        out.text = fast.text  # ``ends`` are found if a batch ever needs them (``end``)
+        out.index.extend(range(len(values)))
+        out.days.extend(fast.days)
+        out.decode_s = clock() - started
+        return out
+    # Otherwise those lines in their places, and every other message one at a time.
+    fast_lines = fast.text.split(b"\n") if fast is not None else []
+    fast_positions = fast.positions if fast is not None else []
+    fast_days = fast.days if fast is not None else []
+    k, next_fast = 0, fast_positions[0] if fast_positions else -1
     buffer = bytearray()
     ends, index, days, rejected = out.ends, out.index, out.days, out.rejected
     normalize, fast_line = normalizer.normalize, normalizer.fast_copy_line
     append = buffer.extend
     format_s = 0.0
-    clock = time.perf_counter
-    started = clock()
     for i, (value, offset) in enumerate(zip(values, offsets, strict=True)):
+        if i == next_fast:
+            append(fast_lines[k])
+            append(b"\n")
+            ends.append(len(buffer))
+            index.append(i)
+            days.append(fast_days[k])
+            k += 1
+            next_fast = fast_positions[k] if k < len(fast_positions) else -1
+            continue
         try:
             # Most messages: the canonical shape, rendered straight to its line (decoding and
             # formatting in one step, counted as decoding).
@@ -116,6 +150,14 @@ def decode_chunk(
     # Timed once per chunk (a clock read per message costs more than the checks it times).
     out.decode_s, out.format_s = clock() - started - format_s, format_s
     return out
+
+
+def _line_ends(text: bytes) -> np.ndarray:
+    """The end (exclusive, as int64) of every line of ``text``, each ending in a newline."""
+    return np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == _NEWLINE).astype(np.int64) + 1
+
+
+_NEWLINE = ord("\n")
 
 
 # COPY text's escapes as psycopg writes them (backslash, then one of these letters).

@@ -795,7 +795,7 @@ class Ingestor:
                     if type(record) is UnreadableRecord:  # no value: the client's error says why
                         error_class, error = ErrorClass.unreadable, record.reason
                     batch.dead_letters.append(DeadLetter(as_message(record), error_class, error))
-                text_end = chunk.ends[taken - 1] if taken else 0
+                text_end = chunk.end(taken)
                 if text_end:
                     yield memoryview(chunk.text)[:text_end]
                 if cut < len(records):

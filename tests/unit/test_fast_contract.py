@@ -22,7 +22,15 @@ from llmhub.contract.fast import decode_telemetry
 from llmhub.contract.models import TelemetryEvent
 from llmhub.contract.topics import BY_TOPIC
 from llmhub.ingest.decode import decode_chunk, text_line_to_csv
-from llmhub.ingest.normalize import Normalizer, Rejection, _encoded_line, _telemetry_line
+from llmhub.ingest.normalize import (
+    FAST_RUN,
+    Normalizer,
+    Rejection,
+    _encoded_line,
+    _plain_uuid,
+    _plain_uuids,
+    _telemetry_line,
+)
 from llmhub.ingest.tables import ARRAY_COLUMNS, TABLES
 
 EventFactory = Callable[..., dict[str, Any]]
@@ -30,6 +38,16 @@ TELEMETRY = BY_TOPIC["llm.telemetry"]
 NOW = datetime.now(UTC)
 FAST = Normalizer(TELEMETRY, Settings())
 SLOW = Normalizer(TELEMETRY, Settings(), fast=False)
+
+
+class LineAtATime(Normalizer):
+    """The shortcut one message at a time only (``fast_copy_line``), as before runs."""
+
+    def fast_copy_lines(self, *args: Any) -> None:
+        return None
+
+
+ONE_BY_ONE = LineAtATime(TELEMETRY, Settings())
 
 BODY_KEYS = [
     "gen_ai.operation.name",
@@ -281,7 +299,7 @@ def test_text_rows_become_the_same_values_in_csv(values: list[str | None]) -> No
 def test_the_encoded_line_holds_the_f_string_lines_values(
     event: EventFactory, reasons: list[str] | None, cost: float | None, encoded: bool
 ) -> None:
-    # The msgspec-encoded line replaces the f-string one for messages without "null": the
+    # The msgspec-encoded line replaces the f-string one where it can: the
     # server must store the same row from either (numbers and array literals are written
     # differently), and where it would not, the encoder must decline.
     # (a None body value removes the key)
@@ -295,3 +313,119 @@ def test_the_encoded_line_holds_the_f_string_lines_values(
     if line is not None:
         reference = _telemetry_line(fast, fast.occurred_at, status, 3, 7)
         assert _stored_values(line) == _stored_values(reference)
+
+
+def _canonical_run(event: EventFactory, count: int, now: datetime) -> list[bytes]:
+    """``count`` canonical messages, a second apart, varied as real traffic is."""
+    values = []
+    for i in range(count):
+        body: dict[str, Any] = {
+            "gen_ai.response.finish_reasons": [["stop"], ["length"], None, []][i % 4],
+            "cost_usd": [0.00001, None, 12.5][i % 3],
+            "error.type": "timeout" if i % 7 == 0 else None,
+            "user.id": f"user-{i}" if i % 2 else None,
+        }
+        moment = now - timedelta(seconds=i + 1)
+        digits = i % 7
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[: 20 + digits if digits else 19]
+        stamp += ["Z", "+00:00"][i % 2]
+        values.append(json.dumps(event("telemetry", occurred_at=stamp, body=body)).encode())
+    return values
+
+
+def _assert_same_chunk(values: list[bytes | None], now: datetime) -> None:
+    offsets = list(range(100, 100 + len(values)))
+    runs, reference = (decode_chunk(n, values, 2, offsets, now) for n in (FAST, ONE_BY_ONE))
+    assert list(runs.index) == list(reference.index)
+    assert list(runs.days) == list(reference.days)
+    assert runs.rejected == reference.rejected
+    assert runs.text == reference.text  # the same line, byte for byte, in the same place
+    lines = reference.text.splitlines(keepends=True)
+    assert [runs.end(k) for k in range(len(lines) + 1)] == [
+        sum(map(len, lines[:k])) for k in range(len(lines) + 1)
+    ]
+    # ... and what the pydantic contract alone accepts and stores.
+    contract = decode_chunk(SLOW, values, 2, offsets, now)
+    assert list(contract.index) == list(runs.index) and contract.rejected == runs.rejected
+    for line, expected in zip(lines, contract.text.splitlines(keepends=True), strict=True):
+        assert _stored_values(line) == _stored_values(expected)
+
+
+def test_canonical_chunks_are_rendered_a_run_at_a_time(event: EventFactory) -> None:
+    # A guard: canonical traffic (nulls, empty and missing arrays, either UTC form, 0-6
+    # decimals) takes the run-at-a-time renderer for every message, over several runs.
+    now = datetime.now(UTC)
+    values = _canonical_run(event, 2 * FAST_RUN + 17, now)
+    lines = FAST.fast_copy_lines(values, 2, list(range(len(values))), now)
+    assert lines is not None and list(lines.positions) == list(range(len(values)))
+    _assert_same_chunk(values, now)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"tenant_id": "a],[b"},  # the encoder's row separator inside a value
+        {"tenant_id": "[x]"},
+        {"body": {"user.id": "tab\there"}},  # a tab, escaped in JSON
+        {"occurred_at": "2026-02-30T00:00:00Z"},  # no such day
+        {"occurred_at": "2020-01-01T00:00:00Z"},  # out of range
+        {"occurred_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+01:00")},
+        {"event_id": "ABCDEF0123456789ABCDEF0123456789"},  # no hyphens: the contract's form
+        {"schema_version": "1.1"},
+        {"body": {"gen_ai.response.finish_reasons": ["a b"]}},  # not a bare word
+        {"body": {"latency_ms": None}},  # required by the shortcut, derived by the contract
+    ],
+)
+def test_a_message_a_run_cannot_render_takes_its_place_one_at_a_time(
+    event: EventFactory, odd: dict[str, Any]
+) -> None:
+    now = datetime.now(UTC)
+    values: list[bytes | None] = list(_canonical_run(event, FAST_RUN + 9, now))
+    message = json.dumps(event("telemetry", **odd)).encode()
+    values[5] = message
+    values[FAST_RUN + 3] = None  # a tombstone in the second run
+    _assert_same_chunk(values, now)
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_runs_agree_with_one_message_at_a_time(event: EventFactory, data: Any) -> None:
+    # Mutated and random messages between canonical ones, across two runs: the run-at-a-time
+    # renderer takes exactly the messages the line-at-a-time shortcut takes, each row in its
+    # place, the same bytes, the same rejections.
+    now = datetime.now(UTC)
+    values: list[bytes | None] = list(_canonical_run(event, FAST_RUN + 20, now))
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, len(values) - 1))
+        values[at] = data.draw(telemetry_messages(event) | st.none() | st.binary(max_size=20))
+    _assert_same_chunk(values, now)
+
+
+hex_or_not = st.sampled_from("0123456789abcdefABCDEF-g ÿé\n")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.uuids().map(str),
+            st.uuids().map(lambda u: str(u).upper()),
+            st.text(hex_or_not, min_size=36, max_size=36),
+            st.uuids()
+            .map(str)
+            .flatmap(
+                lambda u: st.builds(
+                    lambda at, c: u[:at] + c + u[at + 1 :], st.integers(0, 35), hex_or_not
+                )
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_event_ids_checked_together_agree_with_one_at_a_time(ids: list[str]) -> None:
+    assert _plain_uuids(ids) == all(_plain_uuid(i) for i in ids)

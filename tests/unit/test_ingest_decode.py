@@ -93,6 +93,9 @@ def test_a_row_the_renderer_refuses_is_rejected_as_internal(event: EventFactory)
         def fast_copy_line(self, *args: Any) -> None:
             return None  # every message the general way, through the renderer
 
+        def fast_copy_lines(self, *args: Any) -> None:
+            return None
+
     values = [_telemetry(event) for _ in range(3)]
     chunk = decode_chunk(BrokenNormalizer(), values, 0, [0, 1, 2], datetime.now(UTC), Transformer())
     assert list(chunk.index) == [0, 2]
