@@ -26,7 +26,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import numpy as np
 from psycopg._copy_base import format_row_text  # the C row renderer behind COPY ... write_row
 from psycopg.adapt import Transformer
 
@@ -66,7 +65,7 @@ class DecodedChunk:
         if rows == len(self.index):
             return len(self.text)
         if not self.ends:
-            self.ends.frombytes(_line_ends(self.text).tobytes())
+            self.ends = _line_ends(self.text)
         return self.ends[rows - 1]
 
 
@@ -152,12 +151,14 @@ def decode_chunk(
     return out
 
 
-def _line_ends(text: bytes) -> np.ndarray:
-    """The end (exclusive, as int64) of every line of ``text``, each ending in a newline."""
-    return np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == _NEWLINE).astype(np.int64) + 1
-
-
-_NEWLINE = ord("\n")
+def _line_ends(text: bytes) -> array:
+    """The end (exclusive) of every line of ``text``, each ending in a newline."""
+    ends = array("q")
+    at = text.find(b"\n")
+    while at >= 0:
+        ends.append(at + 1)
+        at = text.find(b"\n", at + 1)
+    return ends
 
 
 # COPY text's escapes as psycopg writes them (backslash, then one of these letters).
