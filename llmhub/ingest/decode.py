@@ -84,7 +84,7 @@ def decode_chunk(
     out = DecodedChunk()
     clock = time.perf_counter
     started = clock()
-    # Most chunks: every message canonical, rendered a chunk at a time.
+    # Most chunks: every message canonical, rendered a run at a time.
     fast = normalizer.fast_copy_lines(values, partition, offsets, now)
     if fast is not None and len(fast.positions) == len(values):
         out.text = fast.text  # ``ends`` are found if a batch ever needs them (``end``)

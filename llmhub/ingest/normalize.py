@@ -228,8 +228,8 @@ class Normalizer:
         render with msgspec's encoder, rendered a run at a time; the others are left to it.
 
         Per message this only decodes (C) and gathers the row's values. The checks that decide
-        which messages qualify run over a run of ``FAST_RUN`` messages at once (one regex over
-        the event ids, one over the timestamps, the range by the earliest and latest), and the
+        which messages qualify run over a run of ``FAST_RUN`` messages at once (the event ids
+        by slicing, the timestamps by one regex, the range by the earliest and latest), and the
         run's rows are encoded in one call: the per-message Python of the line-at-a-time path
         is what the ingester's CPU went to. Where a run-wide check fails, the messages that
         fail it are found one by one and left out. A message qualifies when it is in the
