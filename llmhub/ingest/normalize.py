@@ -22,11 +22,11 @@ from pydantic import ValidationError
 from llmhub.config import Settings
 from llmhub.contract.fast import (
     ISO_LOCAL,
-    PLAIN_UUID,
     FastTelemetryEvent,
     decode_event,
     decode_telemetry,
     derived_status,
+    is_canonical,
 )
 from llmhub.contract.models import EVENT_MODELS, Envelope
 from llmhub.contract.topics import TopicSpec
@@ -253,13 +253,13 @@ class Normalizer:
         ]
         if len(runs) == 1 and runs[0][1] is not None:
             return runs[0][1]
-        positions: list[int] = []
-        days: list[int] = []
-        for start, run in runs:
-            if run is not None:
-                positions.extend(start + i for i in run.positions)
-                days.extend(run.days)
-        return FastLines(positions, b"".join(run.text for _, run in runs if run), days)
+        done = [(start, run) for start, run in runs if run is not None]
+        days = [day for _, run in done for day in run.days]
+        text = b"".join(run.text for _, run in done)
+        if len(days) == len(values):  # every message (the common case): no list of positions
+            return FastLines(range(len(values)), text, days)
+        positions = [start + i for start, run in done for i in run.positions]
+        return FastLines(positions, text, days)
 
     def _fast_run(
         self, values: Sequence[bytes | None], partition: int, offsets: Sequence[int]
@@ -285,7 +285,7 @@ class Normalizer:
             and _plain_uuids([e.event_id for e in events])
             and _UTC_ISO_LINES("\n".join([e.occurred_at for e in events]))
         ):
-            keep = [k for k, e in enumerate(events) if _canonical_utc(e)]
+            keep = [k for k, e in enumerate(events) if is_canonical(e, _utc_iso)]
             positions, events = _only(keep, positions), _only(keep, events)
         try:
             times = [datetime.fromisoformat(e.occurred_at) for e in events]
@@ -496,7 +496,6 @@ class FastLines:
 _UTC_ISO = ISO_LOCAL + r"(?:Z|\+00:00)"
 _UTC_ISO_LINES = re.compile(rf"(?:{_UTC_ISO}\n)*{_UTC_ISO}", re.ASCII).fullmatch
 _utc_iso = re.compile(_UTC_ISO, re.ASCII).fullmatch
-_plain_uuid = re.compile(PLAIN_UUID, re.ASCII).fullmatch
 
 
 def _only(keep: list[int], items: Sequence[Any]) -> list[Any]:
@@ -528,16 +527,6 @@ def _plain_uuids(ids: list[str]) -> bool:
         return len(bytes.fromhex(digits)) == 16 * count
     except ValueError:
         return False
-
-
-def _canonical_utc(e: FastTelemetryEvent) -> bool:
-    """One event of :meth:`Normalizer.fast_copy_lines`'s chunk-wide checks."""
-    return (
-        e.body.latency_ms is not None
-        and e.schema_version == "1.0"
-        and _plain_uuid(e.event_id) is not None
-        and _utc_iso(e.occurred_at) is not None
-    )
 
 
 def _valid_time(stamp: str) -> bool:

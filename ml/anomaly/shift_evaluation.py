@@ -265,6 +265,7 @@ def evaluate_shifts(
     known_hours_: dict[SeriesId, int] = {}
     known_flags: dict[SeriesId, int] = {}
     unjudged_flags: dict[SeriesId, int] = {}
+    rules = fleet.spec.shift_rules
     for key, key_cases in cases.items():
         detector = fleet.detectors.get(key)
         if detector is None or not key_cases:
@@ -277,7 +278,6 @@ def evaluate_shifts(
             else mask.reindex(clean.index, fill_value=False).to_numpy(dtype=bool)
         )
         threshold = fleet.threshold(key)
-        rules = fleet.spec.shift_rules
         hits = []
         for case in key_cases:
             flags = np.asarray(detector.score(case.shifted).scores, dtype=float) >= threshold

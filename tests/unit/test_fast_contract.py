@@ -18,7 +18,7 @@ from psycopg._copy_base import format_row_text
 from psycopg.adapt import Transformer
 
 from llmhub.config import Settings
-from llmhub.contract.fast import decode_telemetry
+from llmhub.contract.fast import decode_telemetry, plain_uuid
 from llmhub.contract.models import TelemetryEvent
 from llmhub.contract.topics import BY_TOPIC
 from llmhub.ingest.decode import decode_chunk, text_line_to_csv
@@ -27,7 +27,6 @@ from llmhub.ingest.normalize import (
     Normalizer,
     Rejection,
     _encoded_line,
-    _plain_uuid,
     _plain_uuids,
     _telemetry_line,
 )
@@ -428,4 +427,4 @@ hex_or_not = st.sampled_from("0123456789abcdefABCDEF-g ÿé\n")
     )
 )
 def test_event_ids_checked_together_agree_with_one_at_a_time(ids: list[str]) -> None:
-    assert _plain_uuids(ids) == all(_plain_uuid(i) for i in ids)
+    assert _plain_uuids(ids) == all(plain_uuid(i) for i in ids)
