@@ -99,6 +99,7 @@ def verdict(seed: int, end: datetime, config: DetectorConfig) -> dict:
         evaluation=config.evaluation(),
         judged=inputs.active,
         known=known,
+        shift_inputs=inputs.shift_inputs,
     )
     comparison = training.decision.comparisons[0]
     alarms = comparison.false_alarms or (float("nan"),) * 3

@@ -1,6 +1,6 @@
 """Reading the marts the models train and score on, as DataFrames (shared with assets.publish)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import psycopg
@@ -9,6 +9,7 @@ from psycopg import sql
 from ml.features import (
     REQUIRED_COLUMNS,
     SECURITY_ALERTS_MODEL,
+    SHIFT_INPUTS,
     SeriesKey,
     fill_idle_hours,
     hourly_metrics,
@@ -94,10 +95,14 @@ class DetectorInput:
         active: per series, ``True`` where the hour is judged; a flag elsewhere is dropped
             (an idle hour's rate is carried forward, not observed, and a rate from fewer than
             ``MIN_RATE_REQUESTS`` requests is no evidence).
+        shift_inputs: per (series label, one of ``ml.features.SHIFT_INPUTS``), the raw hourly
+            values the shift tests read beside the series (NaN means where nothing was billed),
+            on the route's grid; never fitted or scored by the detectors.
     """
 
     series: dict[tuple[str, str], pd.Series]
     active: dict[tuple[str, str], pd.Series]
+    shift_inputs: dict[tuple[str, str], pd.Series] = field(default_factory=dict)
 
 
 def detector_series(hourly: pd.DataFrame, metrics: list[str], min_points: int) -> DetectorInput:
@@ -129,6 +134,12 @@ def detector_series(hourly: pd.DataFrame, metrics: list[str], min_points: int) -
         judged = judged_hours(active, requests[route].loc[filled.index].to_numpy(), key.metric)
         out.series[(series_label(key), key.metric)] = filled
         out.active[(series_label(key), key.metric)] = pd.Series(judged, index=filled.index)
+    routes = {label for label, _ in out.series}
+    for key, values in regular_series(metrics_frame, list(SHIFT_INPUTS)):
+        label = series_label(key)
+        if label in routes:
+            route = (key.tenant_id, key.asset_id, key.request_model)
+            out.shift_inputs[(label, key.metric)] = values.loc[first_hour[route] :]
     return out
 
 

@@ -29,8 +29,14 @@ METRICS: tuple[str, ...] = (
     "tokens",
     "cost_usd",
 )
+#: Series the shift tests read beside ``METRICS`` (never scored by the detectors): the requests
+#: billed in the hour (cost > 0) and the mean of their log costs, a geometric mean per request
+#: (``ml.anomaly.shift_test.GEOMETRIC_INPUTS``).
+SHIFT_INPUTS: tuple[str, ...] = ("paid_request_count", "cost_log_mean")
 # Hours with no requests are real zeros for counts and sums, but unknown for rates/percentiles.
-ZERO_WHEN_IDLE: frozenset[str] = frozenset({"request_count", "tokens", "cost_usd"})
+ZERO_WHEN_IDLE: frozenset[str] = frozenset(
+    {"request_count", "tokens", "cost_usd", "paid_request_count"}
+)
 _WEIGHTED = ("latency_p95_ms", "time_to_first_token_p95_ms")
 REQUIRED_COLUMNS: tuple[str, ...] = (
     *SERIES_COLUMNS,
@@ -40,6 +46,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "input_tokens",
     "output_tokens",
     "cost_usd",
+    "paid_request_count",
+    "cost_log_sum",
     *_WEIGHTED,
 )
 
@@ -99,7 +107,8 @@ def hourly_metrics(hourly: pd.DataFrame) -> pd.DataFrame:
         hourly: rows of ``fct_llm_requests_hourly``.
 
     Returns:
-        Columns ``SERIES_COLUMNS + ("bucket_at",) + METRICS``; ``bucket_at`` is tz-aware UTC.
+        Columns ``SERIES_COLUMNS + ("bucket_at",) + METRICS + SHIFT_INPUTS``; ``bucket_at`` is
+        tz-aware UTC.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in hourly.columns]
     if missing:
@@ -121,7 +130,11 @@ def hourly_metrics(hourly: pd.DataFrame) -> pd.DataFrame:
         weights = grouped.pop(f"{column}__w")
         grouped[column] = grouped[column] / weights.replace(0, np.nan)
     grouped["error_rate"] = grouped["error_count"] / grouped["request_count"].replace(0, np.nan)
-    return grouped.reset_index().loc[:, [*SERIES_COLUMNS, "bucket_at", *METRICS]]
+    # Sums of logs re-aggregate exactly across the mart's rows of one hour.
+    grouped["cost_log_mean"] = grouped["cost_log_sum"] / grouped["paid_request_count"].replace(
+        0, np.nan
+    )
+    return grouped.reset_index().loc[:, [*SERIES_COLUMNS, "bucket_at", *METRICS, *SHIFT_INPUTS]]
 
 
 def regular_series(

@@ -320,6 +320,7 @@ def anomaly_detector(
         feedback_ceiling=config.feedback_ceiling,
         judged=inputs.active,
         known=known,
+        shift_inputs=inputs.shift_inputs,
     )
     decision = training.decision
     context.log.info(decision.reason)

@@ -23,8 +23,14 @@ from llmhub.ml_data import (
 )
 from ml.anomaly.count_test import DEFAULT_ALPHA, LOOKBACK_DAYS, stopped_hours
 from ml.anomaly.fleet import SCORE_COLUMNS
-from ml.anomaly.shift_test import COMPANIONS, SHIFT_METRICS, SHIFT_RULES, route_shifts
-from ml.features import SERIES_COLUMNS, SeriesKey, hourly_metrics, regular_series
+from ml.anomaly.shift_test import (
+    COMPANIONS,
+    GEOMETRIC_INPUTS,
+    SHIFT_METRICS,
+    SHIFT_RULES,
+    route_shifts,
+)
+from ml.features import SERIES_COLUMNS, SHIFT_INPUTS, SeriesKey, hourly_metrics, regular_series
 from ml.keys import RouteKey
 from ml.pyfunc import DetectorModel
 
@@ -76,8 +82,9 @@ DELETE_TEST_ROWS = (
 def shift_alarms(hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULES) -> pd.DataFrame:
     """The shift test's alarms among the newest ``score_hours`` of every route: a sustained
     rise or fall of latency p95, error rate or cost per request that hour-by-hour scores miss
-    (``ml.anomaly.shift_test``; latency with its time to first token, error rates as counts),
-    published as ``<metric>_shift``.
+    (``ml.anomaly.shift_test``; latency with its time to first token, error rates as counts,
+    with rules 3 cost as the geometric mean per billed request, which ``observed`` and
+    ``expected`` then are), published as ``<metric>_shift``.
 
     Args:
         hourly: ``fct_llm_requests_hourly`` rows (``read_hourly_mart``).
@@ -86,7 +93,7 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULE
     if hourly.empty:
         return pd.DataFrame(columns=SCORE_COLUMNS)
     metrics = hourly_metrics(hourly)
-    wanted = ["request_count", *SHIFT_METRICS, *COMPANIONS.values()]
+    wanted = ["request_count", *SHIFT_METRICS, *COMPANIONS.values(), *SHIFT_INPUTS]
     raw = {key: values for key, values in regular_series(metrics, wanted)}
     frames = []
     for key, values in raw.items():
@@ -101,6 +108,13 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULE
             if key.metric in COMPANIONS
             else None
         )
+        geometric = None
+        if rules >= 3 and key.metric in GEOMETRIC_INPUTS:
+            log_mean, counted = (
+                raw[SeriesKey(key.tenant_id, key.asset_id, key.request_model, name)].to_numpy()
+                for name in GEOMETRIC_INPUTS[key.metric]
+            )
+            geometric = (log_mean, counted)
         tested = route_shifts(
             key.metric,
             values.to_numpy(),
@@ -108,12 +122,15 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULE
             start,
             None if other is None else other.to_numpy(),
             rules,
+            geometric,
         )
         if not tested.is_shift.any():
             continue
         at = values.index[start:][tested.is_shift]
         observed = values.to_numpy()[start:][tested.is_shift]
-        if SHIFT_METRICS[key.metric][0] == "per_request":
+        if geometric is not None:
+            observed = np.exp(geometric[0][start:][tested.is_shift])
+        elif SHIFT_METRICS[key.metric][0] == "per_request":
             observed = observed / np.maximum(requests.to_numpy()[start:][tested.is_shift], 1.0)
         expected = tested.expected[tested.is_shift]
         frames.append(

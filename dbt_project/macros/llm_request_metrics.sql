@@ -14,6 +14,11 @@
       after the prompt is processed). Both parts are kept so coarser grains can re-aggregate.
     - Sums of floating-point columns are taken over numeric: exact, so the result does not
       depend on the order the rows are read in (incremental and full refresh agree to the bit).
+    - paid_request_count and cost_log_sum (the requests with a cost above 0 and the sum of the
+      natural logs of their costs) give the geometric mean cost per billed request,
+      exp(cost_log_sum / paid_request_count), at any grain: request costs are right-skewed, and
+      the cost shift test (ml/anomaly/shift_test.py, rules 3) reads this mean, not the hour's
+      arithmetic one that its largest requests pull about.
     - Statistics are rounded to the microsecond (3 decimals of ms), rates to 6 decimals.
 -#}
 {% macro llm_request_metrics() %}
@@ -39,7 +44,9 @@
                 filter (where {{ has_generation_time() }}),
             0
         ) as generation_time_ms,
-        coalesce(sum(cost_usd), 0) as cost_usd
+        coalesce(sum(cost_usd), 0) as cost_usd,
+        count(*) filter (where cost_usd > 0) as paid_request_count,
+        coalesce(sum(ln(cost_usd)) filter (where cost_usd > 0), 0) as cost_log_sum
 {% endmacro %}
 
 

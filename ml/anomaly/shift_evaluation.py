@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ml.anomaly.fleet import Fleet, SeriesId
-from ml.anomaly.shift_test import route_shifts
+from ml.anomaly.shift_test import GEOMETRIC_INPUTS, route_shifts
 from ml.keys import RouteKey
 from ml.promotion import weighted_mean_replicates
 
@@ -223,12 +223,40 @@ class ShiftEvaluation:
         }
 
 
+def _geometric(
+    key: SeriesId,
+    series: Mapping[SeriesId, pd.Series],
+    held_out: pd.Series,
+    eval_hours: int,
+    shift_inputs: Mapping[SeriesId, pd.Series],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``GEOMETRIC_INPUTS`` of ``key`` on its grid, the injected factor (``held_out`` over
+    the real held-out values) added to the mean of logs: a cost x f moves every billed
+    request's log cost by ``log f``. None when the inputs are not there."""
+    route, metric = key
+    names = GEOMETRIC_INPUTS[metric]
+    if any((route, name) not in shift_inputs for name in names):
+        return None
+    index = series[key].index
+    log_mean, counted = (
+        shift_inputs[(route, name)].reindex(index).to_numpy(dtype=float) for name in names
+    )
+    real = series[key].iloc[-eval_hours:].to_numpy(dtype=float)
+    given = held_out.to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where((real > 0) & (given > 0), given / real, 1.0)
+    log_mean = log_mean.copy()
+    log_mean[-eval_hours:] += np.log(factor)
+    return log_mean, counted
+
+
 def _test_flags(
     key: SeriesId,
     series: Mapping[SeriesId, pd.Series],
     held_out: pd.Series,
     eval_hours: int,
     rules: int,
+    shift_inputs: Mapping[SeriesId, pd.Series] | None = None,
 ) -> np.ndarray:
     """The shift test's alarms on ``held_out`` with the series' earlier hours as history."""
     route, metric = key
@@ -236,7 +264,14 @@ def _test_flags(
     counts = series[(route, "request_count")]
     values = np.concatenate([history.to_numpy(dtype=float), held_out.to_numpy(dtype=float)])
     requests = counts.reindex(series[key].index).to_numpy(dtype=float)
-    return route_shifts(metric, values, requests, len(history), rules=rules).is_shift
+    geometric = (
+        _geometric(key, series, held_out, eval_hours, shift_inputs)
+        if rules >= 3 and metric in GEOMETRIC_INPUTS and shift_inputs is not None
+        else None
+    )
+    return route_shifts(
+        metric, values, requests, len(history), rules=rules, geometric=geometric
+    ).is_shift
 
 
 def evaluate_shifts(
@@ -248,6 +283,7 @@ def evaluate_shifts(
     *,
     judged: Mapping[SeriesId, pd.Series] | None = None,
     known: Sequence[KnownWindow] = (),
+    shift_inputs: Mapping[SeriesId, pd.Series] | None = None,
 ) -> ShiftEvaluation:
     """Score every case's shifted and every series' real held-out week with ``fleet`` (fitted
     on the hours before them), plus the shift test when ``shift_tests``; a series' recall is
@@ -258,6 +294,8 @@ def evaluate_shifts(
             (``llmhub.ml_data.DetectorInput.active``); a series without one: every hour.
         known: windows the hub knows are not clean (series ids are then encoded
             ``ml.keys.RouteKey`` values); their hours count neither as alarms nor as hours.
+        shift_inputs: per (series id, one of ``ml.features.SHIFT_INPUTS``), the raw series
+            the tests of rules 3 read for cost (``ml.anomaly.shift_test.GEOMETRIC_INPUTS``).
     """
     detected: dict[SeriesId, float] = {}
     false_alarms: dict[SeriesId, int] = {}
@@ -283,14 +321,14 @@ def evaluate_shifts(
             flags = np.asarray(detector.score(case.shifted).scores, dtype=float) >= threshold
             flags &= published
             if shift_tests:
-                flags |= _test_flags(key, series, case.shifted, eval_hours, rules)
+                flags |= _test_flags(key, series, case.shifted, eval_hours, rules, shift_inputs)
             hits.append(bool(flags[case.start : case.start + SHIFT_HOURS + GRACE_HOURS].any()))
         clean_flags = np.asarray(detector.score(clean).scores, dtype=float) >= threshold
         unjudged = clean_flags & ~published
         clean_flags &= published
         counted = published.copy()
         if shift_tests:
-            tested = _test_flags(key, series, clean, eval_hours, rules)
+            tested = _test_flags(key, series, clean, eval_hours, rules, shift_inputs)
             unjudged &= ~tested
             clean_flags |= tested
             counted |= tested

@@ -16,7 +16,9 @@ Two things make those shifts visible:
 * Counts for rates. An error rate is tested as counts: the errors of the last 1-8 hours
   against the route's own reference rate, an exact conditional binomial test (``rate_scan``,
   rules 1), or a binomial CUSUM tuned to a rise of 2.5 points with the hour's requests as its
-  exposure (``rate_cusum``, rules 2: ``SHIFT_RULES``).
+  exposure (``rate_cusum``, rules 2 and 3).
+* A geometric mean for costs (rules 3: ``SHIFT_RULES``). A request's cost is right-skewed, so
+  cost per request is tested as the hour's mean of the log costs of its billed requests.
 * The log scale for percentiles (rules 2). A slowdown multiplies a p95, and a p95 of few
   requests lies below one of many: latency and cost per request are tested as logs with the
   route's own slope on ``log n`` taken out (``volume_adjusted``).
@@ -34,7 +36,7 @@ than ``min_requests`` requests are not judged and leave the sums as they are.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.stats import binom
@@ -473,14 +475,31 @@ SHIFT_CONFIRM: dict[str, int] = {"latency_p95_ms": 1, "error_rate": 1, "cost_usd
 #: * Error rates by ``rate_cusum`` instead of ``rate_scan``: false alarms 11 -> 5, the same 4 of
 #:   10 subtle error rates (the other six put 2-15 errors where 1.6-10 were expected: p of the
 #:   excess 0.004-0.24 over their best span, beyond any test at this false-alarm rate).
-SHIFT_RULES = 2
+#:
+#: Revision 3 (seventh pass) tests cost per request as the mean of the log costs of the hour's
+#: billed requests (a geometric mean: ``cost_log_sum / paid_request_count``, columns of the
+#: hourly mart) instead of the log of the arithmetic mean (``geometric_inputs``). Request costs
+#: are right-skewed (lognormal token counts; a few long prompts carry an hour's total), so the
+#: arithmetic mean of an hour is pulled about by its largest requests; the mean of the logs
+#: is not, and a price rise or a prompt that grows by ``f`` moves it by ``log f`` as well.
+#: Seeds 0-39's six subtle cost shifts that rules 2 missed (arithmetic CUSUM peaks 1.3-5.9 against
+#: the alarm level 7): four found (peaks 8.1-9.8), with no alarm on those seeds' clean hours
+#: under either. Latency and error rates are tested as in rules 2; the alarm level (7) and the
+#: confirming hour of cost are kept.
+SHIFT_RULES = 3
 VOLUME_SLOPE = 0.2
-#: Rules 2: route metric -> the alarm level of the log-scale CUSUM (rules 1: ``SHIFT_METRICS``).
+#: Rules 2 and 3: route metric -> the alarm level of the log-scale CUSUM (rules 1:
+#: ``SHIFT_METRICS``).
 LOG_SCALE_ALARMS: dict[str, float] = {"latency_p95_ms": 6.0, "cost_usd": 7.0}
 
 
 #: Route metric -> the metric tested with it (``combine_scores``).
 COMPANIONS: dict[str, str] = {"latency_p95_ms": "time_to_first_token_p95_ms"}
+
+#: Rules 3: route metric -> the series its test reads instead of its own (mean of the logs of
+#: the billed requests' costs, and how many requests were billed). ``ml.features`` builds both
+#: from the hourly mart's ``cost_log_sum`` and ``paid_request_count``.
+GEOMETRIC_INPUTS: dict[str, tuple[str, str]] = {"cost_usd": ("cost_log_mean", "paid_request_count")}
 
 
 def route_shifts(
@@ -490,16 +509,39 @@ def route_shifts(
     start: int,
     companion: np.ndarray | None = None,
     rules: int = SHIFT_RULES,
+    geometric: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ShiftTest:
     """The shift test of one route metric of ``SHIFT_METRICS`` (raw values, NaN where idle;
     the route's request counts), reported from ``start``, by the spec's ``rules`` (see
-    ``SHIFT_RULES``): an error rate's counts by ``rate_scan`` (1) or ``rate_cusum`` (2), the
+    ``SHIFT_RULES``): an error rate's counts by ``rate_scan`` (1) or ``rate_cusum`` (2, 3), the
     others by ``volume_cusum`` (with the ``COMPANIONS`` metric's raw values when given), on
-    the log scale without the volume effect with rules 2."""
-    if rules not in (1, 2):
-        raise ValueError(f"shift rules must be 1 or 2, got {rules}")
+    the log scale without the volume effect with rules 2 and 3; with rules 3 a metric of
+    ``GEOMETRIC_INPUTS`` (cost) is tested on ``geometric``: the hourly mean of its requests' log
+    values and how many requests it averages (``expected`` is then the reference geometric mean
+    per request).
+
+    Raises:
+        ValueError: unknown rules, or rules 3 on a ``GEOMETRIC_INPUTS`` metric without
+            ``geometric``.
+    """
+    if rules not in (1, 2, 3):
+        raise ValueError(f"shift rules must be 1, 2 or 3, got {rules}")
     mode, min_requests, window, alarm = SHIFT_METRICS[metric]
     confirm = SHIFT_CONFIRM[metric]
+    if rules >= 3 and metric in GEOMETRIC_INPUTS:
+        if geometric is None:
+            raise ValueError(f"shift rules 3 test {metric} on {GEOMETRIC_INPUTS[metric]}")
+        log_mean, counted = geometric
+        tested = volume_cusum(
+            np.asarray(log_mean, dtype=float),
+            np.nan_to_num(np.asarray(counted, dtype=float), nan=0.0),
+            start,
+            window=window,
+            alarm=LOG_SCALE_ALARMS[metric],
+            min_requests=min_requests,
+            confirm=confirm,
+        )
+        return replace(tested, expected=np.exp(tested.expected))
     x = np.asarray(values, dtype=float)
     n = np.nan_to_num(np.asarray(requests, dtype=float), nan=0.0)
     if mode == "per_request":

@@ -344,6 +344,7 @@ def evaluate_candidates(
     feedback_ceiling: float = 0.9,
     judged: Mapping[SeriesId, pd.Series] | None = None,
     known: Sequence[KnownWindow] = (),
+    shift_inputs: Mapping[SeriesId, pd.Series] | None = None,
 ) -> DetectorTraining:
     """Fit every distinct candidate on the training hours, score the held-out hours with
     injected spikes, and let the gate choose.
@@ -363,6 +364,8 @@ def evaluate_candidates(
             evaluation. None: every hour.
         known: windows the hub knows are not clean; the shift evaluation's false alarms
             leave them out for every candidate.
+        shift_inputs: the series the shift tests read beside ``series``
+            (``llmhub.ml_data.DetectorInput.shift_inputs``; rules 3 test cost on them).
     """
     specs: dict[str, DetectorSpec] = {}
     same_as: dict[str, str] = {}
@@ -405,7 +408,14 @@ def evaluate_candidates(
         )
         if evaluation.subtle_shifts:
             shifts[name] = evaluate_shifts(
-                fleet, series, cases, hours, spec.shift_tests, judged=judged, known=known
+                fleet,
+                series,
+                cases,
+                hours,
+                spec.shift_tests,
+                judged=judged,
+                known=known,
+                shift_inputs=shift_inputs,
             )
         logger.info("candidate %s: fitted and scored %d series", name, len(fleet))
 

@@ -23,9 +23,14 @@ SPEC = DetectorSpec(members=("robust_baseline",), cooldown=24, min_train_points=
 EVALUATION = SpikeEvaluation(eval_hours=EVAL_HOURS, spike_sigmas=(3.0, 6.0), resamples=100)
 
 
+#: The shift tests' inputs beside the series (``DetectorInput.shift_inputs``), by ``_routes``.
+INPUTS: dict[tuple[str, str], pd.Series] = {}
+
+
 def _routes(n: int = 8) -> dict[tuple[str, str], pd.Series]:
     """Routes of 40-110 requests an hour at noon: request counts, a p95 of lognormal
-    latencies, a cost total of lognormal per-request costs, an error rate of 1.2%."""
+    latencies, a cost total of lognormal per-request costs, an error rate of 1.2%; the billed
+    requests and their mean log cost go to ``INPUTS``."""
     index = pd.date_range("2026-10-01", periods=HOURS, freq="h", tz="UTC")
     hour = np.arange(HOURS) % 24
     out = {}
@@ -35,13 +40,18 @@ def _routes(n: int = 8) -> dict[tuple[str, str], pd.Series]:
         latency = np.array(
             [np.percentile(rng.lognormal(np.log(900), 0.4, max(c, 1)), 95) for c in counts]
         )
-        cost = np.array([rng.lognormal(np.log(0.002), 0.5, c).sum() for c in counts])
+        each = [rng.lognormal(np.log(0.002), 0.5, c) for c in counts]
+        cost = np.array([c.sum() for c in each])
         errors = rng.binomial(counts, 0.012)
         route = f"t/app-{i}/m"
         out[(route, "request_count")] = pd.Series(counts.astype(float), index=index)
         out[(route, "latency_p95_ms")] = pd.Series(latency, index=index)
         out[(route, "cost_usd")] = pd.Series(cost, index=index)
         out[(route, "error_rate")] = pd.Series(errors / np.maximum(counts, 1), index=index)
+        INPUTS[(route, "paid_request_count")] = pd.Series(counts.astype(float), index=index)
+        INPUTS[(route, "cost_log_mean")] = pd.Series(
+            [np.log(c).mean() if len(c) else np.nan for c in each], index=index
+        )
     return out
 
 
@@ -73,8 +83,8 @@ def trained():
         "baseline": baseline_spec(SPEC),
         "baseline_tests": replace(baseline_spec(SPEC), shift_tests=True),
     }
-    first = evaluate_candidates(series, candidates, evaluation=EVALUATION)
-    second = evaluate_candidates(series, candidates, evaluation=EVALUATION)
+    first = evaluate_candidates(series, candidates, evaluation=EVALUATION, shift_inputs=INPUTS)
+    second = evaluate_candidates(series, candidates, evaluation=EVALUATION, shift_inputs=INPUTS)
     return first, second
 
 
@@ -107,7 +117,10 @@ def test_without_the_subtle_evaluation_the_simpler_baseline_stays(trained) -> No
         "baseline_tests": replace(baseline_spec(SPEC), shift_tests=True),
     }
     training = evaluate_candidates(
-        series, candidates, evaluation=replace(EVALUATION, subtle_shifts=False)
+        series,
+        candidates,
+        evaluation=replace(EVALUATION, subtle_shifts=False),
+        shift_inputs=INPUTS,
     )
     assert training.decision.winner == "baseline"
 

@@ -26,6 +26,8 @@ def _mart(**overrides: list) -> pd.DataFrame:
         "input_tokens": [100, 300, 50],
         "output_tokens": [10, 30, 5],
         "cost_usd": [1.0, 3.0, 0.5],
+        "paid_request_count": [9, 28, 0],
+        "cost_log_sum": [9 * np.log(0.1), 28 * np.log(0.1), 0.0],
         "latency_p95_ms": [100.0, 200.0, 50.0],
         "time_to_first_token_p95_ms": [np.nan, 20.0, 5.0],
     }
@@ -42,11 +44,18 @@ def test_rows_of_one_hour_merge_with_request_weights() -> None:
     # A row without a TTFT percentile carries no weight for it.
     assert first["time_to_first_token_p95_ms"] == pytest.approx(20.0)
     assert first["tokens"] == 440
+    # The mean log cost of the billed requests, from sums that re-aggregate exactly.
+    assert first["paid_request_count"] == 37
+    assert first["cost_log_mean"] == pytest.approx(np.log(0.1))
+    # An hour with nothing billed has no mean.
+    assert np.isnan(metrics.iloc[1]["cost_log_mean"])
 
 
 def test_idle_hours_are_zero_for_counts_and_unknown_for_rates() -> None:
     series = dict((key.metric, values) for key, values in regular_series(hourly_metrics(_mart())))
     assert list(series["request_count"]) == [40.0, 0.0, 5.0]
+    billed = dict(regular_series(hourly_metrics(_mart()), ["paid_request_count"]))
+    assert [list(v) for v in billed.values()] == [[37.0, 0.0, 0.0]]
     assert np.isnan(series["latency_p95_ms"].iloc[1])
     assert series["request_count"].index.freqstr == "h"
 

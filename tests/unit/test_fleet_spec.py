@@ -120,7 +120,7 @@ def test_a_spec_stored_before_spike_rules_reads_back_with_the_third_pass_rules()
     assert not any(spec.range_only(m) for m in ("latency_p95_ms", "cost_usd", "tokens"))
     assert spec.threshold_for("tokens") == TESTED_THRESHOLD
     assert spec.shift_rules == 1
-    assert DetectorSpec.from_dict({**old, "spike_rules": 2, "shift_rules": 2}) == TESTED
+    assert DetectorSpec.from_dict({**old, "spike_rules": 2, "shift_rules": 3}) == TESTED
 
 
 def test_a_spec_stored_before_shift_rules_reads_back_with_the_rules_it_was_evaluated_with() -> None:
@@ -128,9 +128,9 @@ def test_a_spec_stored_before_shift_rules_reads_back_with_the_rules_it_was_evalu
     old = {"members": ["robust_baseline"], "shift_tests": True, "spike_rules": 2}
     assert DetectorSpec.from_dict(old).shift_rules == 1
     assert DetectorSpec.from_dict({**old, "shift_rules": 2}).shift_rules == 2
-    assert TESTED.shift_rules == SHIFT_RULES == 2
+    assert TESTED.shift_rules == SHIFT_RULES == 3
     with pytest.raises(ValueError):
-        DetectorSpec(shift_rules=3)
+        DetectorSpec(shift_rules=4)
 
 
 def test_rules_two_leave_tokens_to_the_cost_tests_and_alarm_on_the_range_elsewhere() -> None:
@@ -175,6 +175,6 @@ def test_the_range_only_rule_survives_the_data_files(tmp_path) -> None:
     save_fleet(Fleet.fit(TESTED, series), tmp_path)
     loaded = load_fleet(tmp_path)
     assert loaded.spec.spike_rules == 2
-    assert loaded.spec.shift_rules == 2
+    assert loaded.spec.shift_rules == SHIFT_RULES
     assert loaded.detectors[("t/app/m", "cost_usd")].range_only
     assert not loaded.detectors[("t/app/m", "request_count")].range_only

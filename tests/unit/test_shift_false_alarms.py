@@ -33,9 +33,14 @@ def _route(i: int) -> str:
     return RouteKey("tenant-a", f"app-{i}", "model-x").encode()
 
 
+#: The shift tests' inputs beside the series (``DetectorInput.shift_inputs``), by ``_routes``.
+INPUTS: dict[tuple[str, str], pd.Series] = {}
+
+
 def _routes(n: int = 3, rollout: bool = True) -> dict[tuple[str, str], pd.Series]:
     """Routes of 50-90 requests an hour; route 0's latency is 2.5 times slower from
-    ``ROLLOUT_AT`` on when ``rollout`` (a real incident in the held-out week)."""
+    ``ROLLOUT_AT`` on when ``rollout`` (a real incident in the held-out week). Their billed
+    requests and mean log costs go to ``INPUTS``."""
     hour = np.arange(HOURS) % 24
     out = {}
     for i in range(n):
@@ -46,13 +51,17 @@ def _routes(n: int = 3, rollout: bool = True) -> dict[tuple[str, str], pd.Series
         )
         if rollout and i == 0:
             latency[INDEX >= ROLLOUT_AT] *= 2.5
-        cost = np.array([rng.lognormal(np.log(0.002), 0.4, c).sum() for c in counts])
+        each = [rng.lognormal(np.log(0.002), 0.4, c) for c in counts]
+        cost = np.array([c.sum() for c in each])
+        log_mean = np.array([np.log(c).mean() if len(c) else np.nan for c in each])
         errors = rng.binomial(counts, 0.01)
         route = _route(i)
         out[(route, "request_count")] = pd.Series(counts.astype(float), index=INDEX)
         out[(route, "latency_p95_ms")] = pd.Series(latency, index=INDEX)
         out[(route, "cost_usd")] = pd.Series(cost, index=INDEX)
         out[(route, "error_rate")] = pd.Series(errors / np.maximum(counts, 1), index=INDEX)
+        INPUTS[(route, "paid_request_count")] = pd.Series(counts.astype(float), index=INDEX)
+        INPUTS[(route, "cost_log_mean")] = pd.Series(log_mean, index=INDEX)
     return out
 
 
@@ -103,8 +112,10 @@ def test_a_true_incident_in_the_held_out_week_is_not_a_false_alarm(fitted) -> No
     # Regression: the demo's model rollout (and any real incident in the held-out week) was
     # counted as false alarms of the candidates that found it.
     series, fleet, cases = fitted
-    blind = evaluate_shifts(fleet, series, cases, EVAL_HOURS, shift_tests=True)
-    told = evaluate_shifts(fleet, series, cases, EVAL_HOURS, shift_tests=True, known=[ROLLOUT])
+    blind = evaluate_shifts(fleet, series, cases, EVAL_HOURS, shift_tests=True, shift_inputs=INPUTS)
+    told = evaluate_shifts(
+        fleet, series, cases, EVAL_HOURS, shift_tests=True, known=[ROLLOUT], shift_inputs=INPUTS
+    )
     latency = (_route(0), "latency_p95_ms")
     assert blind.false_alarms[latency] >= 1
     assert told.known_flags[latency] > told.false_alarms[latency]
@@ -131,7 +142,9 @@ def test_only_published_detector_flags_count(fitted) -> None:
     assert masked.unjudged_flags[key] == everything.false_alarms[key]
     assert not masked.detected[key]
     # The shift test's alarms are published whatever the volume: they count, on their hours.
-    tested = evaluate_shifts(fleet, series, cases, EVAL_HOURS, shift_tests=True, judged=judged)
+    tested = evaluate_shifts(
+        fleet, series, cases, EVAL_HOURS, shift_tests=True, judged=judged, shift_inputs=INPUTS
+    )
     assert tested.false_alarms[key] == tested.hours[key] >= 1
 
 
@@ -142,8 +155,10 @@ def test_every_candidate_leaves_out_the_same_known_hours() -> None:
         "baseline_tests": replace(baseline_spec(SPEC), shift_tests=True),
     }
     evaluation = SpikeEvaluation(eval_hours=EVAL_HOURS, spike_sigmas=(4.0,), resamples=20)
-    blind = evaluate_candidates(series, candidates, evaluation=evaluation)
-    told = evaluate_candidates(series, candidates, evaluation=evaluation, known=[ROLLOUT])
+    blind = evaluate_candidates(series, candidates, evaluation=evaluation, shift_inputs=INPUTS)
+    told = evaluate_candidates(
+        series, candidates, evaluation=evaluation, known=[ROLLOUT], shift_inputs=INPUTS
+    )
     for name in candidates:
         assert told.metrics[name]["shift_known_window_hours"] == 12 * 3 * 3  # routes x metrics
         assert told.metrics[name]["shift_recall"] == blind.metrics[name]["shift_recall"]
@@ -212,7 +227,9 @@ def test_a_series_recall_is_the_share_of_its_cases_found(fitted) -> None:
     clean = series[key].iloc[-EVAL_HOURS:]
 
     def share(*cases: ShiftCase) -> float:
-        return evaluate_shifts(fleet, series, {key: cases}, EVAL_HOURS, True).detected[key]
+        return evaluate_shifts(
+            fleet, series, {key: cases}, EVAL_HOURS, True, shift_inputs=INPUTS
+        ).detected[key]
 
     quiet = next(s for s in range(24, 120, 6) if share(ShiftCase(key, s, clean)) == 0.0)
     loud = clean.copy()
@@ -220,3 +237,18 @@ def test_a_series_recall_is_the_share_of_its_cases_found(fitted) -> None:
     found = ShiftCase(key, quiet + 24, loud)
     assert share(found) == 1.0
     assert share(found, ShiftCase(key, quiet, clean)) == 0.5
+
+
+def test_the_gate_tests_cost_on_the_geometric_mean_its_shift_moves(fitted) -> None:
+    # Rules 3: a cost x f case moves every billed request's log cost by log f.
+    series, fleet, _ = fitted
+    key = (_route(2), "cost_usd")
+    clean = series[key].iloc[-EVAL_HOURS:]
+    loud = clean.copy()
+    loud.iloc[60:66] *= 1.5
+    case = ShiftCase(key, 60, loud)
+    found = evaluate_shifts(fleet, series, {key: (case,)}, EVAL_HOURS, True, shift_inputs=INPUTS)
+    assert found.detected[key] == 1.0
+    assert found.false_alarms[key] == 0
+    with pytest.raises(ValueError, match="cost_log_mean"):
+        evaluate_shifts(fleet, series, {key: (case,)}, EVAL_HOURS, True)

@@ -68,14 +68,60 @@ def test_cost_is_tested_per_request_so_traffic_alone_is_no_shift() -> None:
     cost = requests * 0.002 * np.random.default_rng(4).lognormal(0, 0.05, HOURS)
     requests[-48:] *= 2.0
     cost[-48:] *= 2.0
-    assert not route_shifts("cost_usd", cost, requests, 24 * 7).is_shift.any()
+    assert not route_shifts("cost_usd", cost, requests, 24 * 7, rules=2).is_shift.any()
 
 
-def _mart(stop_hours: int = 0, latency_factor: float = 1.0) -> pd.DataFrame:
+def _billed(
+    requests: np.ndarray, seed: int, factor: float = 1.0, span: slice = slice(0)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per hour: the cost, the mean log cost and the count of ``requests`` lognormal request
+    costs (sigma 0.65: the incident evaluation's routes), ``factor`` times dearer in ``span``."""
+    rng = np.random.default_rng(seed + 300)
+    cost, log_mean = np.zeros(len(requests)), np.full(len(requests), np.nan)
+    for hour, count in enumerate(requests.astype(int)):
+        if count:
+            each = 0.002 * rng.lognormal(0.0, 0.65, count)
+            each *= factor if span.start is not None and span.start <= hour < span.stop else 1.0
+            cost[hour], log_mean[hour] = each.sum(), np.log(each).mean()
+    return cost, log_mean, requests.astype(float)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rules_3_test_cost_on_the_mean_log_cost_of_the_billed_requests(seed: int) -> None:
+    requests = _requests(seed, 60.0)
+    onset = 24 * 10 + 9
+    cost, log_mean, billed = _billed(requests, seed, 1.3, slice(onset, onset + 6))
+    tested = route_shifts("cost_usd", cost, requests, 24 * 7, rules=3, geometric=(log_mean, billed))
+    alarms = np.flatnonzero(tested.is_shift) + 24 * 7
+    assert len(alarms) and onset < alarms[0] < onset + 6
+    # ``expected`` is the reference geometric mean per request (lognormal median: the price).
+    assert tested.expected[onset - 24 * 7] == pytest.approx(0.002, rel=0.05)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rules_3_raise_no_alarm_on_a_clean_week_of_skewed_request_costs(seed: int) -> None:
+    requests = _requests(seed, 40.0)
+    cost, log_mean, billed = _billed(requests, seed)
+    tested = route_shifts("cost_usd", cost, requests, 24 * 7, rules=3, geometric=(log_mean, billed))
+    assert not tested.is_shift.any()
+
+
+def test_rules_3_need_the_geometric_inputs_for_cost() -> None:
+    requests = _requests(1)
+    with pytest.raises(ValueError, match="cost_log_mean"):
+        route_shifts("cost_usd", requests * 0.002, requests, 24 * 7, rules=3)
+    with pytest.raises(ValueError, match="1, 2 or 3"):
+        route_shifts("cost_usd", requests * 0.002, requests, 24 * 7, rules=4)
+
+
+def _mart(
+    stop_hours: int = 0, latency_factor: float = 1.0, cost_factor: float = 1.0
+) -> pd.DataFrame:
     at = pd.date_range(end="2026-11-20 23:00", periods=HOURS, freq="h", tz="UTC")
     requests = _requests(5)
     latency = _latency(requests, 5)
     latency[-6:] *= latency_factor
+    cost, log_mean, billed = _billed(requests, 5, cost_factor, slice(HOURS - 6, HOURS))
     frame = pd.DataFrame(
         {
             "tenant_id": "acme/eu",
@@ -86,7 +132,9 @@ def _mart(stop_hours: int = 0, latency_factor: float = 1.0) -> pd.DataFrame:
             "error_count": 0.0,
             "input_tokens": requests * 300,
             "output_tokens": requests * 100,
-            "cost_usd": requests * 0.002,
+            "cost_usd": cost,
+            "paid_request_count": billed,
+            "cost_log_sum": np.nan_to_num(log_mean) * billed,
             "latency_p95_ms": latency,
             "time_to_first_token_p95_ms": 300.0,
         }
@@ -102,6 +150,14 @@ def test_shift_alarms_publish_the_route_metric_with_the_shift_suffix() -> None:
     decoded = RouteKey.decode(alarms["series_id"].iloc[0])
     assert (decoded.tenant_id, decoded.application_id) == ("acme/eu", "chat")
     assert (alarms["observed"] > alarms["expected"]).all()
+
+
+def test_shift_alarms_publish_a_cost_shift_as_geometric_means_per_request() -> None:
+    alarms = shift_alarms(_mart(cost_factor=1.5), 6)
+    assert set(alarms["metric"]) == {"cost_usd" + SHIFT_SUFFIX}
+    # Geometric means of lognormal (sigma 0.65) request costs around 0.002 USD.
+    assert alarms["expected"].between(0.0018, 0.0022).all()
+    assert (alarms["observed"] > 1.2 * alarms["expected"]).all()
 
 
 def test_traffic_stops_flag_the_silent_hours_of_a_busy_route() -> None:
@@ -234,7 +290,8 @@ def test_a_thirty_percent_cost_level_shift_is_still_flagged_when_confirmed(seed:
     cost = requests * 0.002 * rng.lognormal(0, 0.05, HOURS)
     onset = 24 * 10 + 9
     cost[onset : onset + 6] *= 1.3
-    alarms = np.flatnonzero(route_shifts("cost_usd", cost, requests, 24 * 7).is_shift) + 24 * 7
+    tested = route_shifts("cost_usd", cost, requests, 24 * 7, rules=2)
+    alarms = np.flatnonzero(tested.is_shift) + 24 * 7
     assert len(alarms) and onset < alarms[0] < onset + 6
 
 
@@ -312,7 +369,7 @@ def test_the_binomial_cusum_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
         rate_cusum(requests * 0, requests, 24 * 7, shift=0.0)
     with pytest.raises(ValueError):
-        route_shifts("error_rate", requests * 0, requests, 24 * 7, rules=3)
+        route_shifts("error_rate", requests * 0, requests, 24 * 7, rules=4)
 
 
 def _p95(rng: np.random.Generator, count: float) -> float:

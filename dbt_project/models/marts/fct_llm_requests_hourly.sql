@@ -83,7 +83,9 @@ final as (
         cache_read_tokens,
         generation_output_tokens,
         generation_time_ms,
-        cost_usd
+        cost_usd,
+        paid_request_count,
+        cost_log_sum
 
     from aggregated
 

@@ -14,7 +14,13 @@ from ml.anomaly.base import DetectorResult
 from ml.anomaly.count_test import stopped_hours
 from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import DetectorSpec, Fleet
-from ml.anomaly.shift_test import COMPANIONS, SHIFT_METRICS, SHIFT_RULES, route_shifts
+from ml.anomaly.shift_test import (
+    COMPANIONS,
+    GEOMETRIC_INPUTS,
+    SHIFT_METRICS,
+    SHIFT_RULES,
+    route_shifts,
+)
 from ml.evaluation.incidents.base import (
     GRACE_HOURS,
     HOUR,
@@ -450,8 +456,19 @@ def with_shift_flags(
 ) -> pd.DataFrame:
     """``scored`` with the shift test's alarms (``ml.anomaly.shift_test.route_shifts``) on each
     route's latency p95 (with its time to first token from ``companions``), error rate and cost
-    (per request), from the raw series (NaN where idle); the training window is the test's
-    history; ``rules`` are the spec's ``shift_rules``."""
+    (per request; with rules 3 its ``GEOMETRIC_INPUTS`` from ``companions``), from the raw
+    series (NaN where idle); the training window is the test's history; ``rules`` are the
+    spec's ``shift_rules``."""
+
+    def extra(key: SeriesKey, metric: str, length: int) -> np.ndarray | None:
+        other = SeriesKey(key.tenant_id, key.asset_id, key.request_model, metric)
+        if companions is None or other not in companions[1]:
+            return None
+        joined = pd.concat(
+            [companions[0].get(other, companions[1][other].iloc[:0]), companions[1][other]]
+        ).to_numpy()
+        return joined if len(joined) == length else None
+
     flags = []
     for key, values in test.items():
         if key.metric not in SHIFT_METRICS:
@@ -466,19 +483,18 @@ def with_shift_flags(
             else test[counts_key]
         )
         start = len(history) - len(values)
-        companion = None
-        if companions is not None and key.metric in COMPANIONS:
-            other = SeriesKey(
-                key.tenant_id, key.asset_id, key.request_model, COMPANIONS[key.metric]
+        companion = (
+            extra(key, COMPANIONS[key.metric], len(history)) if key.metric in COMPANIONS else None
+        )
+        geometric = None
+        if rules >= 3 and key.metric in GEOMETRIC_INPUTS:
+            log_mean, counted = (
+                extra(key, name, len(history)) for name in GEOMETRIC_INPUTS[key.metric]
             )
-            if other in companions[1]:
-                companion = pd.concat(
-                    [companions[0].get(other, companions[1][other].iloc[:0]), companions[1][other]]
-                ).to_numpy()
-                if len(companion) != len(history):
-                    companion = None
+            if log_mean is not None and counted is not None:
+                geometric = (log_mean, counted)
         tested = route_shifts(
-            key.metric, history.to_numpy(), counts.to_numpy(), start, companion, rules
+            key.metric, history.to_numpy(), counts.to_numpy(), start, companion, rules, geometric
         )
         if tested.is_shift.any():
             flags.append(

@@ -54,6 +54,7 @@ def hourly_requests(requests: pd.DataFrame) -> pd.DataFrame:
     hour = pd.to_datetime(frame["occurred_at"], utc=True).dt.floor("h")
     ok = frame["status"] == "ok"
     ttft = pd.to_numeric(frame["time_to_first_token_ms"], errors="coerce")
+    cost = pd.to_numeric(frame["cost_usd"]).fillna(0.0)
     work = pd.DataFrame(
         {
             "tenant_id": frame["tenant_id"],
@@ -63,7 +64,10 @@ def hourly_requests(requests: pd.DataFrame) -> pd.DataFrame:
             "is_error": (frame["status"] == "error").astype("int64"),
             "input_tokens": pd.to_numeric(frame["input_tokens"]).fillna(0),
             "output_tokens": pd.to_numeric(frame["output_tokens"]).fillna(0),
-            "cost_usd": pd.to_numeric(frame["cost_usd"]).fillna(0.0),
+            "cost_usd": cost,
+            "is_paid": (cost > 0).astype("int64"),
+            # ln(cost_usd) filter (where cost_usd > 0): 0 for the unbilled rows.
+            "cost_log": np.log(cost.where(cost > 0, 1.0)),
             # percentile_cont ... filter (where is_success): NaN rows are skipped by quantile.
             "latency_ok": pd.to_numeric(frame["latency_ms"]).where(ok),
             "ttft_ok": ttft.where(ok),
@@ -76,6 +80,8 @@ def hourly_requests(requests: pd.DataFrame) -> pd.DataFrame:
         input_tokens=("input_tokens", "sum"),
         output_tokens=("output_tokens", "sum"),
         cost_usd=("cost_usd", "sum"),
+        paid_request_count=("is_paid", "sum"),
+        cost_log_sum=("cost_log", "sum"),
     )
     # pandas' default (linear) interpolation is percentile_cont's.
     out["latency_p95_ms"] = groups["latency_ok"].quantile(0.95).round(3)
