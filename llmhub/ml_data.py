@@ -96,8 +96,8 @@ class DetectorInput:
             (an idle hour's rate is carried forward, not observed, and a rate from fewer than
             ``MIN_RATE_REQUESTS`` requests is no evidence).
         shift_inputs: per (series label, one of ``ml.features.SHIFT_INPUTS``), the raw hourly
-            values the shift tests read beside the series (NaN means where nothing was billed),
-            on the route's grid; never fitted or scored by the detectors.
+            values the shift tests read beside the series, on the route's grid (the mean log
+            cost is NaN where nothing was billed); never fitted or scored by the detectors.
     """
 
     series: dict[tuple[str, str], pd.Series]

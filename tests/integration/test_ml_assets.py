@@ -63,6 +63,7 @@ def _create_marts(conn: psycopg.Connection) -> None:
         "create table marts.fct_llm_requests_hourly (tenant_id text, asset_id text, "
         "request_model text, request_hour_at timestamptz, request_count bigint, "
         "error_count bigint, input_tokens bigint, output_tokens bigint, cost_usd numeric, "
+        "paid_request_count bigint, cost_log_sum numeric, "
         "latency_p95_ms double precision, time_to_first_token_p95_ms double precision)"
     )
     conn.execute(
@@ -70,6 +71,8 @@ def _create_marts(conn: psycopg.Connection) -> None:
         "usage_date date, cost_usd numeric)"
     )
     rng = np.random.default_rng(7)
+    # The billed requests' mean log cost: lognormal request costs (sigma 0.65) around 0.002 USD.
+    log_costs = np.random.default_rng(8)
     hours = [END - timedelta(hours=HOURS - 1 - i) for i in range(HOURS)]
     rows = []
     for n, tenant in enumerate(TENANTS):
@@ -80,6 +83,8 @@ def _create_marts(conn: psycopg.Connection) -> None:
             if tenant == SPIKED[0] and i == HOURS - 1:
                 # A spike in the newest hour, marked false positive by an analyst below.
                 count = int(level * 10) + 500
+            paid = count - count // 50
+            mean_log = np.log(0.002) + log_costs.normal(0.0, 0.65 / np.sqrt(max(paid, 1)))
             rows.append(
                 (
                     tenant,
@@ -91,6 +96,8 @@ def _create_marts(conn: psycopg.Connection) -> None:
                     count * 300,
                     count * 120,
                     round(count * 0.002, 6),
+                    paid,
+                    round(float(paid * mean_log), 9),
                     900.0,
                     300.0,
                 )
@@ -98,7 +105,7 @@ def _create_marts(conn: psycopg.Connection) -> None:
     with conn.cursor() as cur:
         cur.executemany(
             "insert into marts.fct_llm_requests_hourly values "
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
         cur.execute(
