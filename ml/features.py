@@ -30,12 +30,28 @@ METRICS: tuple[str, ...] = (
     "cost_usd",
 )
 #: Series the shift tests read beside ``METRICS`` (never scored by the detectors): the requests
-#: billed in the hour (cost > 0) and the mean of their log costs, a geometric mean per request
-#: (``ml.anomaly.shift_test.GEOMETRIC_INPUTS``).
-SHIFT_INPUTS: tuple[str, ...] = ("paid_request_count", "cost_log_mean")
+#: billed in the hour (cost > 0) and the mean of their log costs, a geometric mean per request;
+#: the successful requests with a latency and the means of their log latencies and log times to
+#: first token (``ml.anomaly.shift_test.GEOMETRIC_INPUTS``).
+SHIFT_INPUTS: tuple[str, ...] = (
+    "paid_request_count",
+    "cost_log_mean",
+    "latency_log_count",
+    "latency_log_mean",
+    "time_to_first_token_log_mean",
+)
+#: Mean log series -> (sum column, count column) of the hourly mart.
+_LOG_MEANS: dict[str, tuple[str, str]] = {
+    "cost_log_mean": ("cost_log_sum", "paid_request_count"),
+    "latency_log_mean": ("latency_log_sum", "latency_log_count"),
+    "time_to_first_token_log_mean": (
+        "time_to_first_token_log_sum",
+        "time_to_first_token_log_count",
+    ),
+}
 # Hours with no requests are real zeros for counts and sums, but unknown for rates/percentiles.
 ZERO_WHEN_IDLE: frozenset[str] = frozenset(
-    {"request_count", "tokens", "cost_usd", "paid_request_count"}
+    {"request_count", "tokens", "cost_usd", "paid_request_count", "latency_log_count"}
 )
 _WEIGHTED = ("latency_p95_ms", "time_to_first_token_p95_ms")
 REQUIRED_COLUMNS: tuple[str, ...] = (
@@ -48,6 +64,10 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "cost_usd",
     "paid_request_count",
     "cost_log_sum",
+    "latency_log_count",
+    "latency_log_sum",
+    "time_to_first_token_log_count",
+    "time_to_first_token_log_sum",
     *_WEIGHTED,
 )
 
@@ -131,9 +151,8 @@ def hourly_metrics(hourly: pd.DataFrame) -> pd.DataFrame:
         grouped[column] = grouped[column] / weights.replace(0, np.nan)
     grouped["error_rate"] = grouped["error_count"] / grouped["request_count"].replace(0, np.nan)
     # Sums of logs re-aggregate exactly across the mart's rows of one hour.
-    grouped["cost_log_mean"] = grouped["cost_log_sum"] / grouped["paid_request_count"].replace(
-        0, np.nan
-    )
+    for mean, (total, count) in _LOG_MEANS.items():
+        grouped[mean] = grouped[total] / grouped[count].replace(0, np.nan)
     return grouped.reset_index().loc[:, [*SERIES_COLUMNS, "bucket_at", *METRICS, *SHIFT_INPUTS]]
 
 

@@ -25,6 +25,7 @@ from ml.anomaly.count_test import DEFAULT_ALPHA, LOOKBACK_DAYS, stopped_hours
 from ml.anomaly.fleet import SCORE_COLUMNS
 from ml.anomaly.shift_test import (
     COMPANIONS,
+    GEOMETRIC_COMPANIONS,
     GEOMETRIC_INPUTS,
     SHIFT_METRICS,
     SHIFT_RULES,
@@ -82,8 +83,8 @@ DELETE_TEST_ROWS = (
 def shift_alarms(hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULES) -> pd.DataFrame:
     """The shift test's alarms among the newest ``score_hours`` of every route: a sustained
     rise or fall of latency p95, error rate or cost per request that hour-by-hour scores miss
-    (``ml.anomaly.shift_test``; latency with its time to first token, error rates as counts,
-    with rules 3 cost as the geometric mean per billed request, which ``observed`` and
+    (``ml.anomaly.shift_test``; latency with its time to first token, error rates as counts;
+    with rules 3 cost and latency as geometric means per request, which ``observed`` and
     ``expected`` then are), published as ``<metric>_shift``.
 
     Args:
@@ -101,20 +102,18 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULE
             continue
         requests = raw[SeriesKey(key.tenant_id, key.asset_id, key.request_model, "request_count")]
         start = max(0, len(values) - score_hours)
-        other = (
-            raw.get(
-                SeriesKey(key.tenant_id, key.asset_id, key.request_model, COMPANIONS[key.metric])
-            )
-            if key.metric in COMPANIONS
-            else None
-        )
+        route = (key.tenant_id, key.asset_id, key.request_model)
+        companions = COMPANIONS
         geometric = None
         if rules >= 3 and key.metric in GEOMETRIC_INPUTS:
+            companions = GEOMETRIC_COMPANIONS
             log_mean, counted = (
-                raw[SeriesKey(key.tenant_id, key.asset_id, key.request_model, name)].to_numpy()
-                for name in GEOMETRIC_INPUTS[key.metric]
+                raw[SeriesKey(*route, name)].to_numpy() for name in GEOMETRIC_INPUTS[key.metric]
             )
             geometric = (log_mean, counted)
+        other = (
+            raw.get(SeriesKey(*route, companions[key.metric])) if key.metric in companions else None
+        )
         tested = route_shifts(
             key.metric,
             values.to_numpy(),

@@ -18,7 +18,9 @@
       natural logs of their costs) give the geometric mean cost per billed request,
       exp(cost_log_sum / paid_request_count), at any grain: request costs are right-skewed, and
       the cost shift test (ml/anomaly/shift_test.py, rules 3) reads this mean, not the hour's
-      arithmetic one that its largest requests pull about.
+      arithmetic one that its largest requests pull about. latency_log_* and
+      time_to_first_token_log_* do the same for the latencies of successful requests: the
+      latency shift test reads their geometric means, not a p95 of a quiet hour's few requests.
     - Statistics are rounded to the microsecond (3 decimals of ms), rates to 6 decimals.
 -#}
 {% macro llm_request_metrics() %}
@@ -46,7 +48,18 @@
         ) as generation_time_ms,
         coalesce(sum(cost_usd), 0) as cost_usd,
         count(*) filter (where cost_usd > 0) as paid_request_count,
-        coalesce(sum(ln(cost_usd)) filter (where cost_usd > 0), 0) as cost_log_sum
+        coalesce(sum(ln(cost_usd)) filter (where cost_usd > 0), 0) as cost_log_sum,
+        count(*) filter (where is_success and latency_ms > 0) as latency_log_count,
+        coalesce(
+            sum(ln(latency_ms::numeric)) filter (where is_success and latency_ms > 0), 0
+        ) as latency_log_sum,
+        count(*) filter (where is_success and time_to_first_token_ms > 0)
+            as time_to_first_token_log_count,
+        coalesce(
+            sum(ln(time_to_first_token_ms::numeric))
+                filter (where is_success and time_to_first_token_ms > 0),
+            0
+        ) as time_to_first_token_log_sum
 {% endmacro %}
 
 

@@ -231,8 +231,8 @@ def _geometric(
     shift_inputs: Mapping[SeriesId, pd.Series],
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The ``GEOMETRIC_INPUTS`` of ``key`` on its grid, the injected factor (``held_out`` over
-    the real held-out values) added to the mean of logs: a cost x f moves every billed
-    request's log cost by ``log f``. None when the inputs are not there."""
+    the real held-out values) added to the mean of logs: a cost or latency x f moves every
+    request's log value by ``log f``. None when the inputs are not there."""
     route, metric = key
     names = GEOMETRIC_INPUTS[metric]
     if any((route, name) not in shift_inputs for name in names):
@@ -295,7 +295,9 @@ def evaluate_shifts(
         known: windows the hub knows are not clean (series ids are then encoded
             ``ml.keys.RouteKey`` values); their hours count neither as alarms nor as hours.
         shift_inputs: per (series id, one of ``ml.features.SHIFT_INPUTS``), the raw series
-            the tests of rules 3 read for cost (``ml.anomaly.shift_test.GEOMETRIC_INPUTS``).
+            the tests of rules 3 read for cost and latency
+            (``ml.anomaly.shift_test.GEOMETRIC_INPUTS``; the gate's latency is tested without its
+            time to first token, as before).
     """
     detected: dict[SeriesId, float] = {}
     false_alarms: dict[SeriesId, int] = {}

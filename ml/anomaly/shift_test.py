@@ -17,8 +17,9 @@ Two things make those shifts visible:
   against the route's own reference rate, an exact conditional binomial test (``rate_scan``,
   rules 1), or a binomial CUSUM tuned to a rise of 2.5 points with the hour's requests as its
   exposure (``rate_cusum``, rules 2 and 3).
-* A geometric mean for costs (rules 3: ``SHIFT_RULES``). A request's cost is right-skewed, so
-  cost per request is tested as the hour's mean of the log costs of its billed requests.
+* Geometric means (rules 3: ``SHIFT_RULES``). Request costs and latencies are right-skewed, so
+  cost per request and latency are tested as the hour's mean of the logs of its requests'
+  values, not an arithmetic mean or a p95 that its largest requests pull about.
 * The log scale for percentiles (rules 2). A slowdown multiplies a p95, and a p95 of few
   requests lies below one of many: latency and cost per request are tested as logs with the
   route's own slope on ``log n`` taken out (``volume_adjusted``).
@@ -488,7 +489,15 @@ SHIFT_CONFIRM: dict[str, int] = {"latency_p95_ms": 1, "error_rate": 1, "cost_usd
 #: at 6 (``GEOMETRIC_ALARMS``), still confirmed over a second hour: on seeds 0-9 and 50-79 (all
 #: seen before; the level was chosen there) subtle cost 37/40 at 7 -> 39/40 at 6, false alarms
 #: 36 -> 39 in 821,000 series-hours. Latency at 5.5 beside it found nothing more for 4 more
-#: false alarms. Latency and error rates are tested as in rules 2.
+#: false alarms.
+#: Latency likewise, as the mean of the log latencies of the hour's successful requests with
+#: the mean log time to first token beside it (``GEOMETRIC_COMPANIONS``): a p95 of the 10-30
+#: requests of a night hour is nearly their maximum, so the subtle slowdowns that start in the
+#: evening were the ones missed (fresh seeds 80-99: 4 of 20, CUSUM peaks 4.4-5.7 against the
+#: alarm level 6). The mean-log CUSUM (judged from 5 requests) of those four reaches 10.7-12.2,
+#: and on the chat routes of seeds 80-84, 87, 89 and 96 (seen; the level was chosen there) it
+#: raises no alarm outside the incidents at 10, its alarm level. Error rates are tested as in
+#: rules 2.
 SHIFT_RULES = 3
 VOLUME_SLOPE = 0.2
 #: Rules 2 and 3: route metric -> the alarm level of the log-scale CUSUM (rules 1:
@@ -502,9 +511,18 @@ COMPANIONS: dict[str, str] = {"latency_p95_ms": "time_to_first_token_p95_ms"}
 #: Rules 3: route metric -> the series its test reads instead of its own (mean of the logs of
 #: the billed requests' costs, and how many requests were billed). ``ml.features`` builds both
 #: from the hourly mart's ``cost_log_sum`` and ``paid_request_count``.
-GEOMETRIC_INPUTS: dict[str, tuple[str, str]] = {"cost_usd": ("cost_log_mean", "paid_request_count")}
+GEOMETRIC_INPUTS: dict[str, tuple[str, str]] = {
+    "cost_usd": ("cost_log_mean", "paid_request_count"),
+    "latency_p95_ms": ("latency_log_mean", "latency_log_count"),
+}
+#: Rules 3: route metric -> the mean log series tested with its geometric mean
+#: (``combine_scores``), in place of ``COMPANIONS``.
+GEOMETRIC_COMPANIONS: dict[str, str] = {"latency_p95_ms": "time_to_first_token_log_mean"}
 #: Rules 3: route metric -> the alarm level of its CUSUM on ``GEOMETRIC_INPUTS``.
-GEOMETRIC_ALARMS: dict[str, float] = {"cost_usd": 6.0}
+GEOMETRIC_ALARMS: dict[str, float] = {"cost_usd": 6.0, "latency_p95_ms": 10.0}
+#: Rules 3: an hour's mean log is judged from this many requests (a mean of logs of a few
+#: requests is close to normal; a p95 of a few is not).
+GEOMETRIC_MIN_REQUESTS = 5
 
 
 def route_shifts(
@@ -521,9 +539,9 @@ def route_shifts(
     ``SHIFT_RULES``): an error rate's counts by ``rate_scan`` (1) or ``rate_cusum`` (2, 3), the
     others by ``volume_cusum`` (with the ``COMPANIONS`` metric's raw values when given), on
     the log scale without the volume effect with rules 2 and 3; with rules 3 a metric of
-    ``GEOMETRIC_INPUTS`` (cost) is tested on ``geometric``: the hourly mean of its requests' log
-    values and how many requests it averages (``expected`` is then the reference geometric mean
-    per request).
+    ``GEOMETRIC_INPUTS`` (cost, latency) is tested on ``geometric``: the hourly mean of its
+    requests' log values and how many requests it averages, ``companion`` then being the
+    ``GEOMETRIC_COMPANIONS`` mean log (``expected`` is the reference geometric mean).
 
     Raises:
         ValueError: unknown rules, or rules 3 on a ``GEOMETRIC_INPUTS`` metric without
@@ -543,7 +561,8 @@ def route_shifts(
             start,
             window=window,
             alarm=GEOMETRIC_ALARMS[metric],
-            min_requests=min_requests,
+            min_requests=GEOMETRIC_MIN_REQUESTS,
+            companion=None if companion is None else np.asarray(companion, dtype=float),
             confirm=confirm,
         )
         return replace(tested, expected=np.exp(tested.expected))

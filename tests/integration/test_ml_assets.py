@@ -63,7 +63,9 @@ def _create_marts(conn: psycopg.Connection) -> None:
         "create table marts.fct_llm_requests_hourly (tenant_id text, asset_id text, "
         "request_model text, request_hour_at timestamptz, request_count bigint, "
         "error_count bigint, input_tokens bigint, output_tokens bigint, cost_usd numeric, "
-        "paid_request_count bigint, cost_log_sum numeric, "
+        "paid_request_count bigint, cost_log_sum numeric, latency_log_count bigint, "
+        "latency_log_sum numeric, time_to_first_token_log_count bigint, "
+        "time_to_first_token_log_sum numeric, "
         "latency_p95_ms double precision, time_to_first_token_p95_ms double precision)"
     )
     conn.execute(
@@ -98,6 +100,10 @@ def _create_marts(conn: psycopg.Connection) -> None:
                     round(count * 0.002, 6),
                     paid,
                     round(float(paid * mean_log), 9),
+                    paid,
+                    round(float(paid * np.log(900.0)), 9),
+                    paid,
+                    round(float(paid * np.log(300.0)), 9),
                     900.0,
                     300.0,
                 )
@@ -105,7 +111,7 @@ def _create_marts(conn: psycopg.Connection) -> None:
     with conn.cursor() as cur:
         cur.executemany(
             "insert into marts.fct_llm_requests_hourly values "
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
         cur.execute(

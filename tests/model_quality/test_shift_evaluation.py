@@ -37,9 +37,8 @@ def _routes(n: int = 8) -> dict[tuple[str, str], pd.Series]:
     for i in range(n):
         rng = np.random.default_rng(i)
         counts = rng.poisson((40 + 10 * i) * (1 + 0.6 * np.cos(2 * np.pi * (hour - 13) / 24)))
-        latency = np.array(
-            [np.percentile(rng.lognormal(np.log(900), 0.4, max(c, 1)), 95) for c in counts]
-        )
+        draws = [rng.lognormal(np.log(900), 0.4, max(c, 1)) for c in counts]
+        latency = np.array([np.percentile(d, 95) for d in draws])
         each = [rng.lognormal(np.log(0.002), 0.5, c) for c in counts]
         cost = np.array([c.sum() for c in each])
         errors = rng.binomial(counts, 0.012)
@@ -51,6 +50,10 @@ def _routes(n: int = 8) -> dict[tuple[str, str], pd.Series]:
         INPUTS[(route, "paid_request_count")] = pd.Series(counts.astype(float), index=index)
         INPUTS[(route, "cost_log_mean")] = pd.Series(
             [np.log(c).mean() if len(c) else np.nan for c in each], index=index
+        )
+        INPUTS[(route, "latency_log_count")] = pd.Series(counts.astype(float), index=index)
+        INPUTS[(route, "latency_log_mean")] = pd.Series(
+            [np.log(d).mean() for d in draws], index=index
         )
     return out
 

@@ -28,6 +28,10 @@ def _mart(**overrides: list) -> pd.DataFrame:
         "cost_usd": [1.0, 3.0, 0.5],
         "paid_request_count": [9, 28, 0],
         "cost_log_sum": [9 * np.log(0.1), 28 * np.log(0.1), 0.0],
+        "latency_log_count": [9, 28, 5],
+        "latency_log_sum": [9 * np.log(80.0), 28 * np.log(160.0), 5 * np.log(40.0)],
+        "time_to_first_token_log_count": [0, 28, 5],
+        "time_to_first_token_log_sum": [0.0, 28 * np.log(20.0), 5 * np.log(5.0)],
         "latency_p95_ms": [100.0, 200.0, 50.0],
         "time_to_first_token_p95_ms": [np.nan, 20.0, 5.0],
     }
@@ -47,6 +51,9 @@ def test_rows_of_one_hour_merge_with_request_weights() -> None:
     # The mean log cost of the billed requests, from sums that re-aggregate exactly.
     assert first["paid_request_count"] == 37
     assert first["cost_log_mean"] == pytest.approx(np.log(0.1))
+    # Geometric means pool the rows' logs: (9 ln 80 + 28 ln 160) / 37.
+    assert first["latency_log_mean"] == pytest.approx((9 * np.log(80) + 28 * np.log(160)) / 37)
+    assert first["time_to_first_token_log_mean"] == pytest.approx(np.log(20.0))
     # An hour with nothing billed has no mean.
     assert np.isnan(metrics.iloc[1]["cost_log_mean"])
 

@@ -480,7 +480,10 @@ def test_a_subtle_latency_shift_is_detected_by_the_shift_test() -> None:
     incident = _incident("subtle_latency", "latency_ms", 40, 46, model="gpt-4o")
     step = _flagging({})
     assert not evaluate_detection(train, test, [incident], [], fit_score=step).outcomes[0].detected
-    report = evaluate_detection(train, test, [incident], [], fit_score=step, shift_test=True)
+    # Rules 2 test the p95 series itself; rules 3 read request-level means these series lack.
+    report = evaluate_detection(
+        train, test, [incident], [], fit_score=step, shift_test=True, shift_rules=2
+    )
     assert report.outcomes[0].detected and report.false_positives == 0
 
 

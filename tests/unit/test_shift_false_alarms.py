@@ -46,11 +46,12 @@ def _routes(n: int = 3, rollout: bool = True) -> dict[tuple[str, str], pd.Series
     for i in range(n):
         rng = np.random.default_rng(i)
         counts = rng.poisson((50 + 20 * i) * (1 + 0.5 * np.cos(2 * np.pi * (hour - 13) / 24)))
-        latency = np.array(
-            [np.percentile(rng.lognormal(np.log(900), 0.3, max(c, 1)), 95) for c in counts]
-        )
+        draws = [rng.lognormal(np.log(900), 0.3, max(c, 1)) for c in counts]
+        latency = np.array([np.percentile(d, 95) for d in draws])
+        log_latency = np.array([np.log(d).mean() for d in draws])
         if rollout and i == 0:
             latency[INDEX >= ROLLOUT_AT] *= 2.5
+            log_latency[INDEX >= ROLLOUT_AT] += np.log(2.5)
         each = [rng.lognormal(np.log(0.002), 0.4, c) for c in counts]
         cost = np.array([c.sum() for c in each])
         log_mean = np.array([np.log(c).mean() if len(c) else np.nan for c in each])
@@ -62,6 +63,8 @@ def _routes(n: int = 3, rollout: bool = True) -> dict[tuple[str, str], pd.Series
         out[(route, "error_rate")] = pd.Series(errors / np.maximum(counts, 1), index=INDEX)
         INPUTS[(route, "paid_request_count")] = pd.Series(counts.astype(float), index=INDEX)
         INPUTS[(route, "cost_log_mean")] = pd.Series(log_mean, index=INDEX)
+        INPUTS[(route, "latency_log_count")] = pd.Series(counts.astype(float), index=INDEX)
+        INPUTS[(route, "latency_log_mean")] = pd.Series(log_latency, index=INDEX)
     return out
 
 

@@ -106,6 +106,40 @@ def test_rules_3_raise_no_alarm_on_a_clean_week_of_skewed_request_costs(seed: in
     assert not tested.is_shift.any()
 
 
+def _timed(
+    requests: np.ndarray, seed: int, factor: float = 1.0, span: slice = slice(0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per hour: the p95 and the mean log of ``requests`` lognormal latencies (sigma 0.5),
+    ``factor`` times slower in ``span``."""
+    rng = np.random.default_rng(seed + 400)
+    p95, log_mean = np.full(len(requests), np.nan), np.full(len(requests), np.nan)
+    for hour, count in enumerate(requests.astype(int)):
+        if count:
+            each = 900.0 * rng.lognormal(0.0, 0.5, count)
+            each *= factor if span.start is not None and span.start <= hour < span.stop else 1.0
+            p95[hour], log_mean[hour] = np.percentile(each, 95), np.log(each).mean()
+    return p95, log_mean
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rules_3_find_a_slowdown_of_a_quiet_route_on_its_mean_log_latency(seed: int) -> None:
+    # 15 requests an hour: the p95 of an hour is nearly its slowest request.
+    requests = _requests(seed, 15.0)
+    onset = 24 * 10 + 9
+    p95, log_mean = _timed(requests, seed, 1.35, slice(onset, onset + 6))
+    tested = route_shifts(
+        "latency_p95_ms", p95, requests, 24 * 7, rules=3, geometric=(log_mean, requests)
+    )
+    alarms = np.flatnonzero(tested.is_shift) + 24 * 7
+    assert len(alarms) and onset < alarms[0] < onset + 8
+    assert tested.expected[onset - 24 * 7] == pytest.approx(900.0, rel=0.05)
+    clean, clean_log = _timed(requests, seed)
+    quiet = route_shifts(
+        "latency_p95_ms", clean, requests, 24 * 7, rules=3, geometric=(clean_log, requests)
+    )
+    assert not quiet.is_shift.any()
+
+
 def test_rules_3_need_the_geometric_inputs_for_cost() -> None:
     requests = _requests(1)
     with pytest.raises(ValueError, match="cost_log_mean"):
@@ -135,6 +169,11 @@ def _mart(
             "cost_usd": cost,
             "paid_request_count": billed,
             "cost_log_sum": np.nan_to_num(log_mean) * billed,
+            "latency_log_count": requests,
+            # The lognormal (sigma 0.5) latencies' mean of logs: log mean - 0.5^2 / 2.
+            "latency_log_sum": requests * (np.log(latency) - 0.125),
+            "time_to_first_token_log_count": requests,
+            "time_to_first_token_log_sum": requests * np.log(300.0),
             "latency_p95_ms": latency,
             "time_to_first_token_p95_ms": 300.0,
         }
@@ -241,8 +280,8 @@ def test_time_to_first_token_beside_latency_adds_evidence_of_a_slowdown() -> Non
     onset = 24 * 11 + 10
     latency[onset : onset + 6] *= 1.25
     ttft[onset : onset + 6] *= 1.25
-    alone = route_shifts("latency_p95_ms", latency, requests, 24 * 7)
-    both = route_shifts("latency_p95_ms", latency, requests, 24 * 7, ttft)
+    alone = route_shifts("latency_p95_ms", latency, requests, 24 * 7, rules=2)
+    both = route_shifts("latency_p95_ms", latency, requests, 24 * 7, ttft, rules=2)
     assert both.statistic.max() > alone.statistic.max()
     assert both.is_shift.any()
 
@@ -251,7 +290,7 @@ def test_time_to_first_token_beside_latency_adds_evidence_of_a_slowdown() -> Non
 def test_combined_scores_of_two_noisy_metrics_raise_no_alarm(seed: int) -> None:
     requests = _requests(seed, 40.0)
     tested = route_shifts(
-        "latency_p95_ms", _latency(requests, seed), requests, 24 * 7, _ttft(requests, seed)
+        "latency_p95_ms", _latency(requests, seed), requests, 24 * 7, _ttft(requests, seed), 2
     )
     assert not tested.is_shift.any()
 

@@ -85,7 +85,11 @@ final as (
         generation_time_ms,
         cost_usd,
         paid_request_count,
-        cost_log_sum
+        cost_log_sum,
+        latency_log_count,
+        latency_log_sum,
+        time_to_first_token_log_count,
+        time_to_first_token_log_sum
 
     from aggregated
 

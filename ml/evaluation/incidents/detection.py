@@ -16,6 +16,7 @@ from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import DetectorSpec, Fleet
 from ml.anomaly.shift_test import (
     COMPANIONS,
+    GEOMETRIC_COMPANIONS,
     GEOMETRIC_INPUTS,
     SHIFT_METRICS,
     SHIFT_RULES,
@@ -456,9 +457,9 @@ def with_shift_flags(
 ) -> pd.DataFrame:
     """``scored`` with the shift test's alarms (``ml.anomaly.shift_test.route_shifts``) on each
     route's latency p95 (with its time to first token from ``companions``), error rate and cost
-    (per request; with rules 3 its ``GEOMETRIC_INPUTS`` from ``companions``), from the raw
-    series (NaN where idle); the training window is the test's history; ``rules`` are the
-    spec's ``shift_rules``."""
+    (per request; with rules 3 latency and cost on their ``GEOMETRIC_INPUTS`` and
+    ``GEOMETRIC_COMPANIONS`` from ``companions``), from the raw series (NaN where idle); the
+    training window is the test's history; ``rules`` are the spec's ``shift_rules``."""
 
     def extra(key: SeriesKey, metric: str, length: int) -> np.ndarray | None:
         other = SeriesKey(key.tenant_id, key.asset_id, key.request_model, metric)
@@ -483,16 +484,16 @@ def with_shift_flags(
             else test[counts_key]
         )
         start = len(history) - len(values)
-        companion = (
-            extra(key, COMPANIONS[key.metric], len(history)) if key.metric in COMPANIONS else None
-        )
+        named = COMPANIONS
         geometric = None
         if rules >= 3 and key.metric in GEOMETRIC_INPUTS:
+            named = GEOMETRIC_COMPANIONS
             log_mean, counted = (
                 extra(key, name, len(history)) for name in GEOMETRIC_INPUTS[key.metric]
             )
             if log_mean is not None and counted is not None:
                 geometric = (log_mean, counted)
+        companion = extra(key, named[key.metric], len(history)) if key.metric in named else None
         tested = route_shifts(
             key.metric, history.to_numpy(), counts.to_numpy(), start, companion, rules, geometric
         )

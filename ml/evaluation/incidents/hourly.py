@@ -55,6 +55,7 @@ def hourly_requests(requests: pd.DataFrame) -> pd.DataFrame:
     ok = frame["status"] == "ok"
     ttft = pd.to_numeric(frame["time_to_first_token_ms"], errors="coerce")
     cost = pd.to_numeric(frame["cost_usd"]).fillna(0.0)
+    latency = pd.to_numeric(frame["latency_ms"])
     work = pd.DataFrame(
         {
             "tenant_id": frame["tenant_id"],
@@ -71,6 +72,9 @@ def hourly_requests(requests: pd.DataFrame) -> pd.DataFrame:
             # percentile_cont ... filter (where is_success): NaN rows are skipped by quantile.
             "latency_ok": pd.to_numeric(frame["latency_ms"]).where(ok),
             "ttft_ok": ttft.where(ok),
+            # ln(x) filter (where is_success and x > 0): NaN rows are skipped by sum and count.
+            "latency_log": np.log(latency.where(ok & (latency > 0))),
+            "ttft_log": np.log(ttft.where(ok & (ttft > 0))),
         }
     )
     groups = work.groupby([*SERIES_COLUMNS, "request_hour_at"], sort=True, observed=True)
@@ -82,6 +86,10 @@ def hourly_requests(requests: pd.DataFrame) -> pd.DataFrame:
         cost_usd=("cost_usd", "sum"),
         paid_request_count=("is_paid", "sum"),
         cost_log_sum=("cost_log", "sum"),
+        latency_log_count=("latency_log", "count"),
+        latency_log_sum=("latency_log", "sum"),
+        time_to_first_token_log_count=("ttft_log", "count"),
+        time_to_first_token_log_sum=("ttft_log", "sum"),
     )
     # pandas' default (linear) interpolation is percentile_cont's.
     out["latency_p95_ms"] = groups["latency_ok"].quantile(0.95).round(3)
