@@ -25,10 +25,9 @@ from ml.anomaly.count_test import DEFAULT_ALPHA, LOOKBACK_DAYS, stopped_hours
 from ml.anomaly.fleet import SCORE_COLUMNS
 from ml.anomaly.shift_test import (
     COMPANIONS,
-    GEOMETRIC_COMPANIONS,
-    GEOMETRIC_INPUTS,
     SHIFT_METRICS,
     SHIFT_RULES,
+    read_beside,
     route_shifts,
 )
 from ml.features import SERIES_COLUMNS, SHIFT_INPUTS, SeriesKey, hourly_metrics, regular_series
@@ -103,17 +102,12 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULE
         requests = raw[SeriesKey(key.tenant_id, key.asset_id, key.request_model, "request_count")]
         start = max(0, len(values) - score_hours)
         route = (key.tenant_id, key.asset_id, key.request_model)
-        companions = COMPANIONS
+        names, companion = read_beside(key.metric, rules)
         geometric = None
-        if rules >= 3 and key.metric in GEOMETRIC_INPUTS:
-            companions = GEOMETRIC_COMPANIONS
-            log_mean, counted = (
-                raw[SeriesKey(*route, name)].to_numpy() for name in GEOMETRIC_INPUTS[key.metric]
-            )
+        if names is not None:
+            log_mean, counted = (raw[SeriesKey(*route, name)].to_numpy() for name in names)
             geometric = (log_mean, counted)
-        other = (
-            raw.get(SeriesKey(*route, companions[key.metric])) if key.metric in companions else None
-        )
+        other = raw.get(SeriesKey(*route, companion)) if companion is not None else None
         tested = route_shifts(
             key.metric,
             values.to_numpy(),

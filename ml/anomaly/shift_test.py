@@ -525,6 +525,15 @@ GEOMETRIC_ALARMS: dict[str, float] = {"cost_usd": 6.0, "latency_p95_ms": 10.0}
 GEOMETRIC_MIN_REQUESTS = 5
 
 
+def read_beside(metric: str, rules: int) -> tuple[tuple[str, str] | None, str | None]:
+    """The series the test of ``metric`` reads beside its own values and request counts under
+    ``rules``: the ``GEOMETRIC_INPUTS`` (rules 3; None otherwise) and the companion
+    (``GEOMETRIC_COMPANIONS`` with them, else ``COMPANIONS``; None without one)."""
+    if rules >= 3 and metric in GEOMETRIC_INPUTS:
+        return GEOMETRIC_INPUTS[metric], GEOMETRIC_COMPANIONS.get(metric)
+    return None, COMPANIONS.get(metric)
+
+
 def route_shifts(
     metric: str,
     values: np.ndarray,

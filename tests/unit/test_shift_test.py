@@ -11,6 +11,7 @@ from ml.anomaly.shift_test import (
     combine_scores,
     rate_cusum,
     rate_scan,
+    read_beside,
     route_shifts,
     volume_adjusted,
     volume_cusum,
@@ -138,6 +139,17 @@ def test_rules_3_find_a_slowdown_of_a_quiet_route_on_its_mean_log_latency(seed: 
         "latency_p95_ms", clean, requests, 24 * 7, rules=3, geometric=(clean_log, requests)
     )
     assert not quiet.is_shift.any()
+
+
+def test_the_series_read_beside_each_metric_follow_the_rules() -> None:
+    assert read_beside("cost_usd", 3) == (("cost_log_mean", "paid_request_count"), None)
+    assert read_beside("latency_p95_ms", 3) == (
+        ("latency_log_mean", "latency_log_count"),
+        "time_to_first_token_log_mean",
+    )
+    assert read_beside("latency_p95_ms", 2) == (None, "time_to_first_token_p95_ms")
+    assert read_beside("cost_usd", 2) == (None, None)
+    assert read_beside("error_rate", 3) == (None, None)
 
 
 def test_rules_3_need_the_geometric_inputs_for_cost() -> None:

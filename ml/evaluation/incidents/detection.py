@@ -15,11 +15,9 @@ from ml.anomaly.count_test import stopped_hours
 from ml.anomaly.feedback import tune_thresholds
 from ml.anomaly.fleet import DetectorSpec, Fleet
 from ml.anomaly.shift_test import (
-    COMPANIONS,
-    GEOMETRIC_COMPANIONS,
-    GEOMETRIC_INPUTS,
     SHIFT_METRICS,
     SHIFT_RULES,
+    read_beside,
     route_shifts,
 )
 from ml.evaluation.incidents.base import (
@@ -484,16 +482,13 @@ def with_shift_flags(
             else test[counts_key]
         )
         start = len(history) - len(values)
-        named = COMPANIONS
+        names, beside = read_beside(key.metric, rules)
         geometric = None
-        if rules >= 3 and key.metric in GEOMETRIC_INPUTS:
-            named = GEOMETRIC_COMPANIONS
-            log_mean, counted = (
-                extra(key, name, len(history)) for name in GEOMETRIC_INPUTS[key.metric]
-            )
+        if names is not None:
+            log_mean, counted = (extra(key, name, len(history)) for name in names)
             if log_mean is not None and counted is not None:
                 geometric = (log_mean, counted)
-        companion = extra(key, named[key.metric], len(history)) if key.metric in named else None
+        companion = extra(key, beside, len(history)) if beside is not None else None
         tested = route_shifts(
             key.metric, history.to_numpy(), counts.to_numpy(), start, companion, rules, geometric
         )
