@@ -82,3 +82,29 @@
         round(generation_output_tokens * 1000.0 / nullif(generation_time_ms, 0), 3)
             as output_tokens_per_second
 {% endmacro %}
+
+
+{#- The request marts' metric columns after aggregation, in order: the counts and rates, the
+    statistics unpacked by llm_request_statistics, the sums (one list for both grains). -#}
+{% macro llm_request_columns() %}
+        request_count,
+        success_count,
+        error_count,
+        rate_limited_count,
+        error_rate,
+        rate_limited_rate,
+        latency_avg_ms,
+        {{ llm_request_statistics() }},
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        generation_output_tokens,
+        generation_time_ms,
+        cost_usd,
+        paid_request_count,
+        cost_log_sum,
+        latency_log_count,
+        latency_log_sum,
+        time_to_first_token_log_count,
+        time_to_first_token_log_sum
+{% endmacro %}

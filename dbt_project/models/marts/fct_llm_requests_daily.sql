@@ -69,26 +69,7 @@ final as (
         provider,
         request_model,
         request_date,
-        request_count,
-        success_count,
-        error_count,
-        rate_limited_count,
-        error_rate,
-        rate_limited_rate,
-        latency_avg_ms,
-        {{ llm_request_statistics() }},
-        input_tokens,
-        output_tokens,
-        cache_read_tokens,
-        generation_output_tokens,
-        generation_time_ms,
-        cost_usd,
-        paid_request_count,
-        cost_log_sum,
-        latency_log_count,
-        latency_log_sum,
-        time_to_first_token_log_count,
-        time_to_first_token_log_sum
+        {{ llm_request_columns() }}
 
     from aggregated
 
