@@ -83,7 +83,7 @@ def shift_alarms(hourly: pd.DataFrame, score_hours: int, rules: int = SHIFT_RULE
     """The shift test's alarms among the newest ``score_hours`` of every route: a sustained
     rise or fall of latency p95, error rate or cost per request that hour-by-hour scores miss
     (``ml.anomaly.shift_test``; latency with its time to first token, error rates as counts;
-    with rules 3 cost and latency as geometric means per request, which ``observed`` and
+    with rules 3 and 4 cost and latency as geometric means per request, which ``observed`` and
     ``expected`` then are), published as ``<metric>_shift``.
 
     Args:

@@ -118,9 +118,11 @@ class DetectorSpec:
             SHIFT_RULES``): 1 latency and cost per request on their own scale, error rates by
             the rate scan; 2 latency and cost per request on the log scale without the effect
             of the hour's volume, error rates by the binomial CUSUM; 3 as 2 with cost per
-            request as the mean of its requests' log costs (a geometric mean). A spec stored
-            without it reads back as 1 (``from_dict``), the tests it was evaluated with; one
-            stored with 1 or 2 keeps them.
+            request as the mean of its requests' log costs (a geometric mean); 4 as 3 with
+            cost per request's CUSUM summing each request's evidence (a likelihood ratio) and
+            the error-rate CUSUM tuned to 2 points and held two hours. A spec stored without
+            it reads back as 1 (``from_dict``), the tests it was evaluated with; one stored
+            with 1, 2 or 3 keeps them.
     """
 
     members: tuple[str, ...] = DEFAULT_MEMBERS
@@ -140,8 +142,8 @@ class DetectorSpec:
             raise ValueError(f"members must be a non-empty subset of {MEMBERS}, got {self.members}")
         if self.spike_rules not in (1, 2):
             raise ValueError(f"spike_rules must be 1 or 2, got {self.spike_rules}")
-        if self.shift_rules not in (1, 2, 3):
-            raise ValueError(f"shift_rules must be 1, 2 or 3, got {self.shift_rules}")
+        if self.shift_rules not in (1, 2, 3, 4):
+            raise ValueError(f"shift_rules must be 1, 2, 3 or 4, got {self.shift_rules}")
 
     @property
     def spike_threshold(self) -> float:

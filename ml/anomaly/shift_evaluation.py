@@ -295,7 +295,7 @@ def evaluate_shifts(
         known: windows the hub knows are not clean (series ids are then encoded
             ``ml.keys.RouteKey`` values); their hours count neither as alarms nor as hours.
         shift_inputs: per (series id, one of ``ml.features.SHIFT_INPUTS``), the raw series
-            the tests of rules 3 read for cost and latency
+            the tests of rules 3 and 4 read for cost and latency
             (``ml.anomaly.shift_test.GEOMETRIC_INPUTS``; the gate's latency is tested without its
             time to first token, as before).
     """

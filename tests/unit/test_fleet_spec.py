@@ -120,7 +120,7 @@ def test_a_spec_stored_before_spike_rules_reads_back_with_the_third_pass_rules()
     assert not any(spec.range_only(m) for m in ("latency_p95_ms", "cost_usd", "tokens"))
     assert spec.threshold_for("tokens") == TESTED_THRESHOLD
     assert spec.shift_rules == 1
-    assert DetectorSpec.from_dict({**old, "spike_rules": 2, "shift_rules": 3}) == TESTED
+    assert DetectorSpec.from_dict({**old, "spike_rules": 2, "shift_rules": 4}) == TESTED
 
 
 def test_a_spec_stored_before_shift_rules_reads_back_with_the_rules_it_was_evaluated_with() -> None:
@@ -128,9 +128,10 @@ def test_a_spec_stored_before_shift_rules_reads_back_with_the_rules_it_was_evalu
     old = {"members": ["robust_baseline"], "shift_tests": True, "spike_rules": 2}
     assert DetectorSpec.from_dict(old).shift_rules == 1
     assert DetectorSpec.from_dict({**old, "shift_rules": 2}).shift_rules == 2
-    assert TESTED.shift_rules == SHIFT_RULES == 3
+    assert DetectorSpec.from_dict({**old, "shift_rules": 3}).shift_rules == 3
+    assert TESTED.shift_rules == SHIFT_RULES == 4
     with pytest.raises(ValueError):
-        DetectorSpec(shift_rules=4)
+        DetectorSpec(shift_rules=5)
 
 
 def test_rules_two_leave_tokens_to_the_cost_tests_and_alarm_on_the_range_elsewhere() -> None:

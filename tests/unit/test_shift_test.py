@@ -8,6 +8,7 @@ import pytest
 
 from assets.publish.anomalies import SHIFT_SUFFIX, shift_alarms, traffic_stops
 from ml.anomaly.shift_test import (
+    RATE_RULES,
     combine_scores,
     rate_cusum,
     rate_scan,
@@ -156,8 +157,51 @@ def test_rules_3_need_the_geometric_inputs_for_cost() -> None:
     requests = _requests(1)
     with pytest.raises(ValueError, match="cost_log_mean"):
         route_shifts("cost_usd", requests * 0.002, requests, 24 * 7, rules=3)
-    with pytest.raises(ValueError, match="1, 2 or 3"):
+    with pytest.raises(ValueError, match="cost_log_mean"):
         route_shifts("cost_usd", requests * 0.002, requests, 24 * 7, rules=4)
+    with pytest.raises(ValueError, match="1, 2, 3 or 4"):
+        route_shifts("cost_usd", requests * 0.002, requests, 24 * 7, rules=5)
+
+
+def _cost_alarms(requests: np.ndarray, seed: int, rules: int, onset: int | None) -> np.ndarray:
+    span = slice(0) if onset is None else slice(onset, onset + 6)
+    cost, log_mean, billed = _billed(requests, seed, 1.3, span)
+    tested = route_shifts(
+        "cost_usd", cost, requests, 24 * 7, rules=rules, geometric=(log_mean, billed)
+    )
+    return np.flatnonzero(tested.is_shift) + 24 * 7
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rules_4_find_a_cost_shift_on_a_route_of_twenty_requests_an_hour(seed: int) -> None:
+    # About 1.3 sigmas an hour: under the one-sigma allowance that rules 3 charge every hour.
+    requests = _requests(seed, 20.0)
+    onset = 24 * 10 + 12
+    alarms = _cost_alarms(requests, seed, 4, onset)
+    assert len(alarms) and onset < alarms[0] < onset + 8
+    assert not len(_cost_alarms(requests, seed, 3, onset))
+
+
+@pytest.mark.parametrize(("seed", "level"), [(0, 15.0), (1, 60.0), (2, 400.0)])
+def test_rules_4_raise_no_cost_alarm_on_clean_weeks_of_any_volume(seed: int, level: float) -> None:
+    assert not len(_cost_alarms(_requests(seed, level), seed, 4, None))
+
+
+def test_the_likelihood_ratio_cusum_sums_evidence_in_nats_by_the_request() -> None:
+    # Spread 1 per request, 400 requests an hour, the tuned shift d = 0.25 present: an hour's
+    # z is about d sqrt(n) = 5 and adds d sqrt(n) z - n d^2 / 2, so n d^2 / 2 = 12.5 nats on
+    # average (until the lagging reference takes the new level in, after a day and more).
+    hours, start = 240, 200
+    requests = np.full(hours, 400.0)
+    rng = np.random.default_rng(5)
+    values = rng.normal(0.0, 1.0, hours) / 20.0
+    values[start:] += 0.25
+    tested = volume_cusum(values, requests, start, shift=0.25, alarm=1e9, min_requests=5)
+    assert tested.statistic[30] / 31 == pytest.approx(400 * 0.25**2 / 2, rel=0.25)
+    with pytest.raises(ValueError):
+        volume_cusum(values, requests, start, shift=0.0)
+    with pytest.raises(ValueError):
+        volume_cusum(values, requests, start, shift=0.25, companion=values)
 
 
 def _mart(
@@ -275,8 +319,47 @@ def test_error_rates_reach_the_rate_scan_as_counts() -> None:
     via_route = route_shifts("error_rate", rate, requests, 24 * 7, rules=1)
     direct = rate_scan(errors, requests, 24 * 7)
     np.testing.assert_allclose(via_route.statistic, direct.statistic)
-    revised = route_shifts("error_rate", rate, requests, 24 * 7)
-    np.testing.assert_allclose(revised.statistic, rate_cusum(errors, requests, 24 * 7).statistic)
+    third = route_shifts("error_rate", rate, requests, 24 * 7, rules=3)
+    np.testing.assert_allclose(third.statistic, rate_cusum(errors, requests, 24 * 7).statistic)
+    fourth = route_shifts("error_rate", rate, requests, 24 * 7)
+    rise, level, held = RATE_RULES[4]
+    direct = rate_cusum(errors, requests, 24 * 7, shift=rise, alarm=level, confirm=held)
+    np.testing.assert_allclose(fourth.statistic, direct.statistic)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rules_4_find_three_percent_errors_for_six_hours_on_a_route_of_120_an_hour(
+    seed: int,
+) -> None:
+    requests = _requests(seed + 20, 120.0)
+    errors = _errors(requests, 0.012, seed + 20)
+    onset = 24 * 10 + 12
+    errors[onset : onset + 6] = _errors(requests[onset : onset + 6], 0.035, seed + 30)
+    rate = np.where(requests > 0, errors / np.maximum(requests, 1), np.nan)
+    alarms = np.flatnonzero(route_shifts("error_rate", rate, requests, 24 * 7).is_shift)
+    assert len(alarms) and onset < alarms[0] + 24 * 7 < onset + 8
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rules_4_raise_no_error_alarm_on_clean_weeks(seed: int) -> None:
+    requests = _requests(seed + 40, 40.0 * (seed + 1))
+    errors = _errors(requests, 0.012, seed + 40)
+    rate = np.where(requests > 0, errors / np.maximum(requests, 1), np.nan)
+    assert not route_shifts("error_rate", rate, requests, 24 * 7).is_shift.any()
+
+
+def test_a_held_error_alarm_waits_for_a_second_hour_over_the_level() -> None:
+    # 1% of 100 requests an hour: an hour of 7 errors lifts the sum to 5.8 and the next hour
+    # of 1 error takes 0.9 off it; 3 errors would add 1.3.
+    requests = np.full(240, 100.0)
+    errors = np.ones(240)
+    errors[220] = 7.0
+    once = rate_cusum(errors, requests, 200, shift=0.02, alarm=5.0)
+    held = rate_cusum(errors, requests, 200, shift=0.02, alarm=5.0, confirm=2)
+    assert once.is_shift[20] and not held.is_shift.any()
+    errors[221] = 3.0
+    held = rate_cusum(errors, requests, 200, shift=0.02, alarm=5.0, confirm=2)
+    assert np.flatnonzero(held.is_shift).tolist() == [21]
 
 
 def _ttft(requests: np.ndarray, seed: int) -> np.ndarray:
@@ -420,7 +503,9 @@ def test_the_binomial_cusum_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
         rate_cusum(requests * 0, requests, 24 * 7, shift=0.0)
     with pytest.raises(ValueError):
-        route_shifts("error_rate", requests * 0, requests, 24 * 7, rules=4)
+        rate_cusum(requests * 0, requests, 24 * 7, confirm=0)
+    with pytest.raises(ValueError):
+        route_shifts("error_rate", requests * 0, requests, 24 * 7, rules=5)
 
 
 def _p95(rng: np.random.Generator, count: float) -> float:

@@ -455,7 +455,7 @@ def with_shift_flags(
 ) -> pd.DataFrame:
     """``scored`` with the shift test's alarms (``ml.anomaly.shift_test.route_shifts``) on each
     route's latency p95 (with its time to first token from ``companions``), error rate and cost
-    (per request; with rules 3 latency and cost on their ``GEOMETRIC_INPUTS`` and
+    (per request; with rules 3 and 4 latency and cost on their ``GEOMETRIC_INPUTS`` and
     ``GEOMETRIC_COMPANIONS`` from ``companions``), from the raw series (NaN where idle); the
     training window is the test's history; ``rules`` are the spec's ``shift_rules``."""
 

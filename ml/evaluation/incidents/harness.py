@@ -242,7 +242,7 @@ def evaluate_windows(
     )
     companions = None
     if shift_test:
-        # Time to first token is tested with latency by the shift test, and cost (rules 3) on
+        # Time to first token is tested with latency by the shift test, and cost (rules 3 and 4) on
         # the geometric mean per billed request; none of them is scored on its own.
         wanted = {*COMPANIONS.values(), *SHIFT_INPUTS}
         train_extra, test_extra = align_series(
