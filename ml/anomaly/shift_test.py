@@ -182,7 +182,7 @@ def volume_cusum(
     confirm: int = 1,
     volume_slope: float | None = None,
     shift: float | None = None,
-    rises_only: bool = False,
+    fall_alarm: float | None = None,
 ) -> ShiftTest:
     """The CUSUM of ``values[start:]`` (per-request quantities) with ``values[:start]`` as
     history: the spread is learned there and the sums run through it.
@@ -214,7 +214,7 @@ def volume_cusum(
         shift: None for the allowance form; a positive number for the likelihood-ratio form
             tuned to a shift of this size per request, either way (``alarm`` then in nats;
             ``allowance`` unused; no ``companion``).
-        rises_only: test rises only (a cost per request that falls is a saving, no incident).
+        fall_alarm: the level the sum of a fall must reach (None: ``alarm``, as a rise).
 
     Returns:
         A ``ShiftTest`` of the points from ``start`` on.
@@ -249,8 +249,7 @@ def volume_cusum(
         root = (shift / sigma) * np.sqrt(np.maximum(n, 0.0))
         bounded = np.clip(z, -(clip + root / 2), clip + root / 2)
         rise, fall = root * bounded - root**2 / 2, -root * bounded - root**2 / 2
-    if rises_only:
-        fall = np.full(len(z), -np.inf)
+    fall_level = alarm if fall_alarm is None else fall_alarm
     upper = lower = 0.0
     above = 0
     statistic = np.zeros(len(z))
@@ -262,7 +261,7 @@ def volume_cusum(
         upper = max(0.0, upper + rise[t])
         lower = max(0.0, lower + fall[t])
         statistic[t] = max(upper, lower)
-        above = above + 1 if statistic[t] >= alarm else 0
+        above = above + 1 if upper >= alarm or lower >= fall_level else 0
         if above >= confirm:
             alarms[t] = t >= start
             upper = lower = 0.0
@@ -549,7 +548,7 @@ SHIFT_CONFIRM: dict[str, int] = {"latency_p95_ms": 1, "error_rate": 1, "cost_usd
 #: requests an hour, where a cost +30% moves the hour's mean log cost by 1-1.8 sigmas, sums
 #: little or nothing: its misses were night shifts on such routes. Rules 4 sum each hour's
 #: log-likelihood ratio for a rise of ``log 1.25`` per request (``volume_cusum(shift=...)``,
-#: ``LIKELIHOOD_SHIFTS``), alarm level 9 nats, held a second hour; falls are not tested. The
+#: ``LIKELIHOOD_SHIFTS``), alarm level 9 nats for a rise (15 for a fall), held a second hour. The
 #: error-rate CUSUM is tuned to a rise of 2 points (subtle rises are 2-5% on a base near 1%)
 #: and alarms at 6 held a second judged hour (``RATE_RULES``): a run of noise crosses the level
 #: and falls back, a raised rate stays over it. Measured with the shift tests alone on the
@@ -585,12 +584,14 @@ GEOMETRIC_ALARMS: dict[str, float] = {"cost_usd": 6.0, "latency_p95_ms": 10.0}
 #: Rules 3: an hour's mean log is judged from this many requests (a mean of logs of a few
 #: requests is close to normal; a p95 of a few is not).
 GEOMETRIC_MIN_REQUESTS = 5
-#: Rules 4: route metric -> (the rise per request its likelihood-ratio CUSUM is tuned to, on
-#: the log scale; the alarm level in nats), in place of its ``GEOMETRIC_ALARMS`` level. Only
-#: rises are tested: a cost per request that falls is a saving, and the mean log cost of a
-#: quiet hour has a longer tail below (cache hits bill a fraction of a request): on seeds 0-119
-#: the falls alone would add 19 false alarms to the rises' 14.
-LIKELIHOOD_SHIFTS: dict[str, tuple[float, float]] = {"cost_usd": (math.log(1.25), 9.0)}
+#: Rules 4: route metric -> (the shift per request its likelihood-ratio CUSUM is tuned to, on
+#: the log scale; the alarm level of a rise and of a fall, in nats), in place of its
+#: ``GEOMETRIC_ALARMS`` level. A fall must reach 15: the mean log cost of a quiet hour has a
+#: longer tail below (cache hits bill a fraction of a request), so at 9 the falls add 19 false
+#: alarms to the rises' 14 (seeds 0-119); at 15 none on seeds 0-159 (at 12, three). A fall of
+#: cost per request is not a spend incident but can be one of quality (a silent switch to a
+#: cheaper model), and a sustained one reaches 15 within hours.
+LIKELIHOOD_SHIFTS: dict[str, tuple[float, float, float]] = {"cost_usd": (math.log(1.25), 9.0, 15.0)}
 #: Shift rules -> the error-rate CUSUM's (rise it is tuned to, alarm level, hours held).
 RATE_RULES: dict[int, tuple[float, float, int]] = {
     2: (RATE_SHIFT, RATE_ALARM, 1),
@@ -640,9 +641,9 @@ def route_shifts(
         if geometric is None:
             raise ValueError(f"shift rules {rules} test {metric} on {GEOMETRIC_INPUTS[metric]}")
         log_mean, counted = geometric
-        shift, level = None, GEOMETRIC_ALARMS[metric]
+        shift, level, fall_level = None, GEOMETRIC_ALARMS[metric], None
         if rules >= 4 and metric in LIKELIHOOD_SHIFTS:
-            shift, level = LIKELIHOOD_SHIFTS[metric]
+            shift, level, fall_level = LIKELIHOOD_SHIFTS[metric]
         tested = volume_cusum(
             np.asarray(log_mean, dtype=float),
             np.nan_to_num(np.asarray(counted, dtype=float), nan=0.0),
@@ -653,7 +654,7 @@ def route_shifts(
             companion=None if companion is None else np.asarray(companion, dtype=float),
             confirm=confirm,
             shift=shift,
-            rises_only=shift is not None,
+            fall_alarm=fall_level,
         )
         return replace(tested, expected=np.exp(tested.expected))
     x = np.asarray(values, dtype=float)

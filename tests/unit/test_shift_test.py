@@ -182,6 +182,29 @@ def test_rules_4_find_a_cost_shift_on_a_route_of_twenty_requests_an_hour(seed: i
     assert not len(_cost_alarms(requests, seed, 3, onset))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_rules_4_flag_a_sustained_fall_of_cost_per_request_at_a_higher_level(seed: int) -> None:
+    # A route moved to a model 30% cheaper per request: no spend incident, but a change to see.
+    requests = _requests(seed, 60.0)
+    onset = 24 * 10 + 12
+    cost, log_mean, billed = _billed(requests, seed, 0.7, slice(onset, HOURS))
+    tested = route_shifts("cost_usd", cost, requests, 24 * 7, rules=4, geometric=(log_mean, billed))
+    alarms = np.flatnonzero(tested.is_shift) + 24 * 7
+    assert len(alarms) and onset < alarms[0] < onset + 8
+    # The same fall's sum alarms earlier when a fall needs only the level of a rise.
+    at_rise_level = volume_cusum(
+        log_mean,
+        billed,
+        24 * 7,
+        window=72,
+        alarm=9.0,
+        min_requests=5,
+        confirm=2,
+        shift=np.log(1.25),
+    )
+    assert np.flatnonzero(at_rise_level.is_shift)[0] + 24 * 7 <= alarms[0]
+
+
 @pytest.mark.parametrize(("seed", "level"), [(0, 15.0), (1, 60.0), (2, 400.0)])
 def test_rules_4_raise_no_cost_alarm_on_clean_weeks_of_any_volume(seed: int, level: float) -> None:
     assert not len(_cost_alarms(_requests(seed, level), seed, 4, None))
