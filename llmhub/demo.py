@@ -337,6 +337,12 @@ def print_summary(console: Console, settings: Settings, ml_since: datetime | Non
     )
 
 
+def format_value(value: float) -> str:
+    """An anomaly's observed or expected value: one decimal, or three significant digits below
+    1 (a cost per request is a fraction of a cent, which one decimal shows as 0.0)."""
+    return f"{value:,.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+
+
 def print_ml_summary(console: Console, settings: Settings, since: datetime) -> None:
     """Top anomalies scored since ``since``, each tenant's projected month-end cost, and where
     the models are."""
@@ -362,8 +368,8 @@ def print_ml_summary(console: Console, settings: Settings, since: datetime) -> N
             asset,
             model,
             metric,
-            f"{observed:,.1f}",
-            f"{expected:,.1f}",
+            format_value(observed),
+            format_value(expected),
             f"{score:.2f}",
         )
     if not anomalies:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from llmhub.demo import captured_output, load_definitions, step
+from llmhub.demo import captured_output, format_value, load_definitions, step
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -94,3 +94,11 @@ def test_the_code_location_is_the_one_the_workspace_names(
     defs = load_definitions(workspace)
 
     assert [spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()] == ["x"]
+
+
+def test_anomaly_values_keep_their_digits_below_one() -> None:
+    # Regression: a cost per request of $0.016 against $0.00095 read "0.0" against "0.0".
+    assert format_value(0.0161575) == "0.0162"
+    assert format_value(0.00094871) == "0.000949"
+    assert format_value(10397.2) == "10,397.2"
+    assert format_value(0.0) == "0.0"
