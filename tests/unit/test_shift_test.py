@@ -351,7 +351,7 @@ def test_error_rates_reach_the_rate_scan_as_counts() -> None:
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_rules_4_find_three_percent_errors_for_six_hours_on_a_route_of_120_an_hour(
+def test_rules_4_find_3_5_percent_errors_for_six_hours_on_a_route_of_120_an_hour(
     seed: int,
 ) -> None:
     requests = _requests(seed + 20, 120.0)
