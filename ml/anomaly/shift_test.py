@@ -456,13 +456,11 @@ def rate_cusum(
     total = 0.0
     above = 0
     for hour in range(size):
+        if judged[hour]:
+            total = max(0.0, total + llr[hour])
+            above = above + 1 if total >= alarm else 0
         statistic[hour] = total
-        if not judged[hour]:
-            continue
-        total = max(0.0, total + llr[hour])
-        statistic[hour] = total
-        above = above + 1 if total >= alarm else 0
-        if above >= confirm:
+        if judged[hour] and above >= confirm:
             alarms[hour] = hour >= start
             total = 0.0
             above = 0
@@ -561,7 +559,7 @@ SHIFT_CONFIRM: dict[str, int] = {"latency_p95_ms": 1, "error_rate": 1, "cost_usd
 #: rates for little: the subtle ones are on the busier routes.
 SHIFT_RULES = 4
 VOLUME_SLOPE = 0.2
-#: Rules 2 and 3: route metric -> the alarm level of the log-scale CUSUM (rules 1:
+#: Rules 2: route metric -> the alarm level of the log-scale CUSUM (rules 1:
 #: ``SHIFT_METRICS``).
 LOG_SCALE_ALARMS: dict[str, float] = {"latency_p95_ms": 6.0, "cost_usd": 7.0}
 
@@ -569,19 +567,20 @@ LOG_SCALE_ALARMS: dict[str, float] = {"latency_p95_ms": 6.0, "cost_usd": 7.0}
 #: Route metric -> the metric tested with it (``combine_scores``).
 COMPANIONS: dict[str, str] = {"latency_p95_ms": "time_to_first_token_p95_ms"}
 
-#: Rules 3: route metric -> the series its test reads instead of its own (mean of the logs of
-#: the billed requests' costs, and how many requests were billed). ``ml.features`` builds both
-#: from the hourly mart's ``cost_log_sum`` and ``paid_request_count``.
+#: Rules 3 and 4: route metric -> the series its test reads instead of its own: the mean of the
+#: logs of its requests' values (billed costs; successful requests' latencies) and how many
+#: requests that is. ``ml.features`` builds them from the hourly mart's sums and counts.
 GEOMETRIC_INPUTS: dict[str, tuple[str, str]] = {
     "cost_usd": ("cost_log_mean", "paid_request_count"),
     "latency_p95_ms": ("latency_log_mean", "latency_log_count"),
 }
-#: Rules 3: route metric -> the mean log series tested with its geometric mean
+#: Rules 3 and 4: route metric -> the mean log series tested with its geometric mean
 #: (``combine_scores``), in place of ``COMPANIONS``.
 GEOMETRIC_COMPANIONS: dict[str, str] = {"latency_p95_ms": "time_to_first_token_log_mean"}
-#: Rules 3: route metric -> the alarm level of its CUSUM on ``GEOMETRIC_INPUTS``.
+#: Rules 3 (and 4 where ``LIKELIHOOD_SHIFTS`` has no entry): route metric -> the alarm level of
+#: its CUSUM on ``GEOMETRIC_INPUTS``.
 GEOMETRIC_ALARMS: dict[str, float] = {"cost_usd": 6.0, "latency_p95_ms": 10.0}
-#: Rules 3: an hour's mean log is judged from this many requests (a mean of logs of a few
+#: Rules 3 and 4: an hour's mean log is judged from this many requests (a mean of logs of a few
 #: requests is close to normal; a p95 of a few is not).
 GEOMETRIC_MIN_REQUESTS = 5
 #: Rules 4: route metric -> (the shift per request its likelihood-ratio CUSUM is tuned to, on

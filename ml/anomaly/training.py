@@ -365,7 +365,8 @@ def evaluate_candidates(
         known: windows the hub knows are not clean; the shift evaluation's false alarms
             leave them out for every candidate.
         shift_inputs: the series the shift tests read beside ``series``
-            (``llmhub.ml_data.DetectorInput.shift_inputs``; rules 3 and 4 test cost on them).
+            (``llmhub.ml_data.DetectorInput.shift_inputs``; rules 3 and 4 test cost and latency
+            on them).
     """
     specs: dict[str, DetectorSpec] = {}
     same_as: dict[str, str] = {}

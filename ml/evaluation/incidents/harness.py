@@ -242,8 +242,8 @@ def evaluate_windows(
     )
     companions = None
     if shift_test:
-        # Time to first token is tested with latency by the shift test, and cost (rules 3 and 4) on
-        # the geometric mean per billed request; none of them is scored on its own.
+        # Time to first token is tested with latency by the shift test, and cost and latency
+        # (rules 3 and 4) on geometric means per request; none of them is scored on its own.
         wanted = {*COMPANIONS.values(), *SHIFT_INPUTS}
         train_extra, test_extra = align_series(
             build_series(*train, train_start, windows.train_end, metrics=sorted(wanted)),
