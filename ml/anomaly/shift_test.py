@@ -253,20 +253,23 @@ def volume_cusum(
     upper = lower = 0.0
     above = 0
     statistic = np.zeros(len(z))
+    # Each side's sum over its own alarm level: the score is 0.5 where either reaches it.
+    reached = np.zeros(len(z))
     alarms = np.zeros(len(z), dtype=bool)
     for t in range(len(z)):
-        if not active[t]:
-            statistic[t] = max(upper, lower)
-            continue
-        upper = max(0.0, upper + rise[t])
-        lower = max(0.0, lower + fall[t])
+        if active[t]:
+            upper = max(0.0, upper + rise[t])
+            lower = max(0.0, lower + fall[t])
         statistic[t] = max(upper, lower)
-        above = above + 1 if upper >= alarm or lower >= fall_level else 0
+        reached[t] = max(upper / alarm, lower / fall_level)
+        if not active[t]:
+            continue
+        above = above + 1 if reached[t] >= 1.0 else 0
         if above >= confirm:
             alarms[t] = t >= start
             upper = lower = 0.0
             above = 0
-    score = np.clip(0.5 * statistic / alarm, 0.0, 1.0)
+    score = np.clip(0.5 * reached, 0.0, 1.0)
     score[alarms] = np.maximum(score[alarms], 0.5)
     return ShiftTest(
         statistic=statistic[start:],

@@ -191,6 +191,9 @@ def test_rules_4_flag_a_sustained_fall_of_cost_per_request_at_a_higher_level(see
     tested = route_shifts("cost_usd", cost, requests, 24 * 7, rules=4, geometric=(log_mean, billed))
     alarms = np.flatnonzero(tested.is_shift) + 24 * 7
     assert len(alarms) and onset < alarms[0] < onset + 8
+    # Scored against its own level (0.5 at 15 nats), not against the rise's 9.
+    first = alarms[0] - 24 * 7
+    assert tested.score[first] == pytest.approx(min(1.0, 0.5 * tested.statistic[first] / 15.0))
     # The same fall's sum alarms earlier when a fall needs only the level of a rise.
     at_rise_level = volume_cusum(
         log_mean,
@@ -202,7 +205,7 @@ def test_rules_4_flag_a_sustained_fall_of_cost_per_request_at_a_higher_level(see
         confirm=2,
         shift=np.log(1.25),
     )
-    assert np.flatnonzero(at_rise_level.is_shift)[0] + 24 * 7 <= alarms[0]
+    assert np.flatnonzero(at_rise_level.is_shift)[0] + 24 * 7 < alarms[0]
 
 
 @pytest.mark.parametrize(("seed", "level"), [(0, 15.0), (1, 60.0), (2, 400.0)])
